@@ -1,0 +1,3 @@
+"""resnetlab: train, evaluate and run ResNet image classifiers."""
+
+__version__ = "0.1.0"

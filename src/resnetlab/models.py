@@ -1,0 +1,304 @@
+"""Residual networks of He et al. 2015, "Deep Residual Learning for Image Recognition" (arXiv:1512.03385).
+
+A residual block learns the residual function F(x) and outputs H(x) = F(x) + x. When F(x) and x differ in
+shape (a stage that halves the resolution and widens the channels), the shortcut matches them:
+
+- option A: subsample x with the block's stride and pad the new channels with zeros (no parameters);
+- option B: a projection shortcut, a strided 1x1 convolution + BN.
+
+Two families are built here:
+
+- CIFAR-style nets (section 4.2): a 3x3 stem, three stages of 16/32/64 channels, n basic blocks per stage,
+  6n+2 weighted layers: resnet20/32/44/56/110, option A by default.
+- ImageNet-style nets (section 3.4, Table 1): four stages of 64..512 channels, basic or bottleneck blocks:
+  resnet18/34/50/101/152, option B by default. With ``stem="imagenet"`` (7x7/2 conv + 3x3/2 max-pool) their
+  module names and shapes equal torchvision's, so torchvision state dicts load with ``strict=True``.
+
+``plainN`` are the same nets with every shortcut removed, for the paper's degradation experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Shortcut = Literal["A", "B"]
+Stem = Literal["small", "imagenet"]
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "ZeroPadShortcut",
+    "create_model",
+    "list_models",
+    "model_info",
+]
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A: identity on a strided subsample of x, new channels filled with zeros. No parameters."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.extra_channels = out_planes - in_planes
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+
+def make_shortcut(kind: Shortcut, in_planes: int, out_planes: int, stride: int) -> nn.Module:
+    """The shortcut used where F(x) and x differ in shape."""
+    if kind == "A":
+        return ZeroPadShortcut(in_planes, out_planes, stride)
+    if kind == "B":
+        return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+    raise ValueError(f"shortcut must be 'A' or 'B', not {kind!r}")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions: F(x) = BN(conv(ReLU(BN(conv(x))))), H(x) = ReLU(F(x) + x)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 (reduce), 3x3, 1x1 (restore, x4 channels): the three-layer block of the deeper nets."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        # Stride on the 3x3 convolution, as torchvision's "ResNet V1.5" does.
+        self.conv1 = conv1x1(in_planes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+Block = type[BasicBlock] | type[Bottleneck]
+
+
+class ResNet(nn.Module):
+    """A stem, stages of residual blocks, global average pooling and a linear classifier."""
+
+    def __init__(
+        self,
+        block: Block,
+        layers: list[int],
+        widths: list[int],
+        num_classes: int = 10,
+        in_channels: int = 3,
+        shortcut: Shortcut = "B",
+        stem: Stem = "small",
+        residual: bool = True,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(layers) != len(widths):
+            raise ValueError("layers and widths must have the same length")
+        self.residual = residual
+        self.shortcut = shortcut
+        self.in_planes = widths[0]
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        elif stem == "small":
+            self.conv1 = conv3x3(in_channels, widths[0])
+        else:
+            raise ValueError(f"stem must be 'small' or 'imagenet', not {stem!r}")
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+        for i, (blocks, width) in enumerate(zip(layers, widths)):
+            stage = self._make_layer(block, width, blocks, stride=1 if i == 0 else 2)
+            setattr(self, f"layer{i + 1}", stage)
+        self.num_stages = len(layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.num_features = widths[-1] * block.expansion
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            # Each block starts as the identity (Goyal et al. 2017, "Accurate, Large Minibatch SGD").
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        out_planes = planes * block.expansion
+        downsample = None
+        if self.residual and (stride != 1 or self.in_planes != out_planes):
+            downsample = make_shortcut(self.shortcut, self.in_planes, out_planes, stride)
+        layers = [block(self.in_planes, planes, stride, downsample, self.residual)]
+        self.in_planes = out_planes
+        layers += [block(self.in_planes, planes, residual=self.residual) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map, before pooling."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# name -> (block, blocks per stage, widths, family)
+_CIFAR_WIDTHS = [16, 32, 64]
+_IMAGENET_WIDTHS = [64, 128, 256, 512]
+_ARCHS: dict[str, tuple[Block, list[int], list[int], str]] = {
+    **{f"resnet{6 * n + 2}": (BasicBlock, [n] * 3, _CIFAR_WIDTHS, "cifar") for n in (3, 5, 7, 9, 18)},
+    "resnet18": (BasicBlock, [2, 2, 2, 2], _IMAGENET_WIDTHS, "imagenet"),
+    "resnet34": (BasicBlock, [3, 4, 6, 3], _IMAGENET_WIDTHS, "imagenet"),
+    "resnet50": (Bottleneck, [3, 4, 6, 3], _IMAGENET_WIDTHS, "imagenet"),
+    "resnet101": (Bottleneck, [3, 4, 23, 3], _IMAGENET_WIDTHS, "imagenet"),
+    "resnet152": (Bottleneck, [3, 8, 36, 3], _IMAGENET_WIDTHS, "imagenet"),
+}
+_PLAIN = [f"plain{6 * n + 2}" for n in (3, 5, 7, 9, 18)] + ["plain18", "plain34"]
+
+_DESCRIPTIONS = {
+    "cifar": "CIFAR-style 16/32/64 channels, shortcut A",
+    "imagenet": "ImageNet-style 64-512 channels, shortcut B",
+}
+
+
+def list_models() -> list[str]:
+    """Every name `create_model` accepts."""
+    return list(_ARCHS) + _PLAIN
+
+
+def _resolve(name: str) -> tuple[Block, list[int], list[int], str, bool]:
+    residual = not name.startswith("plain")
+    arch = "resnet" + name[len("plain") :] if not residual else name
+    if name not in list_models():
+        raise KeyError(name)
+    block, layers, widths, family = _ARCHS[arch]
+    return block, layers, widths, family, residual
+
+
+def create_model(
+    name: str,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    *,
+    shortcut: Shortcut | None = None,
+    stem: Stem | None = None,
+    image_size: int | None = None,
+    zero_init_residual: bool = False,
+) -> ResNet:
+    """Build a model by name (see `list_models`).
+
+    shortcut: "A" (zero-padding) or "B" (1x1 projection); defaults to A for CIFAR-style nets and B otherwise.
+    stem: "small" (3x3/1 conv, no max-pool) or "imagenet" (7x7/2 conv + max-pool). ImageNet-style nets default
+    to "small" for images of 64 px and under (or when image_size is not given) and to "imagenet" above that.
+    CIFAR-style nets always use the small stem.
+    """
+    try:
+        block, layers, widths, family, residual = _resolve(name)
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
+    if family == "cifar":
+        if stem == "imagenet":
+            raise ValueError(f"{name} is CIFAR-style and has only the small stem")
+        stem = "small"
+    elif stem is None:
+        stem = "imagenet" if image_size is not None and image_size > 64 else "small"
+    if shortcut is None:
+        shortcut = "A" if family == "cifar" else "B"
+    return ResNet(
+        block,
+        layers,
+        widths,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        shortcut=shortcut,
+        stem=stem,
+        residual=residual,
+        zero_init_residual=zero_init_residual,
+    )
+
+
+def model_info(name: str) -> str:
+    """A one-line description for `resnetlab models`."""
+    block, layers, _, family, residual = _resolve(name)
+    if not residual:
+        return f"{block.__name__} x {layers}, {_DESCRIPTIONS[family].split(',')[0]}, plain: no shortcuts"
+    return f"{block.__name__} x {layers}, {_DESCRIPTIONS[family]}"
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+

@@ -1,0 +1,160 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from fakedata import pattern_images, write_image_folder, write_mnist_like
+from PIL import Image
+
+from resnetlab.checkpoint import load_checkpoint
+from resnetlab.cli import main
+from resnetlab.models import count_parameters, create_model
+
+
+def test_train_writes_the_run_files(trained_run):
+    assert {"best.pt", "last.pt", "metrics.csv", "summary.json"} <= {p.name for p in trained_run.iterdir()}
+    with open(trained_run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds"} <= set(rows[0])
+    summary = json.loads((trained_run / "summary.json").read_text())
+    for key in ("best_test_accuracy", "best_epoch", "epochs", "train_seconds", "model", "dataset", "num_params"):
+        assert key in summary
+    accuracies = [float(r["test_accuracy"]) for r in rows]
+    assert summary["best_test_accuracy"] == pytest.approx(max(accuracies), abs=1e-6)
+    assert summary["best_epoch"] == accuracies.index(max(accuracies)) + 1
+    assert 0 <= summary["best_test_accuracy"] <= 1
+    assert summary["num_params"] == count_parameters(create_model("resnet20", num_classes=10, in_channels=1))
+
+
+def test_best_pt_holds_the_best_epoch_not_the_last(trained_run):
+    best = load_checkpoint(trained_run / "best.pt")
+    last = load_checkpoint(trained_run / "last.pt")
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert best["epoch"] == summary["best_epoch"]
+    assert last["epoch"] == 2
+    assert best["metrics"]["test_accuracy"] == pytest.approx(summary["best_test_accuracy"], abs=1e-6)
+
+
+def test_checkpoint_describes_itself(trained_run):
+    ckpt = load_checkpoint(trained_run / "best.pt")
+    assert ckpt["model"]["name"] == "resnet20"
+    assert ckpt["model"]["in_channels"] == 1 and ckpt["model"]["num_classes"] == 10
+    assert ckpt["classes"][0] == "T-shirt/top"
+    assert ckpt["image_size"] == 28 and ckpt["dataset"] == "fashion-mnist"
+    assert len(ckpt["mean"]) == len(ckpt["std"]) == 1
+
+
+def test_eval_json_reproduces_the_training_accuracy(trained_run, capsys):
+    assert main(["eval", str(trained_run / "best.pt"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert result["test_accuracy"] == pytest.approx(summary["best_test_accuracy"], abs=1e-6)
+    assert result["images_per_second"] > 0 and result["test_loss"] > 0
+    assert len(result["confusion_matrix"]) == 10 and sum(map(sum, result["confusion_matrix"])) == 100
+
+
+def test_eval_prints_per_class_table(trained_run, capsys):
+    assert main(["eval", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    assert "Ankle boot" in out and "confusion matrix" in out and "accuracy" in out
+
+
+def test_predict_first_n_test_images_in_the_tutorials_form(trained_run, capsys, tmp_path):
+    picture = tmp_path / "grid.png"
+    assert main(["predict", str(trained_run / "best.pt"), "-n", "7", "--save", str(picture)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    predictions = [line for line in lines if line.startswith("predicted: ")]
+    assert len(predictions) == 7
+    assert all(', actual: "' in line for line in predictions)
+    right = sum(line.split('"')[1] == line.split('"')[3] for line in predictions)
+    assert f"{right} of 7 right" in "\n".join(lines)
+    with Image.open(picture) as image:
+        assert image.size[0] > 300
+
+
+def test_predict_image_files_and_folders(trained_run, capsys, tmp_path):
+    images = pattern_images(torch.tensor([0, 3]).numpy(), 56, 3)  # RGB and twice the size: converted
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    assert main(["predict", str(trained_run / "best.pt"), str(tmp_path), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.endswith("%") and ".png:" in line]
+    assert len(lines) == 2 and all(line.count("%") == 2 for line in lines)
+
+
+def test_existing_run_is_not_overwritten(trained_run, tmp_path, capsys):
+    before = (trained_run / "best.pt").read_bytes()
+    code = main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--out", str(trained_run)])
+    assert code == 2
+    assert "already holds" in capsys.readouterr().err
+    assert (trained_run / "best.pt").read_bytes() == before
+
+
+def test_train_on_an_image_folder(tmp_path, capsys):
+    write_image_folder(tmp_path / "pics", classes=("circle", "square"), per_class=8, modes=("L",))
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "folder", "--data-dir", str(tmp_path / "pics"), "--epochs", "1",
+            "--batch-size", "8", "--image-size", "16", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["classes"] == ["circle", "square"] and ckpt["in_channels"] == 1 and ckpt["image_size"] == 16
+    assert main(["predict", str(out), "-n", "3", "--save", str(tmp_path / "p.png")]) == 0
+    assert capsys.readouterr().out.count("predicted: ") == 3
+
+
+def test_subset_and_shortcut_flags(tiny_fashion, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--subset", "64", "--batch-size", "32",
+            "--shortcut", "B", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["model"]["options"]["shortcut"] == "B"
+    assert "layer2.0.downsample.0.weight" in ckpt["state_dict"]
+
+
+def _run_cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, "-m", "resnetlab", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["train", "--dataset", "imagenet"], "choose one of: mnist"),
+        (["train", "--model", "resnet7"], "resnet20"),
+        (["train", "--epochs", "0"], "at least 1"),
+        (["train", "--lr", "-1"], "above 0"),
+        (["train", "--batch-size", "x"], "whole number"),
+        (["train", "--recipe", "slow"], "fast"),
+        (["predict", "missing.pt"], "no checkpoint at missing.pt"),
+        (["eval", "missing.pt"], "no checkpoint"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_user_mistakes_get_one_sentence_and_exit_status_2(args, expected, tmp_path):
+    result = _run_cli(*args, "--data-dir", str(tmp_path / "d"), cwd=tmp_path) if args[0] == "train" else \
+        _run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_predict_on_a_non_image_is_a_user_error(trained_run, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is text")
+    result = _run_cli("predict", str(trained_run / "best.pt"), str(bad))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "notes.png is not a readable image" in result.stderr
+
+
+def test_python_dash_m_and_models_and_datasets_commands(tmp_path):
+    result = _run_cli("models")
+    assert result.returncode == 0 and "resnet110" in result.stdout and "0.27M" in result.stdout
+    result = _run_cli("datasets", "--data-dir", str(tmp_path))
+    assert result.returncode == 0 and "fashion-mnist" in result.stdout and "stl10" in result.stdout

@@ -1,0 +1,171 @@
+import numpy as np
+import pytest
+import torch
+from fakedata import (
+    write_cifar10,
+    write_idx_files,
+    write_image_folder,
+    write_mnist_like,
+    write_stl10,
+    write_svhn,
+)
+from PIL import Image
+
+from resnetlab.data import TensorBatches, find_data, get_spec, load_split, random_translate
+from resnetlab.errors import UserError
+
+
+@pytest.mark.parametrize("name,cls", [("mnist", "MNIST"), ("kmnist", "KMNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_idx_datasets_load_through_torchvision(tmp_path, name, cls):
+    arrays = write_mnist_like(tmp_path, cls, n_train=40, n_test=20)
+    train = load_split(name, tmp_path, train=True)
+    test = load_split(name, tmp_path, train=False)
+    assert train.images.shape == (40, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert test.images.shape == (20, 1, 28, 28)
+    assert np.array_equal(train.images[:, 0].numpy(), arrays["train_images"])
+    assert np.array_equal(test.labels.numpy(), arrays["t10k_labels"])
+    assert train.classes == list(get_spec(name).classes)
+
+
+def test_fashion_mnist_has_its_real_class_names():
+    assert get_spec("fashion-mnist").classes[0] == "T-shirt/top"
+    assert get_spec("fashion-mnist").classes[9] == "Ankle boot"
+    assert get_spec("cifar10").classes[0] == "airplane"
+    assert get_spec("kmnist").classes[:3] == ("o", "ki", "su")
+
+
+def test_cifar10_pickles(tmp_path, skip_md5):
+    arrays = write_cifar10(tmp_path, n_train=50, n_test=20)
+    train = load_split("cifar10", tmp_path, train=True)
+    test = load_split("cifar10", tmp_path, train=False)
+    assert train.images.shape == (50, 3, 32, 32) and test.images.shape == (20, 3, 32, 32)
+    assert train.labels.tolist() == arrays["train_labels"]
+    assert np.array_equal(train.images[0].permute(1, 2, 0).numpy(), arrays["first_train_image"])
+    assert np.array_equal(test.images[0].permute(1, 2, 0).numpy(), arrays["first_test_image"])
+
+
+def test_svhn_mat_files(tmp_path, skip_md5):
+    arrays = write_svhn(tmp_path, n_train=30, n_test=20)
+    train = load_split("svhn", tmp_path, train=True)
+    test = load_split("svhn", tmp_path, train=False)
+    assert train.images.shape == (30, 3, 32, 32) and test.images.shape == (20, 3, 32, 32)
+    assert np.array_equal(train.labels.numpy(), arrays["train_labels"])  # 10 in the file means the digit 0
+    assert np.array_equal(test.images[0].permute(1, 2, 0).numpy(), arrays["first_test_image"])
+
+
+def test_stl10_binaries(tmp_path, skip_md5):
+    arrays = write_stl10(tmp_path, n_train=12, n_test=8)
+    train = load_split("stl10", tmp_path, train=True)
+    test = load_split("stl10", tmp_path, train=False)
+    assert train.images.shape == (12, 3, 96, 96) and test.images.shape == (8, 3, 96, 96)
+    assert np.array_equal(train.labels.numpy(), arrays["train_labels"])
+    assert np.array_equal(train.images[0].permute(1, 2, 0).numpy(), arrays["first_train_image"])
+    small = load_split("stl10", tmp_path, train=False, image_size=48)
+    assert small.images.shape == (8, 3, 48, 48)
+
+
+def test_data_already_present_is_not_downloaded_again(tmp_path, monkeypatch):
+    write_mnist_like(tmp_path, "MNIST", n_train=20, n_test=10)
+    import torchvision.datasets.mnist
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download data that is already there")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", no_download)
+    assert len(load_split("mnist", tmp_path, train=True)) == 20
+
+
+def test_data_dir_is_created_if_missing(tmp_path, monkeypatch):
+    system = tmp_path / "system"
+    write_idx_files(system / "fashion-mnist", 20, 10, gz=True)
+    monkeypatch.setenv("RESNETLAB_SYSTEM_DATA", str(system))
+    data_dir = tmp_path / "new" / "data"
+    assert len(load_split("fashion-mnist", data_dir, train=False)) == 10
+    assert (data_dir / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
+
+
+def test_system_copy_like_debians_is_found_and_used(tmp_path, monkeypatch):
+    system = tmp_path / "usr-share-datasets"
+    arrays = write_idx_files(system / "fashion-mnist", 30, 10, gz=True)
+    monkeypatch.setenv("RESNETLAB_SYSTEM_DATA", str(system))
+    data_dir = tmp_path / "data"
+    assert find_data("fashion-mnist", data_dir) == str(system / "fashion-mnist")
+    train = load_split("fashion-mnist", data_dir, train=True)
+    assert np.array_equal(train.images[:, 0].numpy(), arrays["train_images"])
+    assert find_data("fashion-mnist", data_dir) == str(data_dir)
+
+
+def test_missing_data_without_network_says_which_files_and_where(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_split("kmnist", tmp_path / "data", train=True)
+    message = str(err.value)
+    assert "KMNIST/raw/train-images-idx3-ubyte" in message
+    assert str((tmp_path / "data").resolve()) in message
+
+
+def test_data_dir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        load_split("mnist", path, train=True)
+
+
+def test_unknown_dataset_lists_valid_ones():
+    with pytest.raises(UserError, match="fashion-mnist"):
+        get_spec("imagenet")
+
+
+def test_image_folder_rgb_with_mixed_sizes_and_formats(tmp_path):
+    write_image_folder(tmp_path, classes=("cat", "dog", "fish"), per_class=6, modes=("RGB", "L"))
+    train = load_split("folder", tmp_path, train=True, image_size=24)
+    test = load_split("folder", tmp_path, train=False, image_size=24)
+    assert train.classes == ["cat", "dog", "fish"]
+    assert train.images.shape == (18, 3, 24, 24)  # one RGB image makes the whole folder RGB
+    assert test.images.shape == (9, 3, 24, 24)
+    assert sorted(set(train.labels.tolist())) == [0, 1, 2]
+    assert len(train.mean) == 3
+
+
+def test_image_folder_all_grayscale_is_one_channel_and_val_is_accepted(tmp_path):
+    write_image_folder(tmp_path, classes=("a", "b"), per_class=4, modes=("L",), splits=("train", "val"))
+    test = load_split("folder", tmp_path, train=False)
+    assert test.images.shape[1:] == (1, 32, 32)
+
+
+def test_image_folder_mistakes_are_user_errors(tmp_path):
+    write_image_folder(tmp_path, classes=("a", "b"), per_class=4)
+    (tmp_path / "train" / "empty").mkdir()
+    with pytest.raises(UserError, match="empty"):
+        load_split("folder", tmp_path, train=True)
+    (tmp_path / "train" / "empty").rmdir()
+    (tmp_path / "test" / "c").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "test" / "c" / "x.png")
+    with pytest.raises(UserError, match="same class folders"):
+        load_split("folder", tmp_path, train=False)
+    (tmp_path / "train" / "a" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(UserError, match="broken.png"):
+        load_split("folder", tmp_path, train=True)
+    with pytest.raises(UserError, match="train"):
+        load_split("folder", tmp_path / "nothing", train=True)
+
+
+def test_random_translate_moves_each_image_within_padding():
+    images = torch.zeros(64, 1, 8, 8, dtype=torch.uint8)
+    images[:, :, 3, 3] = 255
+    moved = random_translate(images, 2, torch.Generator().manual_seed(0))
+    assert moved.shape == images.shape
+    positions = {tuple((m[0] == 255).nonzero()[0].tolist()) for m in moved}
+    assert len(positions) > 5
+    assert all(1 <= r <= 5 and 1 <= c <= 5 for r, c in positions)
+
+
+def test_batches_normalize_cover_everything_once_and_shuffle(tmp_path):
+    write_mnist_like(tmp_path, "MNIST", n_train=50, n_test=10)
+    data = load_split("mnist", tmp_path, train=True)
+    batches = TensorBatches(data, 16, shuffle=True, seed=1)
+    labels = torch.cat([y for _, y in batches])
+    assert sorted(labels.tolist()) == sorted(data.labels.tolist())
+    assert not torch.equal(labels, data.labels)
+    x, _ = next(iter(TensorBatches(data, 50)))
+    expected = (data.images.float() / 255 - 0.1307) / 0.3081
+    torch.testing.assert_close(x, expected)

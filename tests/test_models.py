@@ -1,0 +1,122 @@
+import pytest
+import torch
+import torchvision
+
+from resnetlab.models import (
+    BasicBlock,
+    Bottleneck,
+    ZeroPadShortcut,
+    count_parameters,
+    create_model,
+    list_models,
+)
+
+# He et al. 2015, Table 6: parameters of the CIFAR-10 nets (10 classes, RGB input).
+PAPER_PARAMS = {"resnet20": 0.27e6, "resnet32": 0.46e6, "resnet44": 0.66e6, "resnet56": 0.85e6, "resnet110": 1.7e6}
+
+
+@pytest.mark.parametrize("name,expected", PAPER_PARAMS.items())
+def test_cifar_nets_match_the_papers_parameter_counts(name, expected):
+    params = count_parameters(create_model(name, num_classes=10, in_channels=3))
+    assert round(params / 1e6, 2 if expected < 1e6 else 1) == round(expected / 1e6, 2 if expected < 1e6 else 1)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
+def test_imagenet_stem_loads_torchvision_weights_strictly(name):
+    reference = getattr(torchvision.models, name)(num_classes=1000)
+    model = create_model(name, num_classes=1000, in_channels=3, stem="imagenet")
+    model.load_state_dict(reference.state_dict(), strict=True)
+    model.eval(), reference.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_every_model_and_shortcut_runs_forward_and_backward(name, shortcut):
+    model = create_model(name, num_classes=7, in_channels=1, shortcut=shortcut)
+    x = torch.randn(2, 1, 16, 16)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_three_channel_input_and_many_classes():
+    model = create_model("resnet20", num_classes=100, in_channels=3)
+    assert model(torch.randn(3, 3, 32, 32)).shape == (3, 100)
+
+
+def test_option_a_shortcut_has_no_parameters_and_option_b_projects():
+    a = create_model("resnet20", shortcut="A")
+    b = create_model("resnet20", shortcut="B")
+    assert isinstance(a.layer2[0].downsample, ZeroPadShortcut)
+    assert count_parameters(a.layer2[0].downsample) == 0
+    conv = b.layer2[0].downsample[0]
+    assert conv.kernel_size == (1, 1) and conv.stride == (2, 2)
+    assert count_parameters(b) > count_parameters(a)
+
+
+def test_zero_pad_shortcut_subsamples_and_pads_with_zeros():
+    x = torch.randn(2, 4, 8, 8)
+    y = ZeroPadShortcut(4, 10, stride=2)(x)
+    assert y.shape == (2, 10, 4, 4)
+    torch.testing.assert_close(y[:, :4], x[:, :, ::2, ::2])
+    assert (y[:, 4:] == 0).all()
+
+
+@pytest.mark.parametrize("block", [BasicBlock, Bottleneck])
+def test_block_computes_residual_plus_identity(block):
+    """H(x) = ReLU(F(x) + x): with F(x) forced to zero the block passes x through."""
+    planes = 4
+    channels = planes * block.expansion
+    b = block(channels, planes).eval()
+    x = torch.rand(2, channels, 6, 6)  # non-negative, so ReLU(x) == x
+    last_bn = b.bn3 if block is Bottleneck else b.bn2
+    with torch.no_grad():
+        residual = b(x) - x  # == F(x) where F(x) + x >= 0
+        last_bn.weight.zero_()
+        last_bn.bias.zero_()
+        torch.testing.assert_close(b(x), x)
+    assert residual.abs().sum() > 0
+
+
+def test_plain_nets_have_no_shortcuts_and_differ_from_residual_ones():
+    plain = create_model("plain20")
+    assert not any(isinstance(m, ZeroPadShortcut) for m in plain.modules())
+    assert all(m.downsample is None and not m.residual for m in plain.modules() if isinstance(m, BasicBlock))
+    residual = create_model("resnet20")
+    residual.load_state_dict(plain.state_dict())  # same weights, option A adds none
+    residual.eval(), plain.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(plain(x), residual(x))
+
+
+def test_small_stem_is_default_for_small_images_and_imagenet_stem_for_large():
+    assert isinstance(create_model("resnet18", image_size=32).maxpool, torch.nn.Identity)
+    assert create_model("resnet18", image_size=32).conv1.kernel_size == (3, 3)
+    big = create_model("resnet18", image_size=96)
+    assert big.conv1.kernel_size == (7, 7) and isinstance(big.maxpool, torch.nn.MaxPool2d)
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(ValueError, match="resnet20"):
+        create_model("resnet7")
+
+
+def test_bf16_autocast_matches_fp32():
+    """Guards against a wrong-result bf16 kernel (strided convolutions included)."""
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, in_channels=3).eval()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x).float()
+        cl = model.to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low_cl = cl(x.contiguous(memory_format=torch.channels_last)).float()
+    for out in (low, low_cl):
+        assert (out.argmax(1) == reference.argmax(1)).float().mean() >= 0.75
+        assert (out - reference).abs().max() < 0.1 * reference.abs().max() + 0.05
