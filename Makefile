@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test install data clean help
+.PHONY: demo test install data clean help figures
 
 help:
 	@echo "make demo    set up, train the default model on Fashion-MNIST (4 epochs), predict 20 test images"
 	@echo "make test    set up and run the test suite"
+	@echo "make figures the figures of docs/tutorial.md (the degradation experiment: about 20 minutes on 2 cores)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,18 @@ demo: install data
 
 test: install data
 	$(BIN)/python -m pytest -q
+
+# The figures of docs/tutorial.md. The experiment reuses the nets already trained in FIGURES_RUN with the same
+# settings, so a second run only redraws.
+FIGURES_RUN ?= runs/figures
+figures: install data
+	$(BIN)/resnetlab experiment degradation --out $(FIGURES_RUN)/degradation
+	mkdir -p docs/images
+	cp $(FIGURES_RUN)/degradation/degradation.png $(FIGURES_RUN)/degradation/degradation.csv \
+		$(FIGURES_RUN)/degradation/degradation.md docs/images/
+	$(BIN)/resnetlab explain $(FIGURES_RUN)/degradation/resnet56 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 \
+		--out docs/images/gradcam.png
+	$(BIN)/python docs/print_blocks.py > docs/images/blocks.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache

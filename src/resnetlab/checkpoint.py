@@ -46,6 +46,9 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is meant to be shared
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

@@ -21,6 +21,8 @@ class Recipe:
     augment: bool  # random translation (and mirroring where the dataset allows)
     ema_decay: float | None  # exponential moving average of weights, per step; None to disable
     tta_flip: bool  # average the prediction of each test image and its mirror, where the dataset allows
+    schedule: str = "onecycle"  # "onecycle" (warm-up, then linear decay) or "step" (lr / 10 at each milestone)
+    milestones: tuple[float, ...] = ()  # for "step": when to divide the lr by 10, as fractions of all steps
 
 
 RECIPES: dict[str, Recipe] = {
@@ -52,6 +54,24 @@ RECIPES: dict[str, Recipe] = {
         ema_decay=0.999,
         tta_flip=True,
     ),
+    # He et al. 2015, section 4.2: lr 0.1 divided by 10 at 32k and 48k of 64k iterations (164 epochs of
+    # CIFAR-10 at batch 128), weight decay 1e-4, momentum 0.9, no label smoothing.
+    "paper": Recipe(
+        name="paper",
+        description="He et al. 2015's CIFAR-10 schedule: SGD lr 0.1, divided by 10 at half and at three "
+        "quarters of training, weight decay 1e-4; give it 164 epochs",
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        label_smoothing=0.0,
+        warmup_fraction=0.0,
+        augment=True,
+        ema_decay=None,
+        tta_flip=False,
+        schedule="step",
+        milestones=(0.5, 0.75),
+    ),
 }
 
 
@@ -73,8 +93,10 @@ class TrainConfig:
     recipe: str = "fast"
     shortcut: str | None = None
     subset: int | None = None  # train on this many images of the training set, drawn at random with the seed
+    test_subset: int | None = None  # test on this many images of the test set, drawn at random with the seed
     overwrite: bool = False
     quiet: bool = False
+    tensorboard: bool = False  # also write TensorBoard event files into OUT/tensorboard (needs the tensorboard extra)
 
     def to_dict(self) -> dict:
         return asdict(self)

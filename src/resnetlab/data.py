@@ -315,11 +315,22 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
+def _generator(*keys: int) -> torch.Generator:
+    """A generator seeded from several integers (seed, epoch, step), so any batch can be recreated alone."""
+    seed = 0
+    for key in keys:
+        seed = (seed * 1_000_003 + key) % (2**63)
+    return torch.Generator().manual_seed(seed)
+
+
 class TensorBatches:
     """Batches of (normalized float images, labels) from an ImageData held in memory.
 
-    With augment=True the order is shuffled each pass and images are randomly translated (and mirrored where
-    the dataset allows); augmentation runs on the uint8 batch, before normalization.
+    With shuffle=True the order of each epoch is a function of (seed, epoch) only, and the augmentation of
+    each batch a function of (seed, epoch, step): an interrupted epoch resumes exactly where it stopped, and
+    every process of a distributed run draws the same order. With rank/world_size, each process gets its own
+    shard of that order. augment=True randomly translates images (and mirrors them where the dataset allows),
+    on the uint8 batch, before normalization.
     """
 
     def __init__(
@@ -333,6 +344,8 @@ class TensorBatches:
         hflip: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
         device: torch.device | str = "cpu",
         memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
@@ -343,27 +356,47 @@ class TensorBatches:
         self.crop_padding = crop_padding
         self.hflip = hflip
         self.drop_last = drop_last
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_step = 0
         self.device = torch.device(device)
         self.memory_format = memory_format
         self.mean = torch.tensor(data.mean, device=self.device)
         self.std = torch.tensor(data.std, device=self.device)
 
-    def __len__(self) -> int:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Draw the order of this epoch, and begin at start_step (to resume an interrupted epoch)."""
+        self.epoch = epoch
+        self.start_step = start_step
+
+    def _shard_size(self) -> int:
         n = len(self.data)
+        return n // self.world_size if self.world_size > 1 else n
+
+    def __len__(self) -> int:
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _order(self) -> torch.Tensor:
         n = len(self.data)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for i in range(len(self)):
-            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+        order = torch.randperm(n, generator=_generator(self.seed, self.epoch)) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            order = order[self.rank :: self.world_size][: self._shard_size()]
+        return order
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order()
+        for step in range(self.start_step, len(self)):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
             images = self.data.images[index]
             if self.augment:
+                generator = _generator(self.seed, self.epoch, step, self.rank)
                 if self.crop_padding:
-                    images = random_translate(images, self.crop_padding, self.generator)
+                    images = random_translate(images, self.crop_padding, generator)
                 if self.hflip:
-                    images = random_hflip(images, self.generator)
+                    images = random_hflip(images, generator)
             images = images.to(self.device, non_blocking=True)
             x = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
             yield x, self.data.labels[index].to(self.device, non_blocking=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,13 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import FORMAT, VERSION, describe_model, save_atomic
 from .config import RECIPES, Recipe, TrainConfig
 from .data import ImageData, TensorBatches, get_spec, load_split
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .models import count_parameters, create_model, list_models
+from .plots import training_curves
 from .runtime import Runtime, select_runtime
+from .tensorboard_log import TensorBoardLog
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"]
 
@@ -36,43 +40,61 @@ def train_one_epoch(
     label_smoothing: float = 0.0,
     ema: torch.optim.swa_utils.AveragedModel | None = None,
     progress: tqdm | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    totals: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """One pass over the training batches. Returns the mean loss, accuracy and throughput."""
+    """One pass over the training batches (from batches.start_step on). Returns the mean loss, accuracy and
+    throughput, and the running totals. Stops early, with interrupted=True, when should_stop() says so."""
     model.train()
-    total_loss = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
-    seen = 0
+    totals = dict(totals or {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0})
+    total_loss = torch.tensor(totals["loss_sum"], dtype=torch.float64)
+    correct = torch.tensor(totals["correct"], dtype=torch.int64)
+    seen = int(totals["seen"])
+    step = batches.start_step
+    interrupted = False
+    last_lr = optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
-    for step, (x, y) in enumerate(batches):
+    if progress is not None:
+        progress.update(step)
+    for x, y in batches:
+        if should_stop is not None and should_stop():
+            interrupted = True
+            break
         with runtime.autocast():
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
         loss = loss.detach()
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} at step {step + 1}; lower the learning rate (--lr) and "
                 "train again."
             )
+        optimizer.step()
+        last_lr = optimizer.param_groups[0]["lr"]  # the rate this step used; the scheduler moves on below
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total_loss += loss.double() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
+        step += 1
         if progress is not None:
             progress.update(1)
             if step % 10 == 0:
                 elapsed = time.perf_counter() - start
                 progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}", img_s=f"{seen / elapsed:.0f}")
-    seconds = time.perf_counter() - start
+    seconds = totals["seconds"] + time.perf_counter() - start
     return {
-        "train_loss": total_loss.item() / seen,
-        "train_accuracy": correct.item() / seen,
-        "train_images_per_second": seen / seconds,
+        "train_loss": total_loss.item() / max(seen, 1),
+        "train_accuracy": correct.item() / max(seen, 1),
+        "train_images_per_second": seen / max(seconds, 1e-9),
         "train_seconds": seconds,
+        "steps": step,
+        "lr": last_lr,
+        "interrupted": interrupted,
+        "totals": {"loss_sum": total_loss.item(), "correct": correct.item(), "seen": seen, "seconds": seconds},
     }
 
 
@@ -94,23 +116,34 @@ def predict_logits(
 
 
 def evaluate(
-    model: nn.Module, batches: TensorBatches, runtime: Runtime, num_classes: int, flip: bool = False
+    model: nn.Module,
+    batches: TensorBatches,
+    runtime: Runtime,
+    num_classes: int,
+    flip: bool = False,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Test loss and accuracy, per-class accuracy, the confusion matrix and throughput."""
+    """Test loss and accuracy, per-class accuracy, the confusion matrix and throughput.
+
+    reduce, if given, sums the counts over processes (each process evaluating its own shard)."""
     start = time.perf_counter()
     logits, labels = predict_logits(model, batches, runtime, flip)
     seconds = time.perf_counter() - start
     predictions = logits.argmax(1)
-    confusion = torch.bincount(labels * num_classes + predictions, minlength=num_classes**2)
-    confusion = confusion.reshape(num_classes, num_classes)
+    confusion = torch.bincount(labels * num_classes + predictions, minlength=num_classes**2).double()
+    sums = torch.cat([confusion, F.cross_entropy(logits, labels, reduction="sum").double().view(1)])
+    if reduce is not None:
+        sums = reduce(sums)
+    confusion = sums[:-1].round().long().reshape(num_classes, num_classes)
+    count = int(confusion.sum())
     per_class_total = confusion.sum(1)
     per_class = confusion.diag().double() / per_class_total.clamp_min(1)
     return {
-        "test_loss": F.cross_entropy(logits, labels).item(),
-        "test_accuracy": (predictions == labels).double().mean().item(),
+        "test_loss": sums[-1].item() / max(count, 1),
+        "test_accuracy": confusion.diag().sum().item() / max(count, 1),
         "per_class_accuracy": [a if n else float("nan") for a, n in zip(per_class.tolist(), per_class_total.tolist())],
         "confusion_matrix": confusion.tolist(),
-        "images": len(labels),
+        "images": count,
         "images_per_second": len(labels) / seconds,
         "seconds": seconds,
     }
@@ -175,6 +208,8 @@ def _validate(config: TrainConfig) -> tuple[Recipe, str]:
         raise UserError(f"--image-size must be between 8 and 1024 pixels, not {config.image_size}.")
     if config.subset is not None and config.subset < 1:
         raise UserError(f"--subset must be at least 1, not {config.subset}.")
+    if config.test_subset is not None and config.test_subset < 1:
+        raise UserError(f"--test-subset must be at least 1, not {config.test_subset}.")
     if config.shortcut not in (None, "A", "B"):
         raise UserError(f"--shortcut must be A or B, not {config.shortcut!r}.")
     return RECIPES[config.recipe], model_name
@@ -188,6 +223,10 @@ def load_train_test(config: TrainConfig) -> tuple[ImageData, ImageData]:
     if config.subset is not None and config.subset < len(train_data):
         keep = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(config.seed))[: config.subset]
         train_data = replace(train_data, images=train_data.images[keep], labels=train_data.labels[keep])
+    if config.test_subset is not None and config.test_subset < len(test_data):
+        keep = torch.randperm(len(test_data), generator=torch.Generator().manual_seed(config.seed))
+        keep = keep[: config.test_subset]
+        test_data = replace(test_data, images=test_data.images[keep], labels=test_data.labels[keep])
     # The test split is normalized with the statistics of the training split.
     return train_data, replace(test_data, mean=train_data.mean, std=train_data.std)
 
@@ -204,58 +243,160 @@ def _log(message: str, quiet: bool) -> None:
         print(message, flush=True)
 
 
-def train(config: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+class _StopRequests:
+    """Turns SIGINT and SIGTERM into a flag the training loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signal_number: int, frame: Any) -> None:
+        if self.signal_number is not None and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signal_number = signal_number
+
+    def __call__(self) -> bool:
+        return self.signal_number is not None
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _save(obj: Any, path: Path) -> None:
+    try:
+        save_atomic(obj, path)
+    except OSError as e:
+        raise UserError(
+            f"could not write {path} ({e.strerror or e}); free some space or choose another --out (the files "
+            "saved before are intact)."
+        ) from None
+
+
+def _build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, lr: float, steps: int):
+    if recipe.schedule == "step":
+        milestones = [round(fraction * steps) for fraction in recipe.milestones]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=recipe.warmup_fraction, anneal_strategy="linear",
+        div_factor=10.0, final_div_factor=100.0, three_phase=False,
+    )  # fmt: skip
+
+
+def resume_config(out: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """The configuration and training state saved in OUT/last.pt, to continue that run."""
+    from .checkpoint import load_checkpoint
+
+    out = Path(out)
+    if not (out / "last.pt").is_file():
+        raise UserError(f"{out} has no last.pt to resume from; give the --out folder of an earlier run.")
+    checkpoint = load_checkpoint(out / "last.pt")
+    if "train_state" not in checkpoint or "config" not in checkpoint:
+        raise UserError(f"{out / 'last.pt'} has no training state to resume from; train again instead.")
+    fields = set(TrainConfig.__dataclass_fields__)
+    config = TrainConfig(**{k: v for k, v in checkpoint["config"].items() if k in fields})
+    return replace(config, out=str(out), overwrite=True), checkpoint["train_state"]
+
+
+def train(
+    config: TrainConfig,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    resume_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train a model as `config` says, writing best.pt, last.pt, metrics.csv and summary.json into the run
-    folder. Returns the summary."""
+    folder. Returns the summary. With resume_state (from `resume_config`), continues that run.
+
+    Under torchrun, each process trains on its own shard with DistributedDataParallel; metrics are summed
+    over processes and only the first process writes files."""
     recipe, model_name = _validate(config)
     runtime = select_runtime(config.device, config.precision)
+    dist = distributed.setup(runtime.device.type)
+    try:
+        return _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state)
+    finally:
+        distributed.teardown(dist)
+
+
+def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) -> dict[str, Any]:
     spec = get_spec(config.dataset)
-    out = choose_out_dir(config, model_name)
+    main = dist.is_main
+    quiet = config.quiet or not main
+    out = choose_out_dir(config, model_name) if resume_state is None else Path(config.out)
     torch.manual_seed(config.seed)
 
     train_data, test_data = load_train_test(config)
     num_classes, in_channels = len(train_data.classes), train_data.channels
     image_size = train_data.image_size
     options = {"shortcut": config.shortcut} if config.shortcut else {}
-    model = create_model(model_name, num_classes, in_channels, image_size=image_size, **options)
-    model_spec = describe_model(model_name, num_classes, in_channels, model)
-    model = model.to(runtime.device, memory_format=runtime.memory_format)
-    create_out_dir(out)
+    net = create_model(model_name, num_classes, in_channels, image_size=image_size, **options)
+    model_spec = describe_model(model_name, num_classes, in_channels, net)
+    net = net.to(runtime.device, memory_format=runtime.memory_format)
+    if main:
+        create_out_dir(out)
+    tensorboard = TensorBoardLog(out / "tensorboard") if config.tensorboard and main else None
 
     batch_size = config.batch_size or recipe.batch_size
+    if batch_size % dist.world_size:
+        raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes.")
     # Linear scaling of the recipe's peak lr with the batch size (Goyal et al. 2017).
     lr = config.lr or recipe.lr * batch_size / recipe.batch_size
     flip_ok = spec.hflip
+    local_batch = batch_size // dist.world_size
     train_batches = TensorBatches(
-        train_data, batch_size, shuffle=True, augment=recipe.augment, crop_padding=spec.crop_padding,
-        hflip=flip_ok, drop_last=len(train_data) > batch_size, seed=config.seed, device=runtime.device,
-        memory_format=runtime.memory_format,
+        train_data, local_batch, shuffle=True, augment=recipe.augment, crop_padding=spec.crop_padding,
+        hflip=flip_ok, drop_last=len(train_data) > batch_size, seed=config.seed, rank=dist.rank,
+        world_size=dist.world_size, device=runtime.device, memory_format=runtime.memory_format,
     )  # fmt: skip
-    test_batches = TensorBatches(
-        test_data, 500, device=runtime.device, memory_format=runtime.memory_format
-    )
+    test_shard = test_data
+    if dist.enabled:
+        keep = torch.arange(dist.rank, len(test_data), dist.world_size)
+        test_shard = replace(test_data, images=test_data.images[keep], labels=test_data.labels[keep])
+    test_batches = TensorBatches(test_shard, 500, device=runtime.device, memory_format=runtime.memory_format)
     optimizer = torch.optim.SGD(
-        parameter_groups(model, recipe.weight_decay), lr=lr, momentum=recipe.momentum, nesterov=True
+        parameter_groups(net, recipe.weight_decay), lr=lr, momentum=recipe.momentum, nesterov=True
     )
-    steps = config.epochs * len(train_batches)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=recipe.warmup_fraction, anneal_strategy="linear",
-        div_factor=10.0, final_div_factor=100.0, three_phase=False,
-    )  # fmt: skip
+    scheduler = _build_scheduler(recipe, optimizer, lr, config.epochs * len(train_batches))
     ema = None
     if recipe.ema_decay is not None:
         ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
+            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
         )
+    model = net
+    if dist.enabled:
+        device_ids = [dist.local_rank] if runtime.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
     tta_flip = recipe.tta_flip and flip_ok
 
-    num_params = count_parameters(model)
+    rows: list[dict[str, Any]] = []
+    best_accuracy, best_epoch, start_epoch, start_step, totals, elapsed = -1.0, 0, 1, 0, None, 0.0
+    if resume_state is not None:
+        net.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        if ema is not None and resume_state.get("ema") is not None:
+            ema.load_state_dict(resume_state["ema"])
+        torch.set_rng_state(resume_state["torch_rng"])
+        rows = list(resume_state["rows"])
+        best_accuracy, best_epoch = resume_state["best_accuracy"], resume_state["best_epoch"]
+        start_epoch, start_step = resume_state["epoch"] + 1, resume_state["step"]
+        totals, elapsed = resume_state.get("totals"), resume_state.get("elapsed", 0.0)
+
+    num_params = count_parameters(net)
+    processes = f", {dist.world_size} processes" if dist.enabled else ""
+    action = f"resuming at epoch {start_epoch}" + (f" step {start_step}" if start_step else "") if resume_state \
+        else "training"  # fmt: skip
     _log(
-        f"training {model_name} ({num_params / 1e6:.2f}M parameters) on {config.dataset}: {len(train_data)} train / "
+        f"{action} {model_name} ({num_params / 1e6:.2f}M parameters) on {config.dataset}: {len(train_data)} train / "
         f"{len(test_data)} test images, {num_classes} classes, {in_channels}x{image_size}x{image_size}; "
-        f"{config.epochs} epochs, batch {batch_size}, recipe {recipe.name}, {runtime.describe()}; "
+        f"{config.epochs} epochs, batch {batch_size}, recipe {recipe.name}, {runtime.describe()}{processes}; "
         f"writing to {out}",
-        config.quiet,
+        quiet,
     )
     base = {
         "format": FORMAT,
@@ -272,50 +413,100 @@ def train(config: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None
         "test_time_flip": tta_flip,
         "config": config.to_dict(),
     }
-    rows: list[dict[str, Any]] = []
-    best_accuracy, best_epoch = -1.0, 0
-    interactive = sys.stderr.isatty() and not config.quiet
+
+    def train_state(epoch_done: int, step: int, totals: dict | None) -> dict[str, Any]:
+        return {
+            "epoch": epoch_done,
+            "step": step,
+            "totals": totals,
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "rows": rows,
+            "best_accuracy": best_accuracy,
+            "best_epoch": best_epoch,
+            "elapsed": elapsed + time.perf_counter() - started,
+        }
+
+    def eval_weights() -> dict[str, torch.Tensor]:
+        source = ema.module if ema is not None else net
+        return {k: v.detach().cpu() for k, v in source.state_dict().items()}
+
+    interactive = sys.stderr.isatty() and not quiet
     started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        with tqdm(
-            total=len(train_batches), desc=f"epoch {epoch}/{config.epochs}", disable=not interactive,
-            leave=False, file=sys.stderr, dynamic_ncols=True,
-        ) as progress:  # fmt: skip
-            train_stats = train_one_epoch(
-                model, train_batches, optimizer, scheduler, runtime, recipe.label_smoothing, ema, progress
+    with _StopRequests() as stop_requested:
+        should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
+        for epoch in range(start_epoch, config.epochs + 1):
+            epoch_start = time.perf_counter()
+            train_batches.set_epoch(epoch, start_step)
+            with tqdm(
+                total=len(train_batches), desc=f"epoch {epoch}/{config.epochs}", disable=not interactive,
+                leave=False, file=sys.stderr, dynamic_ncols=True,
+            ) as progress:  # fmt: skip
+                train_stats = train_one_epoch(
+                    model, train_batches, optimizer, scheduler, runtime, recipe.label_smoothing, ema, progress,
+                    should_stop, totals,
+                )  # fmt: skip
+            start_step, totals = 0, None
+            if train_stats["interrupted"]:
+                if main:
+                    last = {**base, "epoch": epoch - 1, "metrics": rows[-1] if rows else {},
+                            "best_test_accuracy": best_accuracy, "state_dict": eval_weights(),
+                            "train_state": train_state(epoch - 1, train_stats["steps"], train_stats["totals"])}
+                    _save(last, out / "last.pt")  # fmt: skip
+                name = signal.Signals(stop_requested.signal_number or signal.SIGINT).name
+                raise Interrupted(
+                    f"{name}: stopped in epoch {epoch} at step {train_stats['steps']}, saved {out / 'last.pt'}; "
+                    f"continue with: resnetlab train --resume {out}",
+                    stop_requested.signal_number or signal.SIGINT,
+                )
+            if dist.enabled:
+                sums = dist.all_reduce_sum(torch.tensor(
+                    [train_stats["totals"]["loss_sum"], train_stats["totals"]["correct"],
+                     train_stats["totals"]["seen"]], dtype=torch.float64))  # fmt: skip
+                train_stats["train_loss"] = (sums[0] / sums[2]).item()
+                train_stats["train_accuracy"] = (sums[1] / sums[2]).item()
+                train_stats["train_images_per_second"] *= dist.world_size
+            eval_model = ema.module if ema is not None else net
+            dist.sync_buffers(eval_model)
+            reduce = dist.all_reduce_sum if dist.enabled else None
+            test_stats = evaluate(eval_model, test_batches, runtime, num_classes, flip=tta_flip, reduce=reduce)
+            row = {
+                "epoch": epoch,
+                "train_loss": round(train_stats["train_loss"], 6),
+                "train_accuracy": round(train_stats["train_accuracy"], 6),
+                "test_loss": round(test_stats["test_loss"], 6),
+                "test_accuracy": round(test_stats["test_accuracy"], 6),
+                "lr": train_stats["lr"],
+                "seconds": round(time.perf_counter() - epoch_start, 2),
+            }
+            rows.append(row)
+            _log(
+                f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, "
+                f"{train_stats['train_images_per_second']:.0f} img/s | test average loss {row['test_loss']:.4f}, "
+                f"accuracy {row['test_accuracy']:.2%} | {row['seconds']:.0f} s",
+                quiet,
             )
-        eval_model = ema.module if ema is not None else model
-        test_stats = evaluate(eval_model, test_batches, runtime, num_classes, flip=tta_flip)
-        row = {
-            "epoch": epoch,
-            "train_loss": round(train_stats["train_loss"], 6),
-            "train_accuracy": round(train_stats["train_accuracy"], 6),
-            "test_loss": round(test_stats["test_loss"], 6),
-            "test_accuracy": round(test_stats["test_accuracy"], 6),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - epoch_start, 2),
-        }
-        rows.append(row)
-        _log(
-            f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, "
-            f"{train_stats['train_images_per_second']:.0f} img/s | test average loss {row['test_loss']:.4f}, "
-            f"accuracy {row['test_accuracy']:.2%} | {row['seconds']:.0f} s",
-            config.quiet,
-        )
-        checkpoint = {
-            **base,
-            "epoch": epoch,
-            "metrics": row,
-            "state_dict": {k: v.detach().cpu() for k, v in eval_model.state_dict().items()},
-        }
-        if test_stats["test_accuracy"] > best_accuracy:
-            best_accuracy, best_epoch = test_stats["test_accuracy"], epoch
-            save_atomic({**checkpoint, "best_test_accuracy": best_accuracy}, out / "best.pt")
-        save_atomic({**checkpoint, "best_test_accuracy": best_accuracy}, out / "last.pt")
-        _write_metrics(out / "metrics.csv", rows)
-        if on_epoch is not None:
-            on_epoch(row)
+            improved = test_stats["test_accuracy"] > best_accuracy
+            if improved:
+                best_accuracy, best_epoch = test_stats["test_accuracy"], epoch
+            if main:
+                checkpoint = {**base, "epoch": epoch, "metrics": row, "best_test_accuracy": best_accuracy,
+                              "state_dict": eval_weights()}  # fmt: skip
+                if improved:
+                    _save(checkpoint, out / "best.pt")
+                _save({**checkpoint, "train_state": train_state(epoch, 0, None)}, out / "last.pt")
+                _write_metrics(out / "metrics.csv", rows)
+                training_curves(rows, out / "curves.png", f"{model_name} on {config.dataset}")
+                if tensorboard is not None:
+                    tensorboard.log_epoch(row)
+                if on_epoch is not None:
+                    on_epoch(row)
+            dist.barrier()
+    if tensorboard is not None:
+        tensorboard.close()
 
     summary = {
         "model": model_name,
@@ -325,19 +516,24 @@ def train(config: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None
         "best_test_accuracy": best_accuracy,
         "best_epoch": best_epoch,
         "final_test_accuracy": rows[-1]["test_accuracy"],
-        "train_seconds": round(time.perf_counter() - started, 2),
+        "train_seconds": round(elapsed + time.perf_counter() - started, 2),
         "num_params": num_params,
         "batch_size": batch_size,
         "lr": lr,
         "device": runtime.device.type,
         "precision": runtime.precision,
+        "processes": dist.world_size,
         "torch": torch.__version__,
         "out": str(out),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if main:
+        try:
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as e:
+            raise UserError(f"could not write {out / 'summary.json'} ({e.strerror}); free some space.") from None
     _log(
         f"best test accuracy {best_accuracy:.2%} at epoch {best_epoch}; weights in {out / 'best.pt'} "
         f"(predict with: resnetlab predict {out / 'best.pt'})",
-        config.quiet,
+        quiet,
     )
     return summary

@@ -110,3 +110,13 @@ def expand_image_paths(inputs: list[str]) -> list[Path]:
         else:
             raise UserError(f"{path} does not exist; give image files or folders of images.")
     return paths
+
+
+def open_predictor(path: str | Path, device: str = "auto", precision: str = "auto"):
+    """A Predictor for a checkpoint or run folder, or an export.OnnxPredictor for an exported .onnx file; both
+    have classes, prepare_images, probabilities_of_images, top_classes, load_test_data and probabilities."""
+    if Path(path).suffix.lower() == ".onnx":
+        from .export import OnnxPredictor
+
+        return OnnxPredictor.from_file(path, device)
+    return Predictor.from_checkpoint(path, device, precision)

@@ -1,11 +1,21 @@
-"""Pictures, drawn with matplotlib's Agg backend so they are written without a display."""
+"""Pictures, drawn with matplotlib's Agg backend so they are written without a display.
+
+The curves and the confusion matrix are drawn on a bare matplotlib Figure, without pyplot, so that training
+or evaluating inside a notebook neither changes its backend nor opens windows.
+"""
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
+
+RIGHT_COLOR = "#1a7f37"  # green
+WRONG_COLOR = "#c00000"  # red
 
 
 def _pyplot(show: bool = False):
@@ -19,6 +29,123 @@ def _pyplot(show: bool = False):
     return plt
 
 
+def _save(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write the PNG beside path, then rename it over path: a viewer never sees half a picture."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    fig.savefig(partial, dpi=dpi, format="png")
+    os.replace(partial, path)
+    return path
+
+
+def _number(value: Any) -> float | None:
+    """A metric from a row (a float, or a string read from metrics.csv); None where it is missing."""
+    if value is None or value == "":
+        return None
+    return float(value)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv, one dict per epoch (values as written: strings)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def training_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """Loss (train and test) and accuracy per epoch, side by side, from the rows of metrics.csv.
+
+    The train loss is the one optimized, so it includes label smoothing where the recipe uses it; the test
+    loss is plain cross-entropy.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    epochs = [int(_number(r["epoch"])) for r in rows]
+    marker = "o" if len(epochs) <= 30 else None
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    loss_ax, accuracy_ax = fig.subplots(1, 2)
+    curves = [
+        (loss_ax, "train_loss", "train loss", "#1f77b4", "-"),
+        (loss_ax, "test_loss", "test loss", "#ff7f0e", "-"),
+        (accuracy_ax, "train_accuracy", "train accuracy", "#1f77b4", "--"),
+        (accuracy_ax, "test_accuracy", "test accuracy", "#ff7f0e", "-"),
+    ]
+    for ax, key, label, color, style in curves:
+        points = [(e, _number(r.get(key))) for e, r in zip(epochs, rows) if _number(r.get(key)) is not None]
+        if not points:
+            continue
+        scale = 100 if ax is accuracy_ax else 1
+        ax.plot([e for e, _ in points], [v * scale for _, v in points], style, color=color, marker=marker,
+                markersize=4, label=label)  # fmt: skip
+    test_accuracy = [(_number(r.get("test_accuracy")), e) for e, r in zip(epochs, rows)]
+    test_accuracy = [(a, e) for a, e in test_accuracy if a is not None]
+    if test_accuracy:
+        best, best_epoch = max(test_accuracy, key=lambda t: (t[0], -t[1]))
+        accuracy_ax.plot([best_epoch], [best * 100], "*", color="#ff7f0e", markersize=13, zorder=3, linestyle="none",
+                         label=f"best test accuracy {best:.2%} (epoch {best_epoch})")  # fmt: skip
+    loss_ax.set_title("loss")
+    accuracy_ax.set_title("accuracy")
+    accuracy_ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    for ax in (loss_ax, accuracy_ax):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        if ax.lines:
+            ax.legend(fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion_matrix_plot(
+    matrix: Sequence[Sequence[int]] | torch.Tensor, classes: Sequence[str], path: str | Path, title: str | None = None
+) -> Path:
+    """The confusion matrix as a picture: rows are the actual class, columns the predicted one.
+
+    Cells are coloured by their share of the actual class (on a square-root scale, so that rare confusions
+    still show) and hold their counts while there is room for them (up to 30 classes). Beyond that the
+    counts are left out and the class names shrink to fit, so 100 classes stay legible.
+    """
+    import numpy as np
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(matrix.tolist() if isinstance(matrix, torch.Tensor) else matrix, dtype=np.int64)
+    n = len(classes)
+    if counts.shape != (n, n):
+        raise ValueError(f"a confusion matrix for {n} classes must be {n}x{n}, not {counts.shape}")
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    side = min(max(2.5 + 0.55 * n, 6.5), 18.0)  # inches
+    cell_points = side * 0.72 / n * 72
+    label_size = min(max(cell_points * 0.72, 4.0), 10.0)
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(share, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
+    colorbar = fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
+    colorbar.set_label("share of the actual class")
+    ax.set_xticks(range(n), classes, fontsize=label_size, rotation=45 if n <= 12 else 90,
+                  ha="right" if n <= 12 else "center", rotation_mode="anchor" if n <= 12 else "default")  # fmt: skip
+    ax.set_yticks(range(n), classes, fontsize=label_size)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("actual class")
+    ax.tick_params(length=0 if n > 30 else 3)
+    if n <= 30:
+        count_size = min(9.0, cell_points * 0.33)
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    color = "white" if share[i, j] > 0.45 else "black"
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=count_size, color=color)
+    total = counts.sum()
+    accuracy = np.trace(counts) / max(total, 1)
+    heading = f"accuracy {accuracy:.2%} on {total:,} test images"
+    ax.set_title(f"{title}\n{heading}" if title else heading)
+    return _save(fig, path)
+
+
 def prediction_grid(
     images: torch.Tensor,
     predicted: list[str],
@@ -26,43 +153,105 @@ def prediction_grid(
     actual: list[str] | None,
     path: str | Path,
     show: bool = False,
+    captions: list[str] | None = None,
 ) -> Path:
-    """One picture of images labelled with the predicted class and its probability (and the actual class).
+    """One picture of images, each titled with the predicted class and its probability.
 
-    Wrong predictions get a red title and frame. images: uint8 [N, C, H, W].
+    With the actual classes, right predictions are titled in green with a check mark; wrong ones in red with
+    a cross, the actual class beneath, and a red frame. captions (e.g. file names) go under each image.
+    images: uint8 [N, C, H, W].
     """
     plt = _pyplot(show)
     n = len(images)
     cols = min(n, 10 if n > 20 else 5)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.25), squeeze=False)
+    height = 2.2 + (0.15 if captions else 0)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * height + 0.45), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for ax in axes.flat:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n]):
         image = images[i].permute(1, 2, 0).numpy()
         gray = image.shape[2] == 1
         ax.imshow(image[:, :, 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=255)
-        right = actual is None or predicted[i] == actual[i]
-        title = f"{predicted[i]}\n{probabilities[i]:.0%}"
-        if actual is not None:
-            title = f"pred: {predicted[i]} ({probabilities[i]:.0%})\ntrue: {actual[i]}"
-        color = "black" if right else "#c00000"
-        ax.set_title(title, fontsize=8, color=color)
-        if not right:
+        guess = f"{predicted[i]} {probabilities[i]:.0%}"
+        if actual is None:
+            title, color = guess, "black"
+        elif predicted[i] == actual[i]:
+            title, color = f"\u2713 {guess}", RIGHT_COLOR
+        else:
+            title, color = f"\u2717 {guess}\nactual: {actual[i]}", WRONG_COLOR
+        ax.set_title(title, fontsize=8, color=color, fontweight="normal" if color != WRONG_COLOR else "bold")
+        if captions is not None:
+            caption = captions[i] if len(captions[i]) <= 24 else "\u2026" + captions[i][-23:]
+            ax.text(0.5, -0.04, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7, color="#444444")
+        if actual is not None and predicted[i] != actual[i]:
             ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
-                spine.set_edgecolor(color)
+                spine.set_edgecolor(WRONG_COLOR)
                 spine.set_linewidth(3)
     if actual is not None:
         wrong = sum(p != a for p, a in zip(predicted, actual))
-        fig.suptitle(f"{n - wrong} of {n} right" + (" (wrong ones in red)" if wrong else ""), fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+        heading = f"{n - wrong} of {n} right ({(n - wrong) / n:.0%})"
+        if wrong:
+            heading += "; wrong ones in red, with the actual class"
+        fig.suptitle(heading + "\npredicted class and its probability", fontsize=10)
+    else:
+        fig.suptitle("predicted class and its probability", fontsize=10)
+    path = _save(fig, path)
     if show:
         plt.show()
     plt.close(fig)
     return path
+
+
+def redraw_run(
+    run: str | Path, data_dir: str | None = None, device: str = "auto", precision: str = "auto", n: int = 20
+) -> list[str]:
+    """Draw every picture of a run folder again from its files: curves.png from metrics.csv, and, when the
+    test data can be found without downloading it, confusion_matrix.png and predictions.png (the first n test
+    images) from best.pt. Returns one line per picture: where it was written, or why it was skipped."""
+    from dataclasses import replace
+
+    from .data import find_data
+    from .errors import UserError
+    from .inference import Predictor
+
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run} is not a folder; give the run folder that resnetlab train wrote.")
+    metrics, best = run / "metrics.csv", run / "best.pt"
+    if not metrics.is_file() and not best.is_file():
+        raise UserError(f"{run} has neither metrics.csv nor best.pt; give the run folder that resnetlab train wrote.")
+    predictor = Predictor.from_checkpoint(best, device, precision) if best.is_file() else None
+    title = None
+    if predictor is not None:
+        title = f"{predictor.checkpoint['model']['name']} on {predictor.checkpoint['dataset']}"
+    lines = []
+    rows = read_metrics(metrics) if metrics.is_file() else []
+    if rows:
+        lines.append(str(training_curves(rows, run / "curves.png", title)))
+    else:
+        lines.append(f"skipped curves.png: {run} has no epochs in metrics.csv")
+    if predictor is None:
+        lines.append(f"skipped confusion_matrix.png and predictions.png: {run} has no best.pt")
+        return lines
+    ckpt = predictor.checkpoint
+    data_dir = data_dir or ckpt.get("data_dir") or "./data"
+    if find_data(ckpt["dataset"], data_dir) is None:
+        lines.append(f"skipped confusion_matrix.png and predictions.png: the {ckpt['dataset']} test data is not "
+                     f"in {data_dir}; give --data-dir")  # fmt: skip
+        return lines
+    data = predictor.load_test_data(data_dir)
+    stats = predictor.evaluate(data)
+    lines.append(str(confusion_matrix_plot(stats["confusion_matrix"], predictor.classes,
+                                           run / "confusion_matrix.png", title)))  # fmt: skip
+    first = replace(data, images=data.images[:n], labels=data.labels[:n])
+    probabilities, labels = predictor.probabilities(first)
+    confidence, indices = probabilities.max(1)
+    predicted = [predictor.classes[i] for i in indices.tolist()]
+    actual = [predictor.classes[i] for i in labels.tolist()]
+    lines.append(str(prediction_grid(first.images, predicted, confidence.tolist(), actual, run / "predictions.png")))
+    return lines

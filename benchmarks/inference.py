@@ -1,0 +1,166 @@
+"""Inference speed: the tutorial's one-image-at-a-time loop beside resnetlab's ways to evaluate, in one run.
+
+    python benchmarks/inference.py CKPT [--images 10000] [--repeats 5]
+
+CKPT is a Fashion-MNIST resnetlab checkpoint (e.g. from `resnetlab train`). Each way is timed --repeats times
+on the same test images, interleaved, and reported as the median images/s and its ratio to the tutorial's loop.
+Also: the time a single `resnetlab predict CKPT IMAGE` takes from the shell, split into its parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from machine import machine_info  # noqa: E402
+
+
+def _timed(fn, images: torch.Tensor) -> float:
+    start = time.perf_counter()
+    fn(images)
+    return len(images) / (time.perf_counter() - start)
+
+
+def ways(checkpoint: Path, images: torch.Tensor) -> dict:
+    """name -> function(uint8 images) running the model over them."""
+    import tutorial_recipe
+
+    from resnetlab.data import normalize
+    from resnetlab.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", precision="fp32")
+    mean, std = torch.tensor(predictor.checkpoint["mean"]), torch.tensor(predictor.checkpoint["std"])
+    tutorial = tutorial_recipe.TutorialNet().eval()
+
+    def tutorial_loop(x):
+        tutorial_recipe.one_at_a_time(tutorial, x.float() / 255)
+
+    def batched(model, batch=1000, channels_last=True, dtype=None):
+        model = model.eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+
+        @torch.no_grad()
+        def run(x):
+            for i in range(0, len(x), batch):
+                inp = normalize(x[i : i + batch], mean, std)
+                if channels_last:
+                    inp = inp.contiguous(memory_format=torch.channels_last)
+                if dtype is None:
+                    model(inp).argmax(1)
+                else:
+                    with torch.autocast("cpu", dtype=dtype):
+                        model(inp).argmax(1)
+
+        return run
+
+    result = {
+        "tutorial loop (1 image at a time, fp32)": tutorial_loop,
+        "resnetlab eval path (resnet20, batch 500, eager fp32, NCHW)": batched(predictor.model, 500, False),
+        "+ channels_last, batch 1000": batched(predictor.model, 1000, True),
+    }
+    from torch.fx.experimental.optimization import fuse
+
+    folded = fuse(predictor.model.eval())  # BN folded into the preceding convolution
+    result["+ BN folded into convs"] = batched(folded, 1000, True)
+    try:
+        compiled = torch.compile(fuse(predictor.model.eval()))
+        runner = batched(compiled, 1000, True)
+        runner(images[:1000])  # compile outside the timing
+        result["+ torch.compile (inductor)"] = runner
+    except Exception as e:  # noqa: BLE001 - a benchmark reports what does not work here
+        print(f"torch.compile unavailable: {e}", file=sys.stderr)
+    try:
+        import onnxruntime as ort
+
+        from resnetlab.export import export_checkpoint
+
+        onnx_path = Path(tempfile.mkdtemp()) / "model.onnx"
+        export_checkpoint(checkpoint, "onnx", onnx_path)
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def run_onnx(x):
+            for i in range(0, len(x), 1000):
+                session.run(None, {name: x[i : i + 1000].numpy()})
+
+        result["onnxruntime (exported, batch 1000)"] = run_onnx
+    except Exception as e:  # noqa: BLE001
+        print(f"onnxruntime unavailable: {e}", file=sys.stderr)
+    from resnetlab.runtime import cpu_has_fast_bf16
+
+    if cpu_has_fast_bf16():
+        result["+ bf16 autocast (AMX/AVX512_BF16)"] = batched(folded, 1000, True, torch.bfloat16)
+    return result
+
+
+def single_image_latency(checkpoint: Path, image: Path, repeats: int) -> dict:
+    """Wall time of the whole `resnetlab predict CKPT IMAGE` command, and of importing torch alone."""
+    def wall(args):
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    python = sys.executable
+    predict = [python, "-m", "resnetlab", "predict", str(checkpoint), str(image), "--quiet"]
+    out: dict[str, list[float]] = {"python -c 'import torch'": [], "resnetlab predict CKPT IMAGE": []}
+    for _ in range(repeats):
+        out["python -c 'import torch'"].append(wall([python, "-c", "import torch"]))
+        out["resnetlab predict CKPT IMAGE"].append(wall(predict))
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--tutorial-images", type=int, default=1000, help="the slow loop runs on fewer images")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+
+    from resnetlab.inference import Predictor
+
+    data = Predictor.from_checkpoint(args.checkpoint, device="cpu").load_test_data(limit=args.images)
+    images = data.images
+    runners = ways(args.checkpoint, images)
+    speeds: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(args.repeats):
+        for name, fn in runners.items():
+            x = images[: args.tutorial_images] if name.startswith("tutorial") else images
+            speeds[name].append(_timed(fn, x))
+    medians = {name: statistics.median(v) for name, v in speeds.items()}
+    baseline = medians["tutorial loop (1 image at a time, fp32)"]
+
+    from PIL import Image
+
+    image_path = Path(tempfile.mkdtemp()) / "image.png"
+    Image.fromarray(images[0, 0].numpy()).save(image_path)
+    latency = single_image_latency(args.checkpoint, image_path, args.repeats)
+
+    info = machine_info()
+    lines = ["| way | images/s (median of %d) | vs tutorial loop |" % args.repeats, "|---|---|---|"]
+    lines += [f"| {name} | {speed:,.0f} | {speed / baseline:.1f}x |" for name, speed in medians.items()]
+    lines += ["", "| single image, whole command | seconds (median) |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.2f} |" for name, seconds in latency.items()]
+    lines += ["", f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads, "
+              f"hardware bf16: {info['hardware_bf16']}; {info['date']}."]  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "inference.json").write_text(json.dumps(
+        {"machine": info, "images_per_second": speeds, "medians": medians, "latency": latency}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""The degradation experiment of He et al. 2015 (Figures 1 and 6), run with resnetlab's own training.
+
+Plain and residual nets of the same depths are trained with the same recipe, data and seed. A deeper plain
+net has a *higher training error* than a shallower one: it is not overfitting, it is harder to optimize. With
+identity shortcuts the deeper net trains at least as well as the shallower one.
+
+The training error the paper plots is the error on the training set. The `train_accuracy` that `train`
+records is measured during each epoch, on augmented images, while the weights still change; here each
+epoch's weights (the run's last.pt) are evaluated again on a fixed sample of the training images, without
+augmentation, which gives the clean curve of the paper.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import build_model, load_checkpoint
+from .config import TrainConfig
+from .data import ImageData, TensorBatches
+from .engine import evaluate, load_train_test, train
+from .errors import UserError
+from .models import list_models
+from .runtime import select_runtime
+
+CSV_COLUMNS = ["net", "kind", "depth", "epoch", "train_error", "train_error_augmented", "test_error", "lr", "seconds"]
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """Everything `run_degradation` needs. The defaults are the quick budget: Fashion-MNIST on a CPU."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str = "./data"
+    depths: tuple[int, ...] = (20, 56)
+    epochs: int = 6
+    subset: int | None = 5000  # training images, drawn at random with the seed; None: the whole training split
+    test_subset: int | None = 2000  # test images, drawn at random with the seed; None: the whole test split
+    train_eval_size: int = 2000  # training images re-evaluated without augmentation after each epoch
+    recipe: str = "fast"
+    # Batch 32 gives 4x more steps than the recipe's 128 for about the same compute; in a budget this short the
+    # residual nets need them (at batch 128, 6 epochs of 5000 images, resnet56 still trailed resnet20).
+    batch_size: int | None = 32  # None: the recipe's
+    lr: float | None = None  # None: the recipe's
+    seed: int = 0
+    out: str = "runs/degradation"
+    device: str = "auto"
+    precision: str = "auto"
+    overwrite: bool = False
+    quiet: bool = False
+
+    @property
+    def depths_text(self) -> str:
+        return ",".join(map(str, self.depths))
+
+
+# The paper's CIFAR-10 setting (section 4.2): the whole training set, 64k iterations at batch 128 (164 epochs),
+# lr 0.1 divided by 10 at 32k and 48k iterations; plain and residual nets of 20, 32, 44 and 56 layers.
+FULL = DegradationConfig(
+    dataset="cifar10", depths=(20, 32, 44, 56), epochs=164, subset=None, test_subset=None, train_eval_size=10000,
+    recipe="paper", batch_size=None, out="runs/degradation-full",
+)  # fmt: skip
+
+
+def degradation_config(full: bool = False, **overrides: Any) -> DegradationConfig:
+    """The quick budget (or with full=True the paper's), with the given fields replaced."""
+    return replace(FULL if full else DegradationConfig(), **overrides)
+
+
+def parse_depths(text: str) -> tuple[int, ...]:
+    """Parse "20,56" into (20, 56); each depth must exist both as plainD and as resnetD."""
+    try:
+        depths = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise UserError(f"--depths takes whole numbers separated by commas, like 20,56, not {text!r}.") from None
+    names = set(list_models())
+    possible = sorted(int(n[len("plain") :]) for n in names if n.startswith("plain") and f"resnet{n[5:]}" in names)
+    wrong = [d for d in depths if d not in possible]
+    if not depths or wrong:
+        raise UserError(
+            f"--depths {text!r}: each depth needs a plain and a residual net; choose from "
+            f"{', '.join(map(str, possible))}."
+        )
+    return depths
+
+
+def _train_config(config: DegradationConfig, net: str) -> TrainConfig:
+    return TrainConfig(
+        dataset=config.dataset, data_dir=config.data_dir, model=net, epochs=config.epochs,
+        batch_size=config.batch_size, lr=config.lr, out=str(Path(config.out) / net), seed=config.seed,
+        device=config.device, precision=config.precision, recipe=config.recipe, subset=config.subset,
+        test_subset=config.test_subset, overwrite=config.overwrite, quiet=True,
+    )  # fmt: skip
+
+
+def _comparable(train_config: TrainConfig) -> dict[str, Any]:
+    settings = asdict(train_config)
+    for key in ("overwrite", "quiet", "out"):
+        settings.pop(key)
+    return settings
+
+
+def training_sample(config: DegradationConfig) -> ImageData:
+    """The training images the training error is measured on: a fixed random sample of those trained on."""
+    train_data, _ = load_train_test(_train_config(config, f"plain{config.depths[0]}"))
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    keep = torch.randperm(len(train_data), generator=generator)[: config.train_eval_size]
+    return replace(train_data, images=train_data.images[keep], labels=train_data.labels[keep])
+
+
+def _train_one(config: DegradationConfig, net: str, sample: ImageData, label: str) -> list[dict[str, Any]]:
+    """Train one net (or reuse a finished run with the same settings); one row per epoch."""
+    train_config = _train_config(config, net)
+    out = Path(train_config.out)
+    record = out / "degradation.json"
+    if record.is_file() and not config.overwrite:
+        saved = json.loads(record.read_text())
+        if saved.get("settings") == _comparable(train_config) and saved.get("train_eval_size") == len(sample):
+            _log(f"{label} {net}: reusing the finished run in {out}", config.quiet)
+            return saved["rows"]
+    runtime = select_runtime(config.device, config.precision)
+    batches = TensorBatches(sample, 500, device=runtime.device, memory_format=runtime.memory_format)
+    kind = "plain" if net.startswith("plain") else "residual"
+    depth = int(net.removeprefix("plain").removeprefix("resnet"))
+    rows: list[dict[str, Any]] = []
+
+    def after_epoch(metrics: dict[str, Any]) -> None:
+        # `train` has just written this epoch's weights to last.pt.
+        model = build_model(load_checkpoint(out / "last.pt")).to(runtime.device, memory_format=runtime.memory_format)
+        stats = evaluate(model, batches, runtime, len(sample.classes))
+        row = {
+            "net": net,
+            "kind": kind,
+            "depth": depth,
+            "epoch": metrics["epoch"],
+            "train_error": round(1 - stats["test_accuracy"], 6),
+            "train_error_augmented": round(1 - metrics["train_accuracy"], 6),
+            "test_error": round(1 - metrics["test_accuracy"], 6),
+            "lr": metrics["lr"],
+            "seconds": round(metrics["seconds"] + stats["seconds"], 2),
+        }
+        rows.append(row)
+        _log(
+            f"{label} {net} epoch {row['epoch']}/{config.epochs}: training error {row['train_error']:.2%}, "
+            f"test error {row['test_error']:.2%} ({row['seconds']:.0f} s)",
+            config.quiet,
+        )
+
+    summary = train(train_config, on_epoch=after_epoch)
+    saved = {"settings": _comparable(train_config), "train_eval_size": len(sample), "rows": rows,
+             "num_params": summary["num_params"]}  # fmt: skip
+    record.write_text(json.dumps(saved, indent=2) + "\n")
+    return rows
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, flush=True)
+
+
+def run_degradation(config: DegradationConfig) -> dict[str, Any]:
+    """Train plainD and resnetD for each depth; write degradation.csv, degradation.md and degradation.png
+    into config.out. Returns {"rows", "table", "files", "seconds"}."""
+    if config.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, not {config.epochs}.")
+    if config.train_eval_size < 1:
+        raise UserError(f"--train-eval-size must be at least 1, not {config.train_eval_size}.")
+    parse_depths(",".join(map(str, config.depths)))
+    started = time.perf_counter()
+    out = Path(config.out)
+    nets = [f"{kind}{depth}" for depth in config.depths for kind in ("plain", "resnet")]
+    sample = training_sample(config)
+    settings = describe_settings(config, len(sample))
+    _log(f"degradation experiment: {', '.join(nets)} on {settings}; writing to {out}", config.quiet)
+    rows: list[dict[str, Any]] = []
+    for i, net in enumerate(nets):
+        rows += _train_one(config, net, sample, f"[{i + 1}/{len(nets)}]")
+    params = {net: json.loads((out / net / "degradation.json").read_text())["num_params"] for net in nets}
+    table = markdown_table(rows, params)
+    files = {
+        "csv": write_csv(rows, out / "degradation.csv"),
+        "table": out / "degradation.md",
+        "plot": plot_degradation(rows, out / "degradation.png", settings),
+    }
+    seconds = time.perf_counter() - started
+    minutes = sum(row["seconds"] for row in rows) / 60
+    files["table"].write_text(f"{table}\n\n{verdict(rows)}\n\n({settings}; {minutes:.1f} minutes of training and "
+                              "evaluation in all.)\n")  # fmt: skip
+    _log(f"\n{table}\n\n{verdict(rows)}\n\nfiles: {', '.join(str(p) for p in files.values())} "
+         f"({seconds / 60:.1f} minutes)", config.quiet)  # fmt: skip
+    return {"rows": rows, "table": table, "files": files, "seconds": seconds}
+
+
+def final_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last epoch's row of each net, in the order the nets were trained."""
+    last: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        last[row["net"]] = row
+    return last
+
+
+def markdown_table(rows: list[dict[str, Any]], params: dict[str, int] | None = None) -> str:
+    """Final training and test error per net, as a markdown table."""
+    lines = ["| net | layers | parameters | training error | test error |", "|---|--:|--:|--:|--:|"]
+    for net, row in sorted(final_rows(rows).items(), key=lambda item: (item[1]["kind"], item[1]["depth"])):
+        n = f"{params[net] / 1e6:.2f}M" if params and net in params else ""
+        lines.append(f"| {net} | {row['depth']} | {n} | {row['train_error']:.2%} | {row['test_error']:.2%} |")
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """One sentence per kind: does the deepest net train worse or better than the shallowest?"""
+    last = final_rows(rows)
+    sentences = []
+    for kind, name in (("plain", "plain"), ("residual", "resnet")):
+        depths = sorted(r["depth"] for r in last.values() if r["kind"] == kind)
+        if len(depths) < 2:
+            continue
+        shallow, deep = last[f"{name}{depths[0]}"], last[f"{name}{depths[-1]}"]
+        difference = deep["train_error"] - shallow["train_error"]
+        change = "higher" if difference > 0 else "lower" if difference < 0 else "the same"
+        sentences.append(
+            f"{name}{deep['depth']} ends with {change} training error than {name}{shallow['depth']} "
+            f"({deep['train_error']:.2%} vs {shallow['train_error']:.2%})."
+        )
+    return " ".join(sentences)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """degradation.csv back as rows with numbers."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["depth"], row["epoch"] = int(row["depth"]), int(row["epoch"])
+        for key in ("train_error", "train_error_augmented", "test_error", "lr", "seconds"):
+            row[key] = float(row[key])
+    return rows
+
+
+def describe_settings(config: DegradationConfig, sample_size: int) -> str:
+    """One line saying how the nets were trained and measured."""
+    batch = config.batch_size or "the recipe's"
+    return (
+        f"{config.dataset}: {config.epochs} epochs of {config.subset or 'all'} training images, batch {batch}, "
+        f"recipe {config.recipe}, seed {config.seed}; test error on {config.test_subset or 'all'} test images, "
+        f"training error on {sample_size} training images without augmentation"
+    )
+
+
+def plot_degradation(rows: list[dict[str, Any]], path: str | Path, subtitle: str = "") -> Path:
+    """Training error (left) and test error (right) per epoch: plain nets dashed, residual nets solid, one
+    colour per depth, as in Figures 1 and 6 of He et al. 2015."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = sorted({row["depth"] for row in rows})
+    colours = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(depths)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        curves.setdefault(row["net"], []).append(row)
+    top = 0.0
+    for curve in curves.values():
+        curve = sorted(curve, key=lambda r: r["epoch"])
+        first = curve[0]
+        plain = first["kind"] == "plain"
+        label = f"{'plain' if plain else 'ResNet'}-{first['depth']}"
+        style = {"color": colours[first["depth"]], "linestyle": "--" if plain else "-", "linewidth": 1.8,
+                 "marker": "o", "markersize": 3, "label": label}  # fmt: skip
+        epochs = [r["epoch"] for r in curve]
+        for ax, key in zip(axes, ("train_error", "test_error")):
+            values = [100 * r[key] for r in curve]
+            ax.plot(epochs, values, **style)
+            # Skip the first epoch when scaling the y axis: its error is far above the rest.
+            top = max(top, max(values[1:] or values))
+    for ax, title in zip(axes, ("training error", "test error")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("error (%)")
+        ax.set_ylim(0, math.ceil(top * 1.1))
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[1].legend(title="dashed: plain, solid: residual", fontsize=9, title_fontsize=9)
+    fig.suptitle("Plain nets (dashed) and residual nets (solid) of growing depth, trained alike", fontsize=12)
+    if subtitle:
+        fig.text(0.5, 0.005, subtitle, ha="center", va="bottom", fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,166 @@
+"""Grad-CAM (Selvaraju et al. 2017, arXiv:1610.02391): where in the image a stage's features drove the class.
+
+For class c and a stage's output feature maps A^k (k = channel), Grad-CAM weighs each map by the average
+gradient of the class score over it, alpha_k = mean_ij d y_c / d A^k_ij, and keeps the positive part of the
+weighted sum, ReLU(sum_k alpha_k A^k), upsampled to the image's size. On the last stage of a ResNet, whose
+output goes only through global average pooling into the classifier, this is the class activation map.
+
+Written here rather than taken from the `grad-cam` package, which needs OpenCV and scikit-learn for what is a
+dozen lines of PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import normalize
+from .errors import UserError
+
+
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, layer: nn.Module, target: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM maps of `layer`'s output for a batch of normalized images x [N, C, H, W].
+
+    target: the class to explain per image; default: the predicted class. Returns (maps [N, H, W] scaled to
+    [0, 1] per image, logits [N, classes]). The model should be in eval mode.
+    """
+    activations: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: activations.append(output))
+    try:
+        with torch.enable_grad():
+            # The input requires grad so the graph exists even where the weights are frozen.
+            logits = model(x.detach().requires_grad_(True)).float()
+            target = logits.argmax(1) if target is None else target.to(logits.device)
+            score = logits.gather(1, target.view(-1, 1)).sum()
+            (gradients,) = torch.autograd.grad(score, activations[-1])
+    finally:
+        handle.remove()
+    features = activations[-1].detach().float()
+    weights = gradients.float().mean(dim=(2, 3), keepdim=True)  # alpha_k: one weight per channel
+    cam = F.relu((weights * features).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    return cam / peak, logits.detach()
+
+
+@dataclass
+class Explanation:
+    """Grad-CAM of a batch: the images as given (uint8), their maps, and what the model predicted."""
+
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    maps: torch.Tensor  # [N, H, W] in [0, 1]
+    predicted: list[str]
+    confidence: list[float]
+    names: list[str]  # "test image 3" or the file name
+    actual: list[str | None]  # the true class of test images; None for files
+
+
+def _is_index(item: str) -> bool:
+    return item.isdigit() and not Path(item).exists()
+
+
+def explain_checkpoint(
+    checkpoint: str | Path,
+    items: list[str],
+    data_dir: str | None = None,
+    stage: int | None = None,
+    device: str = "auto",
+) -> Explanation:
+    """Grad-CAM of a checkpoint's model for test images (given by index) and image files or folders."""
+    from .inference import Predictor, expand_image_paths
+
+    # fp32: gradients of a bf16 forward pass make noisier maps, and one batch is fast either way.
+    predictor = Predictor.from_checkpoint(checkpoint, device, "fp32")
+    stages = predictor.model.stages()
+    stage = stage or len(stages)
+    if not 1 <= stage <= len(stages):
+        raise UserError(f"--stage must be between 1 and {len(stages)} for this model, not {stage}.")
+    indices = [int(item) for item in items if _is_index(item)]
+    test = predictor.load_test_data(data_dir) if indices else None
+    images, names, actual = [], [], []
+    for item in items:
+        if _is_index(item):
+            i = int(item)
+            if i >= len(test):
+                raise UserError(f"test image {i} does not exist: the test split has {len(test)} images (0 to "
+                                f"{len(test) - 1}).")  # fmt: skip
+            images.append(test.images[i])
+            names.append(f"test image {i}")
+            actual.append(predictor.classes[int(test.labels[i])])
+        else:
+            paths = expand_image_paths([item])
+            images += list(predictor.prepare_images(paths))
+            names += [p.name for p in paths]
+            actual += [None] * len(paths)
+    batch = torch.stack(images)
+    mean = torch.tensor(predictor.checkpoint["mean"])
+    std = torch.tensor(predictor.checkpoint["std"])
+    x = normalize(batch, mean, std).to(predictor.runtime.device)
+    predictor.model.eval()
+    maps = []
+    logits = []
+    for chunk in x.split(64):
+        m, l = grad_cam(predictor.model, chunk, stages[stage - 1])
+        maps.append(m.cpu())
+        logits.append(l.cpu())
+    probabilities = torch.cat(logits).softmax(1)
+    confidence, predicted = probabilities.max(1)
+    return Explanation(
+        images=batch,
+        maps=torch.cat(maps),
+        predicted=[predictor.classes[i] for i in predicted.tolist()],
+        confidence=confidence.tolist(),
+        names=names,
+        actual=actual,
+    )
+
+
+def describe(explanation: Explanation) -> list[str]:
+    """One line per image: what it is, what the model predicted, and the true class where known."""
+    lines = []
+    for name, p, c, a in zip(explanation.names, explanation.predicted, explanation.confidence, explanation.actual):
+        lines.append(f'{name}: predicted "{p}" ({c:.1%})' + (f', actual "{a}"' if a is not None else ""))
+    return lines
+
+
+def gradcam_grid(explanation: Explanation, path: str | Path, title: str = "") -> Path:
+    """Each image above its Grad-CAM overlay, titled with the prediction; up to 8 images per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(explanation.images)
+    cols = min(n, 8)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 1.7, rows * 3.7), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+        image = explanation.images[i].permute(1, 2, 0).numpy()
+        gray = image.shape[2] == 1
+        shown = image[:, :, 0] if gray else image
+        top.imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
+        bottom.imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
+        bottom.imshow(explanation.maps[i].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        actual = explanation.actual[i]
+        wrong = actual is not None and actual != explanation.predicted[i]
+        label = f"{explanation.predicted[i]} {explanation.confidence[i]:.0%}"
+        if actual is not None:
+            label += f"\ntrue: {actual}"
+        top.set_title(label, fontsize=8, color="#c00000" if wrong else "black")
+    fig.suptitle(title or "Grad-CAM of the last stage for the predicted class (red: high)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

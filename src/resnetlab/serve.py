@@ -1,0 +1,360 @@
+"""`resnetlab serve`: a local web page and an HTTP API for a trained model.
+
+GET /             the page (src/resnetlab/static/): draw or drop an image, see the top-5 classes
+POST /predict     an image, as the request body or as the multipart form field `file`
+GET /model        what the model is: name, dataset, classes, input size, test accuracy
+GET /health       {"status": "ok"}
+GET /openapi.json the API described as OpenAPI (no /docs page: FastAPI's fetches Swagger UI from a CDN)
+
+Uploads stay in memory (never written to disk) and are limited in size; the model is shared by all requests and
+runs one batch at a time under a lock. With ?gradcam=true, /predict also returns a Grad-CAM heat map of the last
+stage for the top class (models with PyTorch weights; not .onnx files).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import ipaddress
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+import uvicorn
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from . import __version__
+from .errors import UserError
+from .folder import image_to_tensor, open_image
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # a phone photo fits; the model sees 28x28 or 32x32 pixels anyway
+MAX_IMAGE_PIXELS = 40_000_000  # decoded size: a few kilobytes of PNG can decode to gigabytes
+FORM_FIELD = "file"
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class ServablePredictor(Protocol):
+    """What the server needs of a model: resnetlab's Predictor, or any object with the same members.
+
+    `checkpoint` holds at least model (a dict with "name"), dataset, classes, image_size and in_channels;
+    best_test_accuracy and epoch are shown when present. `probabilities_of_images` takes a uint8 batch
+    [N, in_channels, image_size, image_size] and returns softmax probabilities [N, classes].
+    """
+
+    checkpoint: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    def probabilities_of_images(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def top_classes(self, probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]: ...
+
+
+class ClassProbability(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_name: str = Field(alias="class", description="a class name from the checkpoint")
+    probability: float = Field(description="softmax probability, 0 to 1")
+
+
+class Prediction(BaseModel):
+    top: list[ClassProbability] = Field(description="the most probable classes, most probable first")
+    model: str = Field(description="the model's name, e.g. resnet20")
+    milliseconds: float = Field(description="server time to decode, prepare and classify the image")
+    input_png: str | None = Field(
+        default=None, description="only with ?input_png=true: the image as the model saw it (converted and resized, "
+        "before normalization), as a data:image/png;base64 URL")  # fmt: skip
+    gradcam_png: str | None = Field(
+        default=None, description="only with ?gradcam=true, for models that support it (see /model): the input under "
+        "a Grad-CAM heat map of the last stage for the top class (red: what drove the prediction), 4x larger, as a "
+        "data:image/png;base64 URL")  # fmt: skip
+
+
+class ModelInfo(BaseModel):
+    model: str
+    dataset: str
+    classes: list[str]
+    image_size: int = Field(description="the model's input is image_size x image_size pixels")
+    in_channels: int = Field(description="1: grayscale, 3: RGB")
+    test_accuracy: float | None = Field(description="the checkpoint's best test accuracy, 0 to 1, if recorded")
+    epoch: int | None = None
+    gradcam: bool = Field(description="whether /predict?gradcam=true returns a Grad-CAM overlay for this model")
+    max_upload_bytes: int
+    resnetlab_version: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+IMAGE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {FORM_FIELD: {"type": "string", "format": "binary"}},
+                "required": [FORM_FIELD],
+            },
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+def load_predictor(path: str | Path, device: str = "auto", precision: str = "auto") -> ServablePredictor:
+    """A checkpoint or run folder (inference.Predictor), or a .onnx file from resnetlab export (OnnxPredictor)."""
+    from .inference import open_predictor
+
+    return open_predictor(path, device, precision)
+
+
+def model_info(predictor: ServablePredictor, max_upload_bytes: int) -> ModelInfo:
+    ckpt = predictor.checkpoint
+    accuracy = ckpt.get("best_test_accuracy", (ckpt.get("metrics") or {}).get("test_accuracy"))
+    return ModelInfo(
+        model=ckpt["model"]["name"], dataset=ckpt["dataset"], classes=list(predictor.classes),
+        image_size=ckpt["image_size"], in_channels=ckpt["in_channels"], test_accuracy=accuracy,
+        epoch=ckpt.get("epoch"), gradcam=supports_gradcam(predictor), max_upload_bytes=max_upload_bytes,
+        resnetlab_version=__version__,
+    )  # fmt: skip
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Upload bytes as a PIL image, or an HTTPException (400 not an image, 413 too many pixels)."""
+    if not data:
+        raise HTTPException(400, f"the request has no image: send it as the body or as the form field '{FORM_FIELD}'.")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
+            width, height = probe.size
+    except Image.DecompressionBombError:
+        raise HTTPException(413, f"the image has too many pixels; the limit is {MAX_IMAGE_PIXELS:,}.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise HTTPException(400, "the upload is not an image Pillow can read; send a PNG, JPEG, GIF, BMP, TIFF or "
+                            "WebP file.") from None  # fmt: skip
+    if width * height > MAX_IMAGE_PIXELS:
+        raise HTTPException(413, f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels.")
+    try:
+        return open_image(io.BytesIO(data))  # the same decoding as `resnetlab predict`
+    except UserError:
+        raise HTTPException(400, "the upload is not a complete image (truncated or damaged); send the whole "
+                            "file.") from None  # fmt: skip
+
+
+def supports_gradcam(predictor: ServablePredictor) -> bool:
+    """Grad-CAM needs the PyTorch model (a Predictor's, not an ONNX file's)."""
+    return hasattr(getattr(predictor, "model", None), "stages") and hasattr(predictor, "runtime")
+
+
+def gradcam_overlay(predictor: ServablePredictor, image: torch.Tensor, target: int, scale: int = 4) -> torch.Tensor:
+    """The image (uint8 [C, H, W]) under the Grad-CAM map of the last stage for class `target`, as uint8
+    [3, H * scale, W * scale]: pixels kept sharp, the map upsampled smoothly and colored with matplotlib's jet."""
+    from matplotlib import colormaps
+
+    from .data import normalize
+    from .explain import grad_cam
+
+    device, ckpt = predictor.runtime.device, predictor.checkpoint
+    x = normalize(image[None].to(device), torch.tensor(ckpt["mean"], device=device),
+                  torch.tensor(ckpt["std"], device=device))  # fmt: skip
+    predictor.model.eval()
+    maps, _ = grad_cam(predictor.model, x, predictor.model.stages()[-1], torch.tensor([target]))
+    size = (image.shape[1] * scale, image.shape[2] * scale)
+    heat = F.interpolate(maps[None].float().cpu(), size=size, mode="bilinear", align_corners=False)[0, 0]
+    colors = torch.from_numpy(colormaps["jet"](heat.clamp(0, 1).numpy())[..., :3]).float()
+    pixels = F.interpolate(image[None].float(), size=size, mode="nearest")[0].expand(3, -1, -1).permute(1, 2, 0)
+    blended = 0.55 * pixels / 255 + 0.45 * colors
+    return (blended * 255).round().to(torch.uint8).permute(2, 0, 1)
+
+
+def png_data_url(image: torch.Tensor) -> str:
+    """A uint8 [C, H, W] tensor as a data:image/png;base64 URL."""
+    array = image.permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
+    too_large = HTTPException(413, f"the upload is larger than {limit:,} bytes; send a smaller image.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def form_file(body: bytes, content_type: str) -> bytes:
+    """The bytes of the form field `file` of a multipart/form-data body, parsed in memory."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise HTTPException(400, "the multipart/form-data body has no boundary; let your HTTP client build the form.")
+    fields: dict[str, bytes] = {}
+    part: dict[str, Any] = {}
+
+    def on_part_begin() -> None:
+        part.update(headers={}, name=b"", value=b"", data=bytearray())
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part["name"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        part["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        part["headers"][part["name"].lower()] = part["value"]
+        part.update(name=b"", value=b"")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part["data"] += data[start:end]
+
+    def on_part_end() -> None:
+        _, disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        fields.setdefault(disposition.get(b"name", b"").decode("utf-8", "replace"), bytes(part["data"]))
+
+    callbacks = {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
+                 "on_header_value": on_header_value, "on_header_end": on_header_end,
+                 "on_part_data": on_part_data, "on_part_end": on_part_end}  # fmt: skip
+    try:
+        parser = MultipartParser(boundary, callbacks)
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as e:
+        raise HTTPException(400, f"the multipart/form-data body is malformed ({e}).") from None
+    if FORM_FIELD not in fields:
+        raise HTTPException(400, f"the form has no field '{FORM_FIELD}'; send the image as {FORM_FIELD}=@image.png.")
+    return fields[FORM_FIELD]
+
+
+def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    """The web app for one model: a Predictor-like object, or the path of a checkpoint to load."""
+    if isinstance(predictor_or_path, (str, Path)):
+        predictor = load_predictor(predictor_or_path)
+    else:
+        predictor = predictor_or_path
+    info = model_info(predictor, max_upload_bytes)
+    lock = threading.Lock()  # one forward pass at a time: the model and its runtime are shared
+
+    def classify(data: bytes, top: int, with_input: bool, with_gradcam: bool) -> Prediction:
+        start = time.perf_counter()
+        image = image_to_tensor(decode_image(data), info.in_channels, info.image_size)
+        overlay = None
+        with lock:
+            probabilities = predictor.probabilities_of_images(image[None])
+            if with_gradcam and info.gradcam:
+                overlay = gradcam_overlay(predictor, image, int(probabilities[0].argmax()))
+        best = predictor.top_classes(probabilities, top)[0]
+        return Prediction(
+            top=[ClassProbability(class_name=name, probability=p) for name, p in best], model=info.model,
+            milliseconds=round((time.perf_counter() - start) * 1000, 3),
+            input_png=png_data_url(image) if with_input else None,
+            gradcam_png=png_data_url(overlay) if overlay is not None else None,
+        )  # fmt: skip
+
+    app = FastAPI(
+        title="resnetlab serve", version=__version__, docs_url=None, redoc_url=None,
+        description=f"{info.model} trained on {info.dataset}: send an image, get its most probable classes.",
+    )  # fmt: skip
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/health")
+    def health() -> Health:
+        return Health(status="ok")
+
+    @app.get("/model")
+    def model() -> ModelInfo:
+        return info
+
+    @app.post(
+        "/predict", response_model=Prediction, response_model_exclude_none=True,
+        openapi_extra={"requestBody": IMAGE_BODY},
+        responses={400: {"description": "not an image"}, 413: {"description": "upload or image too large"}},
+    )  # fmt: skip
+    async def predict(
+        request: Request,
+        top: int = Query(5, ge=1, description="how many classes to return (at most the number of classes)"),
+        input_png: bool = Query(False, description="also return the image as the model saw it, as a PNG data URL"),
+        gradcam: bool = Query(False, description="also return a Grad-CAM overlay for the top class (see /model)"),
+    ) -> Prediction:
+        """Classify one image, sent as the request body (any content type) or as the multipart form field `file`."""
+        body = await read_body(request, max_upload_bytes)
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            body = form_file(body, request.headers["content-type"])
+        return await run_in_threadpool(classify, body, min(top, len(info.classes)), input_png, gradcam)
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or a UserError that says why not."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # proto given explicitly: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and without
+        # it Nagle's algorithm holds each response's body until the client's delayed ACK (~40 ms per request).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise UserError(f"cannot listen on {host}:{port} ({reason}); choose another --port or --host.") from None
+    sock.listen(128)
+    return sock
+
+
+def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          precision: str = "auto") -> None:  # fmt: skip
+    """Load a checkpoint and serve the page and the API until Ctrl+C."""
+    predictor = load_predictor(checkpoint, device, precision)
+    app = create_app(predictor)
+    sock = bind(host, port)
+    port = sock.getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
+    ckpt = predictor.checkpoint
+    print(f"resnetlab: serving {ckpt['model']['name']} ({ckpt['dataset']}) at http://{url_host}:{port}/ ; "
+          "Ctrl+C stops.", flush=True)  # fmt: skip
+    if not is_loopback(host):
+        print(f"resnetlab: note: {host} is not a loopback address, so anyone who can reach this machine can use the "
+              "model.", flush=True)  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl+C, then raises it again
+        pass
+    print("resnetlab: server stopped.", flush=True)

@@ -1,0 +1,115 @@
+import csv
+
+import pytest
+from fakedata import write_mnist_like
+from PIL import Image
+
+from resnetlab.cli import main
+from resnetlab.config import RECIPES, TrainConfig
+from resnetlab.engine import train
+from resnetlab.experiments import degradation_config, markdown_table, read_csv
+
+NETS = ["plain20", "resnet20", "plain32", "resnet32"]
+
+
+def _args(data, out, *extra):
+    return ["experiment", "degradation", "--dataset", "fashion-mnist", "--data-dir", str(data), "--depths", "20,32",
+            "--epochs", "2", "--subset", "32", "--test-subset", "20", "--train-eval-size", "16", "--batch-size", "16",
+            "--out", str(out), *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def degradation_run(tmp_path_factory):
+    """One tiny degradation experiment, shared by the tests below; returns (data dir, out dir, stdout)."""
+    import io
+    from contextlib import redirect_stdout
+
+    base = tmp_path_factory.mktemp("degradation")
+    write_mnist_like(base / "data", "FashionMNIST", n_train=200, n_test=60)
+    stdout = io.StringIO()
+    with redirect_stdout(stdout):
+        assert main(_args(base / "data", base / "out")) == 0
+    return base / "data", base / "out", stdout.getvalue()
+
+
+def test_degradation_writes_its_files(degradation_run):
+    _, out, _ = degradation_run
+    assert {"degradation.png", "degradation.csv", "degradation.md", *NETS} <= {p.name for p in out.iterdir()}
+    for net in NETS:
+        assert {"best.pt", "last.pt", "metrics.csv", "summary.json", "degradation.json"} <= {
+            p.name for p in (out / net).iterdir()
+        }
+    with Image.open(out / "degradation.png") as picture:
+        assert picture.size[0] > 600
+
+
+def test_degradation_csv_has_one_row_per_net_and_epoch(degradation_run):
+    _, out, _ = degradation_run
+    rows = read_csv(out / "degradation.csv")
+    assert [(r["net"], r["epoch"]) for r in rows] == [(net, e) for net in NETS for e in (1, 2)]
+    assert {r["kind"] for r in rows if r["net"].startswith("plain")} == {"plain"}
+    assert {r["kind"] for r in rows if r["net"].startswith("resnet")} == {"residual"}
+    for r in rows:
+        assert 0 <= r["train_error"] <= 1 and 0 <= r["test_error"] <= 1 and 0 <= r["train_error_augmented"] <= 1
+        # The training error is measured on 16 images: a whole number of them.
+        assert (r["train_error"] * 16) == pytest.approx(round(r["train_error"] * 16), abs=1e-3)
+    # The test error is the run's own, from its metrics.csv.
+    with open(out / "resnet32" / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert rows[-1]["test_error"] == pytest.approx(1 - float(last["test_accuracy"]), abs=1e-6)
+
+
+def test_degradation_table_has_a_row_per_net_and_is_printed(degradation_run):
+    _, out, stdout = degradation_run
+    table = (out / "degradation.md").read_text()
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| net | layers | parameters | training error | test error |")
+    assert [line.split("|")[1].strip() for line in lines[1:]] == ["plain20", "plain32", "resnet20", "resnet32"]
+    assert "plain32 ends with" in table and "resnet32 ends with" in table
+    assert all(line in stdout for line in lines)
+    assert markdown_table(read_csv(out / "degradation.csv")).count("\n") == 5
+
+
+def test_degradation_reuses_finished_runs_and_refuses_to_replace_them(degradation_run, capsys):
+    data, out, _ = degradation_run
+    before = (out / "degradation.csv").read_text()
+    assert main(_args(data, out)) == 0
+    assert capsys.readouterr().out.count("reusing the finished run") == 4
+    assert (out / "degradation.csv").read_text() == before
+    # Other settings would replace the runs: only with --overwrite.
+    assert main(_args(data, out, "--epochs", "1")) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("depths", ["20,57", "twenty", ","])
+def test_degradation_refuses_depths_without_both_nets(tmp_path, capsys, depths):
+    assert main(["experiment", "degradation", "--depths", depths, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--depths" in err and "Traceback" not in err
+
+
+def test_full_is_the_papers_cifar10_setting():
+    config = degradation_config(full=True)
+    assert (config.dataset, config.epochs, config.subset, config.recipe) == ("cifar10", 164, None, "paper")
+    assert config.depths == (20, 32, 44, 56) and config.batch_size is None  # the recipe's 128
+    recipe = RECIPES["paper"]
+    assert (recipe.lr, recipe.batch_size, recipe.momentum, recipe.weight_decay) == (0.1, 128, 0.9, 1e-4)
+    assert recipe.schedule == "step" and recipe.milestones == (0.5, 0.75)
+    # 164 epochs of 390 steps: the lr drops at 32k and 48k steps, as in the paper.
+    assert [round(f * 164 * 390) for f in recipe.milestones] == [31980, 47970]
+    assert degradation_config(full=True, epochs=2).epochs == 2
+    assert RECIPES["fast"].schedule == "onecycle"
+
+
+def test_the_paper_recipe_divides_the_lr_by_10_at_half_and_three_quarters(tiny_fashion, tmp_path):
+    config = TrainConfig(dataset="fashion-mnist", data_dir=str(tiny_fashion), model="resnet20", epochs=4,
+                         batch_size=8, subset=16, test_subset=10, recipe="paper", out=str(tmp_path / "run"),
+                         quiet=True)  # fmt: skip
+    train(config)
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        lrs = [float(row["lr"]) for row in csv.DictReader(f)]
+    peak = 0.1 * 8 / 128  # the recipe's lr, scaled with the batch size
+    # Two steps per epoch, and metrics.csv has the lr of each epoch's last step: steps 1-4 (the first half of
+    # 8) run at the peak, steps 5-6 at a tenth of it, steps 7-8 at a hundredth.
+    assert lrs == pytest.approx([peak, peak, peak / 10, peak / 100])

@@ -1,0 +1,183 @@
+"""Export to ONNX and TorchScript: write, reload, compare with eager PyTorch; predict with the ONNX model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from fakedata import pattern_images
+from PIL import Image
+
+from resnetlab.checkpoint import load_checkpoint, save_atomic
+from resnetlab.cli import main
+from resnetlab.export import DEFAULT_TOLERANCE, OnnxPredictor, load_torchscript
+from resnetlab.inference import Predictor, open_predictor
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+
+def _export(capsys, checkpoint, fmt, output, *extra):
+    assert main(["export", str(checkpoint), "--format", fmt, "-o", str(output), "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(trained_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert main(["export", str(trained_run / "best.pt"), "--format", "onnx", "-o", str(path), "--json"]) == 0
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_reload_and_compare(trained_run, tmp_path, capsys, fmt):
+    output = tmp_path / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+    report = _export(capsys, trained_run / "best.pt", fmt, output)
+    assert report["file"] == str(output) and output.is_file()
+    assert report["checked_on"] == "100 fashion-mnist test images"
+    assert report["max_abs_diff_probabilities"] <= DEFAULT_TOLERANCE
+    assert report["same_top_class"] == report["images"] == 100
+
+    # Reload as another program would, and compare on images of another batch size.
+    predictor = Predictor.from_checkpoint(trained_run / "best.pt", "cpu", "fp32")
+    images = predictor.load_test_data(limit=7).images
+    expected = predictor.probabilities_of_images(images)
+    if fmt == "onnx":
+        model = onnx.load(str(output))
+        onnx.checker.check_model(model)
+        meta = {p.key: p.value for p in model.metadata_props}
+        session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == ["images"]
+        logits, probabilities = session.run(None, {"images": images.numpy()})
+        probabilities = torch.from_numpy(probabilities)
+        description = {k: json.loads(meta[k]) for k in ("classes", "image_size", "in_channels", "mean", "std")}
+        assert "inside the model" in meta["normalization"]
+    else:
+        module, description = load_torchscript(output)
+        with torch.no_grad():
+            logits, probabilities = module(images)
+    assert probabilities.shape == (7, 10) and logits.shape == (7, 10)
+    assert (probabilities - expected).abs().max() <= DEFAULT_TOLERANCE
+    ckpt = load_checkpoint(trained_run / "best.pt")
+    assert description["classes"] == ckpt["classes"]
+    assert description["image_size"] == 28 and description["in_channels"] == 1
+    assert description["mean"] == pytest.approx(ckpt["mean"]) and description["std"] == pytest.approx(ckpt["std"])
+
+
+def test_export_keeps_the_test_time_flip(trained_run, tmp_path, capsys):
+    ckpt = load_checkpoint(trained_run / "best.pt")
+    save_atomic({**ckpt, "test_time_flip": True}, tmp_path / "flip.pt")
+    report = _export(capsys, tmp_path / "flip.pt", "onnx", tmp_path / "flip.onnx")
+    assert report["max_abs_diff_probabilities"] <= DEFAULT_TOLERANCE
+    exported = OnnxPredictor.from_file(tmp_path / "flip.onnx")
+    assert exported.checkpoint["test_time_flip"] is True
+    assert "mirrored" in exported.checkpoint["normalization"]
+
+
+def test_export_without_test_data_checks_on_random_images_with_a_note(trained_run, tmp_path, capsys):
+    report = _export(capsys, trained_run, "torchscript", tmp_path / "m.pt", "--data-dir", str(tmp_path / "none"),
+                     "--check-images", "8")  # fmt: skip
+    assert report["checked_on"].startswith("8 random images (note: the fashion-mnist test data is not in")
+    assert report["max_abs_diff_probabilities"] <= DEFAULT_TOLERANCE
+
+
+def test_export_prints_the_largest_difference(trained_run, tmp_path, capsys):
+    assert main(["export", str(trained_run), "-o", str(tmp_path / "m.onnx"), "--check-images", "10"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'm.onnx'} (onnx," in out
+    assert "checked on 10 fashion-mnist test images: largest difference from PyTorch" in out
+
+
+def test_export_above_the_tolerance_fails_and_keeps_no_file(trained_run, tmp_path, capsys, monkeypatch):
+    import resnetlab.export
+
+    real = resnetlab.export._run_exported
+
+    def off_by_a_bit(path, fmt, images):
+        logits, probabilities, description = real(path, fmt, images)
+        return logits, probabilities + 1e-3, description
+
+    monkeypatch.setattr(resnetlab.export, "_run_exported", off_by_a_bit)
+    output = tmp_path / "m.onnx"
+    assert main(["export", str(trained_run), "-o", str(output), "--check-images", "4"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "differs from the checkpoint by up to 0.001" in err and "not kept" in err
+    assert len(err.splitlines()) == 1 and not output.exists()
+
+
+def test_missing_export_packages_are_named(trained_run, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    assert main(["export", str(trained_run), "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install 'resnetlab[export]'" in capsys.readouterr().err
+
+
+def _write_images(folder):
+    folder.mkdir()
+    for i, image in enumerate(pattern_images(np.array([0, 3, 7, 9]), 56, 3)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    return folder
+
+
+def _json_lines(capsys):
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def _same_predictions(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k not in ("top", "probability")} == \
+            {k: v for k, v in y.items() if k not in ("top", "probability")}  # fmt: skip
+        assert [t["class"] for t in x["top"]] == [t["class"] for t in y["top"]]
+        assert [t["probability"] for t in x["top"]] == pytest.approx([t["probability"] for t in y["top"]], abs=1e-5)
+
+
+def test_onnx_predict_equals_checkpoint_predict(trained_run, onnx_model, tmp_path, capsys):
+    images = _write_images(tmp_path / "images")
+    assert main(["predict", str(trained_run / "best.pt"), str(images), "--json"]) == 0
+    from_checkpoint = _json_lines(capsys)
+    assert main(["predict", str(onnx_model), str(images), "--json"]) == 0
+    _same_predictions(_json_lines(capsys), from_checkpoint)
+
+    # The test split too: the ONNX model knows its dataset and data folder.
+    assert main(["predict", str(trained_run / "best.pt"), "-n", "8", "--json"]) == 0
+    from_checkpoint = _json_lines(capsys)
+    assert main(["predict", str(onnx_model), "-n", "8", "--json"]) == 0
+    _same_predictions(_json_lines(capsys), from_checkpoint)
+
+    assert main(["predict", str(onnx_model), str(images), "--save", str(tmp_path / "p.png")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"picture: {tmp_path / 'p.png'}"
+    assert (tmp_path / "p.png").is_file()
+
+
+def test_onnx_predictor_has_the_predictor_interface(trained_run, onnx_model, tmp_path):
+    exported = open_predictor(onnx_model)
+    eager = open_predictor(trained_run / "best.pt", "cpu", "fp32")
+    assert isinstance(exported, OnnxPredictor) and isinstance(eager, Predictor)
+    assert exported.classes == eager.classes
+    paths = sorted(_write_images(tmp_path / "images").iterdir())
+    images = exported.prepare_images(paths)
+    assert torch.equal(images, eager.prepare_images(paths)) and images.dtype == torch.uint8
+    probabilities = exported.probabilities_of_images(images)
+    assert (probabilities - eager.probabilities_of_images(images)).abs().max() <= DEFAULT_TOLERANCE
+    assert [[c for c, _ in top] for top in exported.top_classes(probabilities, 3)] == \
+        [[c for c, _ in top] for top in eager.top_classes(eager.probabilities_of_images(images), 3)]  # fmt: skip
+    # What the web server reads from `checkpoint`.
+    assert exported.checkpoint["model"]["name"] == "resnet20" and exported.checkpoint["dataset"] == "fashion-mnist"
+
+
+def test_an_onnx_file_not_from_resnetlab_is_a_user_error(tmp_path, capsys):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    onnx.save(helper.make_model(graph), str(tmp_path / "other.onnx"))
+    (tmp_path / "broken.onnx").write_bytes(b"not onnx")
+    image = _write_images(tmp_path / "images") / "0.png"
+    assert main(["predict", str(tmp_path / "other.onnx"), str(image)]) == 2
+    assert "was not written by resnetlab export" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "broken.onnx"), str(image)]) == 2
+    assert "is not a readable ONNX model" in capsys.readouterr().err

@@ -1,0 +1,282 @@
+"""`resnetlab serve` against a real uvicorn server on loopback: predictions, bad inputs, concurrency, the CLI."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from fakedata import pattern_images
+from liveserver import LiveServer, free_port, running, wait_for_health
+from PIL import Image
+
+from resnetlab.cli import main
+from resnetlab.inference import Predictor
+from resnetlab.serve import MAX_IMAGE_PIXELS, create_app
+
+UPLOAD_LIMIT = 64 * 1024  # small, so the 413 tests send little
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run) -> Predictor:
+    return Predictor.from_checkpoint(trained_run / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def server(predictor) -> LiveServer:
+    with running(create_app(predictor, max_upload_bytes=UPLOAD_LIMIT)) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def known_images(tmp_path_factory) -> list:
+    """One image file per class: the fake data's pattern for that class, at 3x the model's size."""
+    folder = tmp_path_factory.mktemp("images")
+    images = pattern_images(np.arange(10), 84, 1, seed=7)[..., 0]
+    paths = []
+    for label, image in enumerate(images):
+        paths.append(folder / f"class{label}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def expected_top(predictor: Predictor, path, k: int = 5) -> list[tuple[str, float]]:
+    return predictor.top_classes(predictor.probabilities_of_images(predictor.prepare_images([path])), k)[0]
+
+
+def assert_same_top(reply_top: list[dict], expected: list[tuple[str, float]]) -> None:
+    assert [entry["class"] for entry in reply_top] == [name for name, _ in expected]
+    assert [entry["probability"] for entry in reply_top] == pytest.approx([p for _, p in expected], abs=1e-5)
+
+
+def test_health_model_and_openapi(server, predictor):
+    assert server.get("/health").json() == {"status": "ok"}
+    info = server.get("/model").json()
+    ckpt = predictor.checkpoint
+    assert info["model"] == "resnet20" and info["dataset"] == "fashion-mnist"
+    assert info["classes"] == predictor.classes
+    assert (info["image_size"], info["in_channels"]) == (28, 1)
+    assert info["test_accuracy"] == pytest.approx(ckpt["best_test_accuracy"])
+    assert info["max_upload_bytes"] == UPLOAD_LIMIT
+    spec = server.get("/openapi.json").json()
+    assert {"/predict", "/model", "/health"} <= set(spec["paths"])
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body and "image/*" in body
+    assert server.get("/docs").status == 404  # FastAPI's docs page would load Swagger UI from a CDN
+
+
+def test_keep_alive_requests_are_not_held_by_nagles_algorithm(server):
+    """Without TCP_NODELAY on the server's connections each reply waits ~40 ms for the client's delayed ACK."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    times = []
+    for _ in range(15):
+        start = time.perf_counter()
+        connection.request("GET", "/health")
+        connection.getresponse().read()
+        times.append(time.perf_counter() - start)
+    connection.close()
+    assert statistics.median(times) < 0.03, times
+
+
+def test_page_and_its_files_are_served_without_outside_urls(server):
+    page = server.get("/")
+    assert page.status == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for name in ("static/app.js", "static/style.css"):
+        reply = server.get(f"/{name}")
+        assert reply.status == 200, name
+        assert b"http://" not in reply.body and b"https://" not in reply.body, name
+    assert b"https://" not in page.body and b"http://" not in page.body
+
+
+def test_a_known_image_gets_the_same_answer_as_predict(server, predictor, known_images, trained_run, capsys, tmp_path):
+    path = known_images[3]
+    expected = expected_top(predictor, path)
+    as_body = server.post_image(path.read_bytes())
+    as_form = server.post_form({"file": path.read_bytes()})
+    for reply in (as_body, as_form):
+        assert reply.status == 200, reply.body
+        result = reply.json()
+        assert_same_top(result["top"], expected)
+        assert result["model"] == "resnet20" and result["milliseconds"] > 0 and "input_png" not in result
+    args = ["predict", str(trained_run / "best.pt"), str(path), "--top", "5", "--save", str(tmp_path / "p.png")]
+    assert main(args) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line == f"{path}: " + ", ".join(f"{e['class']} {e['probability']:.1%}" for e in as_body.json()["top"])
+
+
+def test_top_and_input_png(server, predictor, known_images):
+    path = known_images[5]
+    reply = server.post_image(path.read_bytes(), "/predict?top=2&input_png=true", "application/octet-stream")
+    result = reply.json()
+    assert len(result["top"]) == 2
+    prefix = "data:image/png;base64,"
+    assert result["input_png"].startswith(prefix)
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["input_png"][len(prefix) :]))))
+    assert seen.shape == (28, 28)
+    assert torch.equal(torch.from_numpy(seen.copy())[None], predictor.prepare_images([path])[0])
+    assert len(server.post_image(path.read_bytes(), "/predict?top=99").json()["top"]) == 10
+    assert server.post_image(path.read_bytes(), "/predict?top=0").status == 422
+
+
+def test_gradcam_overlay_for_the_top_class(server, predictor, known_images):
+    assert server.get("/model").json()["gradcam"] is True
+    path = known_images[4]
+    result = server.post_image(path.read_bytes(), "/predict?gradcam=true").json()
+    assert_same_top(result["top"], expected_top(predictor, path))  # the backward pass changes nothing
+    prefix = "data:image/png;base64,"
+    overlay = Image.open(io.BytesIO(base64.b64decode(result["gradcam_png"][len(prefix) :])))
+    assert (overlay.mode, overlay.size) == ("RGB", (112, 112))
+    assert len(np.unique(np.asarray(overlay).reshape(-1, 3), axis=0)) > 20  # a heat map, not a flat color
+
+
+def test_color_and_odd_images_are_converted_like_predict(server, predictor, tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 255, (50, 70, 4), dtype=np.uint8)
+    for name, image in [("photo.jpg", Image.fromarray(rgba[..., :3])), ("alpha.png", Image.fromarray(rgba)),
+                        ("palette.gif", Image.fromarray(rgba[..., :3]).convert("P"))]:  # fmt: skip
+        path = tmp_path / name
+        image.save(path)
+        reply = server.post_image(path.read_bytes(), content_type="image/whatever")
+        assert reply.status == 200, (name, reply.body)
+        assert_same_top(reply.json()["top"], expected_top(predictor, path))
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"", "no image"),
+        (b"this is not an image", "not an image"),
+        (b"%PDF-1.4 a pdf file", "not an image"),
+    ],
+)
+def test_non_images_get_400_with_a_clear_message(server, body, fragment):
+    reply = server.post_image(body, content_type="application/octet-stream")
+    assert reply.status == 400
+    assert fragment in reply.json()["detail"]
+
+
+def test_truncated_image_gets_400(server, known_images):
+    data = known_images[0].read_bytes()
+    reply = server.post_image(data[: len(data) // 2])
+    assert reply.status == 400
+    assert "truncated" in reply.json()["detail"] or "not an image" in reply.json()["detail"]
+
+
+def test_form_without_the_file_field_gets_400(server, known_images):
+    reply = server.post_form({"image": known_images[0].read_bytes()})
+    assert reply.status == 400
+    assert "field 'file'" in reply.json()["detail"]
+    broken = server.request("POST", "/predict", b"--x\r\nnonsense", {"Content-Type": "multipart/form-data"})
+    assert broken.status == 400 and "boundary" in broken.json()["detail"]
+
+
+def test_uploads_over_the_limit_get_413(server):
+    big = os.urandom(UPLOAD_LIMIT + 1)
+    declared = server.post_image(big)
+    assert declared.status == 413
+    assert f"{UPLOAD_LIMIT:,} bytes" in declared.json()["detail"]
+    streamed = server.request("POST", "/predict", iter([big[:40_000], big[40_000:]]), chunked=True)
+    assert streamed.status == 413
+    assert server.post_form({"file": big}).status == 413
+
+
+def test_an_image_of_too_many_pixels_gets_413(server):
+    side = int(MAX_IMAGE_PIXELS**0.5) + 100
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG")  # a few kilobytes
+    assert len(buffer.getvalue()) < UPLOAD_LIMIT
+    reply = server.post_image(buffer.getvalue())
+    assert reply.status == 413
+    assert "pixels" in reply.json()["detail"]
+
+
+def test_50_concurrent_requests_are_all_answered_correctly(server, predictor, known_images):
+    expected = {path: expected_top(predictor, path) for path in known_images}
+    jobs = [known_images[i % len(known_images)] for i in range(50)]
+
+    def ask(i: int):
+        path = jobs[i]
+        url = "/predict?gradcam=true" if i % 3 == 0 else "/predict"  # Grad-CAM hooks share the model too
+        if i % 2:
+            return path, server.post_form({"file": path.read_bytes()}, url)
+        return path, server.post_image(path.read_bytes(), url)
+
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        replies = list(pool.map(ask, range(len(jobs))))
+    assert len(replies) == 50
+    for path, reply in replies:
+        assert reply.status == 200, reply.body
+        assert_same_top(reply.json()["top"], expected[path])
+
+
+def test_resnetlab_serve_command_runs_a_server(trained_run, known_images):
+    port = free_port()
+    command = [sys.executable, "-m", "resnetlab", "serve", str(trained_run), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        live = LiveServer("127.0.0.1", port)
+        wait_for_health(live, 60)
+        reply = live.post_image(known_images[1].read_bytes())
+        assert reply.status == 200 and reply.json()["model"] == "resnet20"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert f"at http://127.0.0.1:{port}/" in output
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--port", "70000"], "cannot listen on 127.0.0.1:70000"),
+        (["--host", "203.0.113.9"], "cannot listen on 203.0.113.9"),  # an address this machine does not have
+    ],
+)
+def test_serve_cannot_listen_is_a_user_error(trained_run, capsys, extra, fragment):
+    assert main(["serve", str(trained_run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "--port" in err and err.count("\n") == 1
+
+
+def test_serve_refuses_bad_and_missing_models_in_one_sentence(tmp_path, capsys):
+    (tmp_path / "model.onnx").write_bytes(b"not onnx")
+    assert main(["serve", str(tmp_path / "model.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "model.onnx" in err and err.count("\n") == 1
+    assert main(["serve", str(tmp_path / "missing.pt")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_serve_without_the_extra_says_how_to_install_it(monkeypatch, capsys, trained_run):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi now raises ImportError
+    monkeypatch.delitem(sys.modules, "resnetlab.serve")
+    assert main(["serve", str(trained_run)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'resnetlab[serve]'" in err and err.count("\n") == 1
+
+
+def test_an_exported_onnx_model_is_served_like_its_checkpoint(trained_run, predictor, known_images, tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", str(trained_run), "-o", str(onnx_path), "--check-images", "8"]) == 0
+    with running(create_app(onnx_path)) as live:
+        info = live.get("/model").json()
+        assert (info["model"], info["classes"], info["gradcam"]) == ("resnet20", predictor.classes, False)
+        reply = live.post_form({"file": known_images[2].read_bytes()}, "/predict?gradcam=true")
+    assert reply.status == 200, reply.body
+    assert "gradcam_png" not in reply.json()  # an ONNX file has no gradients to follow
+    assert_same_top(reply.json()["top"], expected_top(predictor, known_images[2]))
