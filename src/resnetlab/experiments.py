@@ -191,10 +191,9 @@ def run_degradation(config: DegradationConfig) -> dict[str, Any]:
     }
     seconds = time.perf_counter() - started
     minutes = sum(row["seconds"] for row in rows) / 60
-    files["table"].write_text(f"{table}\n\n{verdict(rows)}\n\n({settings}; {minutes:.1f} minutes of training and "
-                              "evaluation in all.)\n")  # fmt: skip
-    _log(f"\n{table}\n\n{verdict(rows)}\n\nfiles: {', '.join(str(p) for p in files.values())} "
-         f"({seconds / 60:.1f} minutes)", config.quiet)  # fmt: skip
+    report = "\n\n".join(part for part in (table, verdict(rows)) if part)
+    files["table"].write_text(f"{report}\n\n({settings}; {minutes:.1f} minutes of training and evaluation in all.)\n")
+    _log(f"\n{report}\n\nfiles: {', '.join(str(p) for p in files.values())} ({seconds / 60:.1f} minutes)", config.quiet)
     return {"rows": rows, "table": table, "files": files, "seconds": seconds}
 
 
