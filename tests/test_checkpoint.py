@@ -3,8 +3,9 @@ import pickle
 import pytest
 import torch
 
-from resnetlab.checkpoint import load_checkpoint, save_atomic
+from resnetlab.checkpoint import build_model, describe_model, load_checkpoint, save_atomic
 from resnetlab.errors import UserError
+from resnetlab.models import create_model
 
 
 class _RunsACommand:
@@ -79,3 +80,17 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["x"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+@pytest.mark.parametrize("name,options", [("resnet8w", {}), ("resnet20", {}), ("resnet18", {"stem": "imagenet"}),
+                                          ("resnet18", {"stem": "strided", "shortcut": "A"})])  # fmt: skip
+def test_a_described_model_is_rebuilt_exactly(name, options):
+    """The stem and shortcut are part of the description: a net rebuilt with another stem would load the same
+    weights and compute something else."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=1, **options).eval()
+    checkpoint = {"model": describe_model(name, 10, 1, model), "state_dict": model.state_dict()}
+    rebuilt = build_model(checkpoint)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))

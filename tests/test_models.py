@@ -8,6 +8,7 @@ from resnetlab.models import (
     ZeroPadShortcut,
     count_parameters,
     create_model,
+    fold_batchnorm,
     list_models,
 )
 
@@ -120,3 +121,34 @@ def test_bf16_autocast_matches_fp32():
     for out in (low, low_cl):
         assert (out.argmax(1) == reference.argmax(1)).float().mean() >= 0.75
         assert (out - reference).abs().max() < 0.1 * reference.abs().max() + 0.05
+
+
+def test_compact_net_halves_the_resolution_in_its_stem_and_has_three_stages():
+    model = create_model("resnet8w", num_classes=10, in_channels=1).eval()
+    assert model.conv1.stride == (2, 2)
+    shapes = []
+    hooks = [stage.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for stage in model.stages()]
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    for hook in hooks:
+        hook.remove()
+    assert shapes == [(2, 48, 14, 14), (2, 96, 7, 7), (2, 192, 4, 4)]
+    weighted = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    projections = [m for m in weighted if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert len(weighted) - len(projections) == 8  # resnet8w: 8 weighted layers on the main path
+
+
+@pytest.mark.parametrize("name", ["resnet8w", "resnet20", "resnet50"])
+def test_folding_batchnorm_keeps_the_outputs_and_removes_every_bn(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=1, shortcut="B")
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):  # give the BN layers running statistics that are not the identity
+            model(torch.randn(16, 1, 28, 28) * 3 + 1)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)

@@ -21,12 +21,11 @@ VERSION = 1
 
 def describe_model(name: str, num_classes: int, in_channels: int, model: nn.Module) -> dict[str, Any]:
     """The arguments that rebuild `model` exactly with `create_model`."""
-    stem = "imagenet" if isinstance(getattr(model, "maxpool", None), nn.MaxPool2d) else "small"
     return {
         "name": name,
         "num_classes": num_classes,
         "in_channels": in_channels,
-        "options": {"shortcut": model.shortcut, "stem": stem},
+        "options": {"shortcut": model.shortcut, "stem": model.stem},
     }
 
 

@@ -73,18 +73,18 @@ DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
         DatasetSpec(
-            "mnist", "MNIST", 1, 28, _DIGITS, (0.1307,), (0.3081,), "resnet20", False, 2,
+            "mnist", "MNIST", 1, 28, _DIGITS, (0.1307,), (0.3081,), "resnet8w", False, 2,
             tuple(f"MNIST/raw/{f}" for f in _IDX_FILES), "https://ossci-datasets.s3.amazonaws.com/mnist/",
         ),
         DatasetSpec(
             "kmnist", "KMNIST", 1, 28, ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-            (0.1918,), (0.3483,), "resnet20", False, 2,
+            (0.1918,), (0.3483,), "resnet8w", False, 2,
             tuple(f"KMNIST/raw/{f}" for f in _IDX_FILES), "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
         ),
         DatasetSpec(
             "fashion-mnist", "FashionMNIST", 1, 28,
             ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-            (0.2860,), (0.3530,), "resnet20", True, 2,
+            (0.2860,), (0.3530,), "resnet8w", True, 2,
             tuple(f"FashionMNIST/raw/{f}" for f in _IDX_FILES),
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         ),

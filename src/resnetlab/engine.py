@@ -349,7 +349,8 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
     flip_ok = spec.hflip
     local_batch = batch_size // dist.world_size
     train_batches = TensorBatches(
-        train_data, local_batch, shuffle=True, augment=recipe.augment, crop_padding=spec.crop_padding,
+        train_data, local_batch, shuffle=True, augment=recipe.augment,
+        crop_padding=spec.crop_padding if recipe.translate else 0,
         hflip=flip_ok, drop_last=len(train_data) > batch_size, seed=config.seed, rank=dist.rank,
         world_size=dist.world_size, device=runtime.device, memory_format=runtime.memory_format,
     )  # fmt: skip
