@@ -16,13 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from machine import machine_info  # noqa: E402
+from machine import forward_flops, machine_info, matmul_peak_gflops  # noqa: E402
 
 
 def _timed(fn, images: torch.Tensor) -> float:
@@ -31,7 +32,7 @@ def _timed(fn, images: torch.Tensor) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
-def ways(checkpoint: Path, images: torch.Tensor) -> dict:
+def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
     """name -> function(uint8 images) running the model over them."""
     import tutorial_recipe
 
@@ -64,20 +65,25 @@ def ways(checkpoint: Path, images: torch.Tensor) -> dict:
 
         return run
 
+    from resnetlab.checkpoint import build_model
+
+    unfolded = build_model(predictor.checkpoint)
+    name = predictor.checkpoint["model"]["name"]
+
+    def resnetlab_eval(x):
+        data = replace(test_data, images=x, labels=test_data.labels[: len(x)])
+        predictor.evaluate(data)
+
     result = {
         "tutorial loop (1 image at a time, fp32)": tutorial_loop,
-        "resnetlab eval path (resnet20, batch 500, eager fp32, NCHW)": batched(predictor.model, 500, False),
-        "+ channels_last, batch 1000": batched(predictor.model, 1000, True),
+        f"eager {name}, batch 500, NCHW, BN not folded": batched(unfolded, 500, False),
+        f"`resnetlab eval` ({name}, BN folded, channels_last, batch 500)": resnetlab_eval,
     }
-    from torch.fx.experimental.optimization import fuse
-
-    folded = fuse(predictor.model.eval())  # BN folded into the preceding convolution
-    result["+ BN folded into convs"] = batched(folded, 1000, True)
     try:
-        compiled = torch.compile(fuse(predictor.model.eval()))
+        compiled = torch.compile(predictor.model)
         runner = batched(compiled, 1000, True)
         runner(images[:1000])  # compile outside the timing
-        result["+ torch.compile (inductor)"] = runner
+        result["+ torch.compile (inductor), batch 1000"] = runner
     except Exception as e:  # noqa: BLE001 - a benchmark reports what does not work here
         print(f"torch.compile unavailable: {e}", file=sys.stderr)
     try:
@@ -88,11 +94,11 @@ def ways(checkpoint: Path, images: torch.Tensor) -> dict:
         onnx_path = Path(tempfile.mkdtemp()) / "model.onnx"
         export_checkpoint(checkpoint, "onnx", onnx_path)
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
+        input_name = session.get_inputs()[0].name
 
         def run_onnx(x):
             for i in range(0, len(x), 1000):
-                session.run(None, {name: x[i : i + 1000].numpy()})
+                session.run(None, {input_name: x[i : i + 1000].numpy()})
 
         result["onnxruntime (exported, batch 1000)"] = run_onnx
     except Exception as e:  # noqa: BLE001
@@ -100,7 +106,7 @@ def ways(checkpoint: Path, images: torch.Tensor) -> dict:
     from resnetlab.runtime import cpu_has_fast_bf16
 
     if cpu_has_fast_bf16():
-        result["+ bf16 autocast (AMX/AVX512_BF16)"] = batched(folded, 1000, True, torch.bfloat16)
+        result["+ bf16 autocast (AMX/AVX512_BF16)"] = batched(predictor.model, 1000, True, torch.bfloat16)
     return result
 
 
@@ -112,11 +118,18 @@ def single_image_latency(checkpoint: Path, image: Path, repeats: int) -> dict:
         return time.perf_counter() - start
 
     python = sys.executable
-    predict = [python, "-m", "resnetlab", "predict", str(checkpoint), str(image), "--quiet"]
-    out: dict[str, list[float]] = {"python -c 'import torch'": [], "resnetlab predict CKPT IMAGE": []}
+    predict = [python, "-m", "resnetlab", "predict", str(checkpoint), str(image)]
+    commands = {
+        "python -c 'import torch'": [python, "-c", "import torch"],
+        "python -c 'import torch, torchvision'": [python, "-c", "import torch, torchvision"],
+        "resnetlab predict CKPT IMAGE --json (no picture)": predict + ["--json"],
+        "resnetlab predict CKPT IMAGE (prints, writes predictions.png)": predict
+        + ["--quiet", "--save", str(image.with_name("predictions.png"))],
+    }
+    out: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
-        out["python -c 'import torch'"].append(wall([python, "-c", "import torch"]))
-        out["resnetlab predict CKPT IMAGE"].append(wall(predict))
+        for name, args in commands.items():
+            out[name].append(wall(args))
     return {k: statistics.median(v) for k, v in out.items()}
 
 
@@ -133,7 +146,7 @@ def main() -> None:
 
     data = Predictor.from_checkpoint(args.checkpoint, device="cpu").load_test_data(limit=args.images)
     images = data.images
-    runners = ways(args.checkpoint, images)
+    runners = ways(args.checkpoint, images, data)
     speeds: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, fn in runners.items():
@@ -149,8 +162,20 @@ def main() -> None:
     latency = single_image_latency(args.checkpoint, image_path, args.repeats)
 
     info = machine_info()
-    lines = ["| way | images/s (median of %d) | vs tutorial loop |" % args.repeats, "|---|---|---|"]
-    lines += [f"| {name} | {speed:,.0f} | {speed / baseline:.1f}x |" for name, speed in medians.items()]
+    info["peak_gflops"] = peak = matmul_peak_gflops()
+    import tutorial_recipe
+    from resnetlab.checkpoint import build_model, load_checkpoint
+
+    shape = tuple(images.shape[1:])
+    flops = forward_flops(build_model(load_checkpoint(args.checkpoint)), shape)
+    tutorial_flops = forward_flops(tutorial_recipe.TutorialNet(), shape)
+    lines = [f"| way | images/s (median of {args.repeats}) | vs tutorial loop | GFLOP/s | of peak |", "|---|---|---|---|---|"]
+    for name, speed in medians.items():
+        gflops = speed * (tutorial_flops if name.startswith("tutorial") else flops) / 1e9
+        lines.append(f"| {name} | {speed:,.0f} | {speed / baseline:.1f}x | {gflops:.1f} | {gflops / peak:.0%} |")
+    lines += ["", f"Forward pass: {flops / 1e6:.1f} MFLOP per image ({tutorial_flops / 1e6:.0f} for the tutorial's net); "
+              f"peak {peak:.0f} GFLOP/s (4096x4096 fp32 matmul). At that peak the checkpoint's model could run at most "
+              f"{peak * 1e9 / flops:,.0f} images/s, {peak * 1e9 / flops / baseline:.0f}x the tutorial loop."]
     lines += ["", "| single image, whole command | seconds (median) |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in latency.items()]
     lines += ["", f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads, "

@@ -181,3 +181,16 @@ def test_an_onnx_file_not_from_resnetlab_is_a_user_error(tmp_path, capsys):
     assert "was not written by resnetlab export" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "broken.onnx"), str(image)]) == 2
     assert "is not a readable ONNX model" in capsys.readouterr().err
+
+
+def test_eval_of_an_onnx_model_equals_eval_of_its_checkpoint(trained_run, onnx_model, tmp_path, capsys):
+    assert main(["eval", str(trained_run / "best.pt"), "--json", "--save", str(tmp_path / "a.png")]) == 0
+    eager = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(onnx_model), "--json", "--save", str(tmp_path / "b.png")]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["images"] == eager["images"] > 0
+    differences = sum(abs(a - b) for ra, rb in zip(exported["confusion_matrix"], eager["confusion_matrix"])
+                      for a, b in zip(ra, rb))  # fmt: skip
+    assert differences <= 2  # at most one near-tie image decided the other way
+    assert exported["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-4)
+    assert (tmp_path / "b.png").stat().st_size > 0

@@ -26,8 +26,9 @@ def _rows(out: Path) -> list[dict]:
 
 
 def _config(data_dir, out, **kw) -> TrainConfig:
+    # augment=True: the random translations and flips must resume exactly too (the fast recipe has none).
     base = dict(dataset="fashion-mnist", data_dir=str(data_dir), model="resnet20", epochs=2, batch_size=32,
-                out=str(out), quiet=True, seed=3, subset=128)
+                out=str(out), quiet=True, seed=3, subset=128, augment=True)
     return TrainConfig(**{**base, **kw})
 
 
@@ -210,3 +211,16 @@ def test_two_processes_with_gloo_write_one_set_of_files(tiny_fashion, tmp_path):
     best = load_checkpoint(out / "best.pt")
     assert stats["test_accuracy"] == pytest.approx(best["metrics"]["test_accuracy"], abs=1e-6)
     assert stats["images"] == 100
+
+
+def _weights(out: Path) -> dict:
+    return load_checkpoint(out / "last.pt")["state_dict"]
+
+
+def test_augment_overrides_the_recipe_and_runs_repeat_exactly(tiny_fashion, tmp_path):
+    runs = {name: tmp_path / name for name in ("off", "off-again", "on")}
+    for name, out in runs.items():
+        train(_config(tiny_fashion, out, epochs=1, augment=name == "on"))
+    off, again, on = (_weights(out) for out in runs.values())
+    assert all(torch.equal(off[k], again[k]) for k in off)
+    assert not all(torch.equal(off[k], on[k]) for k in off if off[k].is_floating_point())

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "folders)")  # fmt: skip
     p.add_argument("--shortcut", default=None, choices=["A", "B"],
                    help="A: zero-padding, B: 1x1 projection; default: the model's")  # fmt: skip
+    p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
+                   help="random translation, and mirroring where the dataset allows; default: the recipe's "
+                   "(fast: off, best: on)")  # fmt: skip
     p.add_argument("--subset", type=_positive_int, default=None,
                    help="train on this many training images, drawn at random (a quick try)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint",
                        formatter_class=formatter)  # fmt: skip
-    p.add_argument("checkpoint", help="a best.pt / last.pt, or a run folder")
+    p.add_argument("checkpoint", help="a best.pt / last.pt, a run folder, or a .onnx from resnetlab export")
     p.add_argument("--data-dir", default=None, help="default: the folder the checkpoint was trained from")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -206,6 +209,7 @@ def _train(args: argparse.Namespace) -> None:
         batch_size=args.batch_size, lr=args.lr, out=args.out, seed=args.seed, device=args.device,
         precision=args.precision, image_size=args.image_size, recipe=args.recipe, shortcut=args.shortcut,
         overwrite=args.overwrite, quiet=args.quiet, subset=args.subset, tensorboard=args.tensorboard,
+        augment=args.augment,
     )  # fmt: skip
     train(config)
 
@@ -218,10 +222,10 @@ def _format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _eval(args: argparse.Namespace) -> None:
     from .checkpoint import resolve_path
-    from .inference import Predictor
+    from .inference import open_predictor
     from .plots import confusion_matrix_plot
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.precision)
+    predictor = open_predictor(args.checkpoint, args.device, args.precision)
     data = predictor.load_test_data(args.data_dir)
     stats = predictor.evaluate(data)
     ckpt = predictor.checkpoint
@@ -234,7 +238,7 @@ def _eval(args: argparse.Namespace) -> None:
         print(json.dumps(out))
         return
     print(f"{ckpt['model']['name']} on {ckpt['dataset']} ({stats['images']} test images, "
-          f"{predictor.runtime.describe()})")  # fmt: skip
+          f"{predictor.describe()})")  # fmt: skip
     print(f"test average loss {stats['test_loss']:.4f}, accuracy {stats['test_accuracy']:.2%}, "
           f"{stats['images_per_second']:.0f} images/s\n")  # fmt: skip
     rows = [[name, sum(row), f"{acc:.2%}"] for name, row, acc in

@@ -93,6 +93,7 @@ class TrainConfig:
     image_size: int | None = None
     recipe: str = "fast"
     shortcut: str | None = None
+    augment: bool | None = None  # None: the recipe's
     subset: int | None = None  # train on this many images of the training set, drawn at random with the seed
     test_subset: int | None = None  # test on this many images of the test set, drawn at random with the seed
     overwrite: bool = False

@@ -128,7 +128,17 @@ def evaluate(
     reduce, if given, sums the counts over processes (each process evaluating its own shard)."""
     start = time.perf_counter()
     logits, labels = predict_logits(model, batches, runtime, flip)
-    seconds = time.perf_counter() - start
+    return score(logits, labels, num_classes, time.perf_counter() - start, reduce)
+
+
+def score(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    seconds: float,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """The statistics `evaluate` returns, from logits and labels that took `seconds` to compute."""
     predictions = logits.argmax(1)
     confusion = torch.bincount(labels * num_classes + predictions, minlength=num_classes**2).double()
     sums = torch.cat([confusion, F.cross_entropy(logits, labels, reduction="sum").double().view(1)])
@@ -349,7 +359,8 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
     flip_ok = spec.hflip
     local_batch = batch_size // dist.world_size
     train_batches = TensorBatches(
-        train_data, local_batch, shuffle=True, augment=recipe.augment,
+        train_data, local_batch, shuffle=True,
+        augment=recipe.augment if config.augment is None else config.augment,
         crop_padding=spec.crop_padding if recipe.translate else 0,
         hflip=flip_ok, drop_last=len(train_data) > batch_size, seed=config.seed, rank=dist.rank,
         world_size=dist.world_size, device=runtime.device, memory_format=runtime.memory_format,
@@ -504,7 +515,7 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
                 if tensorboard is not None:
                     tensorboard.log_epoch(row)
                 if on_epoch is not None:
-                    on_epoch(row)
+                    on_epoch({**row, "train_images_per_second": train_stats["train_images_per_second"]})
             dist.barrier()
     if tensorboard is not None:
         tensorboard.close()

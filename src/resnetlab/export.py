@@ -14,6 +14,7 @@ extra file resnetlab.json inside the archive (read it with torch.jit.load(path, 
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,22 @@ class OnnxPredictor:
 
     def probabilities(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         return self.probabilities_of_images(data.images), data.labels
+
+    def logits_of_images(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = [torch.from_numpy(self.session.run([OUTPUT_NAMES[0]], {INPUT_NAME: images[i : i + 1000].numpy()})[0])
+                   for i in range(0, len(images), 1000)]  # fmt: skip
+        return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
+
+    def evaluate(self, data) -> dict[str, Any]:
+        """What Predictor.evaluate returns, computed by onnxruntime."""
+        from .engine import score
+
+        start = time.perf_counter()
+        logits = self.logits_of_images(data.images.contiguous())
+        return score(logits, data.labels, len(self.classes), time.perf_counter() - start)
+
+    def describe(self) -> str:
+        return "onnxruntime, " + ", ".join(p.replace("ExecutionProvider", "") for p in self.session.get_providers())
 
 
 def _run_exported(path: Path, fmt: str, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:

@@ -66,6 +66,9 @@ class Predictor:
     def batches(self, data: ImageData, batch_size: int = 500) -> TensorBatches:
         return TensorBatches(data, batch_size, device=self.runtime.device, memory_format=self.runtime.memory_format)
 
+    def describe(self) -> str:
+        return self.runtime.describe()
+
     def evaluate(self, data: ImageData) -> dict[str, Any]:
         return evaluate(self.model, self.batches(data), self.runtime, len(self.classes), flip=self.flip)
 

@@ -161,13 +161,19 @@ def prediction_grid(
     a cross, the actual class beneath, and a red frame. captions (e.g. file names) go under each image.
     images: uint8 [N, C, H, W].
     """
-    plt = _pyplot(show)
     n = len(images)
     cols = min(n, 10 if n > 20 else 5)
     rows = math.ceil(n / cols)
     height = 2.2 + (0.15 if captions else 0)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * height + 0.45), squeeze=False,
-                             layout="constrained")  # fmt: skip
+    size = (max(cols * 1.9, 3.6), rows * height + 0.45)  # wide enough for the heading over one image
+    if show:  # a window needs pyplot; a file does not (and importing pyplot costs `predict` half a second)
+        plt = _pyplot(show)
+        fig = plt.figure(figsize=size, layout="constrained")
+    else:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n]):
@@ -203,7 +209,7 @@ def prediction_grid(
     path = _save(fig, path)
     if show:
         plt.show()
-    plt.close(fig)
+        plt.close(fig)
     return path
 
 
