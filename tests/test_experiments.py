@@ -102,6 +102,16 @@ def test_full_is_the_papers_cifar10_setting():
     assert RECIPES["fast"].schedule == "onecycle"
 
 
+def test_the_experiment_augments_although_the_fast_recipe_does_not(capsys):
+    from resnetlab.experiments import _train_config
+
+    assert RECIPES["fast"].augment is False
+    assert _train_config(degradation_config(), "plain20").augment is True  # as in the measured budget
+    assert _train_config(degradation_config(full=True), "plain20").augment is True  # as in the paper
+    assert main(["experiment", "degradation", "--no-augment", "--depths", "7"]) == 2  # parsed, then refused
+    assert "--no-augment" not in capsys.readouterr().err
+
+
 def test_the_paper_recipe_divides_the_lr_by_10_at_half_and_three_quarters(tiny_fashion, tmp_path):
     config = TrainConfig(dataset="fashion-mnist", data_dir=str(tiny_fashion), model="resnet20", epochs=4,
                          batch_size=8, subset=16, test_subset=10, recipe="paper", out=str(tmp_path / "run"),

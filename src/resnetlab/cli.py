@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{quick.train_eval_size}; with --full, {FULL.train_eval_size}")  # fmt: skip
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
                    help=f"default: {quick.recipe}; with --full, {FULL.recipe}")  # fmt: skip
+    p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
+                   help="random translation and mirroring while training; default: on, whatever the recipe")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help=f"default: {quick.batch_size}; with --full, the recipe's (128)")  # fmt: skip
     p.add_argument("--lr", type=_positive_float, default=None, help="default: the recipe's, scaled with the batch size")
@@ -332,6 +334,7 @@ def _experiment(args: argparse.Namespace) -> None:
         "dataset": args.dataset, "depths": parse_depths(args.depths) if args.depths else None, "epochs": args.epochs,
         "subset": args.subset, "test_subset": args.test_subset, "train_eval_size": args.train_eval_size,
         "recipe": args.recipe, "batch_size": args.batch_size, "lr": args.lr, "out": args.out,
+        "augment": args.augment,
     }  # fmt: skip
     config = degradation_config(
         args.full, data_dir=args.data_dir, seed=args.seed, device=args.device, precision=args.precision,

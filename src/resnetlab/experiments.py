@@ -261,7 +261,8 @@ def describe_settings(config: DegradationConfig, sample_size: int) -> str:
     batch = config.batch_size or "the recipe's"
     return (
         f"{config.dataset}: {config.epochs} epochs of {config.subset or 'all'} training images, batch {batch}, "
-        f"recipe {config.recipe}, seed {config.seed}; test error on {config.test_subset or 'all'} test images, "
+        f"recipe {config.recipe} {'with' if config.augment else 'without'} augmentation, seed {config.seed}; "
+        f"test error on {config.test_subset or 'all'} test images, "
         f"training error on {sample_size} training images without augmentation"
     )
 
