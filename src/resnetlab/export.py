@@ -182,7 +182,7 @@ class OnnxPredictor:
 
     session: Any
     checkpoint: dict[str, Any]
-    batch_size: int = 256
+    batch_size: int = 1000
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "auto") -> "OnnxPredictor":
@@ -214,29 +214,28 @@ class OnnxPredictor:
     top_classes = Predictor.top_classes
     load_test_data = Predictor.load_test_data
 
-    def probabilities_of_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Probabilities [N, num_classes] of a uint8 batch [N, C, H, W] as prepare_images makes it."""
+    def _run(self, images: torch.Tensor, output: str) -> torch.Tensor:
+        """One of the model's outputs for a uint8 batch [N, C, H, W], computed self.batch_size images at a time."""
         outputs = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size].contiguous().numpy()
-            (probabilities,) = self.session.run([OUTPUT_NAMES[1]], {INPUT_NAME: batch})
-            outputs.append(torch.from_numpy(probabilities))
+            (result,) = self.session.run([output], {INPUT_NAME: batch})
+            outputs.append(torch.from_numpy(result))
         return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
+
+    def probabilities_of_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities [N, num_classes] of a uint8 batch [N, C, H, W] as prepare_images makes it."""
+        return self._run(images, OUTPUT_NAMES[1])
 
     def probabilities(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         return self.probabilities_of_images(data.images), data.labels
-
-    def logits_of_images(self, images: torch.Tensor) -> torch.Tensor:
-        outputs = [torch.from_numpy(self.session.run([OUTPUT_NAMES[0]], {INPUT_NAME: images[i : i + 1000].numpy()})[0])
-                   for i in range(0, len(images), 1000)]  # fmt: skip
-        return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
 
     def evaluate(self, data) -> dict[str, Any]:
         """What Predictor.evaluate returns, computed by onnxruntime."""
         from .engine import score
 
         start = time.perf_counter()
-        logits = self.logits_of_images(data.images.contiguous())
+        logits = self._run(data.images, OUTPUT_NAMES[0])
         return score(logits, data.labels, len(self.classes), time.perf_counter() - start)
 
     def describe(self) -> str:
