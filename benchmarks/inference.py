@@ -26,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import forward_flops, machine_info, matmul_peak_gflops  # noqa: E402
 
 
+ACCURACY: dict[str, float] = {}  # test accuracy of the exported models, on the benchmark's images
+
+
 def _timed(fn, images: torch.Tensor) -> float:
     start = time.perf_counter()
     fn(images)
@@ -89,7 +92,7 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
     try:
         import onnxruntime as ort
 
-        from resnetlab.export import export_checkpoint
+        from resnetlab.export import OnnxPredictor, export_checkpoint
 
         onnx_path = Path(tempfile.mkdtemp()) / "model.onnx"
         export_checkpoint(checkpoint, "onnx", onnx_path)
@@ -101,6 +104,17 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
                 session.run(None, {input_name: x[i : i + 1000].numpy()})
 
         result["onnxruntime (exported, batch 1000)"] = run_onnx
+        int8_path = onnx_path.with_name("model.int8.onnx")
+        export_checkpoint(checkpoint, "onnx", int8_path, int8=True)
+        int8_session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+
+        def run_int8(x):
+            for i in range(0, len(x), 1000):
+                int8_session.run(None, {input_name: x[i : i + 1000].numpy()})
+
+        result["onnxruntime int8 (`resnetlab export --int8`, batch 1000)"] = run_int8
+        for name, path in (("onnxruntime fp32", onnx_path), ("onnxruntime int8", int8_path)):
+            ACCURACY[name] = OnnxPredictor.from_file(path).evaluate(test_data)["test_accuracy"]
     except Exception as e:  # noqa: BLE001
         print(f"onnxruntime unavailable: {e}", file=sys.stderr)
     from resnetlab.runtime import cpu_has_fast_bf16
@@ -176,6 +190,8 @@ def main() -> None:
     lines += ["", f"Forward pass: {flops / 1e6:.1f} MFLOP per image ({tutorial_flops / 1e6:.0f} for the tutorial's net); "
               f"peak {peak:.0f} GFLOP/s (4096x4096 fp32 matmul). At that peak the checkpoint's model could run at most "
               f"{peak * 1e9 / flops:,.0f} images/s, {peak * 1e9 / flops / baseline:.0f}x the tutorial loop."]
+    if ACCURACY:
+        lines += ["", "Test accuracy on the same images: " + ", ".join(f"{k} {v:.2%}" for k, v in ACCURACY.items()) + "."]
     lines += ["", "| single image, whole command | seconds (median) |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in latency.items()]
     lines += ["", f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads, "
@@ -183,7 +199,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "inference.json").write_text(json.dumps(
-        {"machine": info, "images_per_second": speeds, "medians": medians, "latency": latency}, indent=2))
+        {"machine": info, "images_per_second": speeds, "medians": medians, "latency": latency,
+         "accuracy": ACCURACY}, indent=2))
     print("\n".join(lines))
 
 

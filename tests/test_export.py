@@ -194,3 +194,51 @@ def test_eval_of_an_onnx_model_equals_eval_of_its_checkpoint(trained_run, onnx_m
     assert differences <= 2  # at most one near-tie image decided the other way
     assert exported["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-4)
     assert (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_int8_export_is_quantized_checked_and_runs_in_eval(trained_run, tmp_path, capsys, monkeypatch):
+    import resnetlab.export
+
+    # The shared run trained 2 epochs on 300 images, so many test images are near ties between two classes
+    # (it kept 99 of 100 here); the 98% a real model must keep would make this test hang on one image.
+    monkeypatch.setattr(resnetlab.export, "INT8_MIN_AGREEMENT", 0.95)
+    output = tmp_path / "model.int8.onnx"
+    report = _export(capsys, trained_run / "best.pt", "onnx", output, "--int8", "--check-images", "100")
+    assert report["precision"] == "int8" and report["calibrated_on"] == "300 fashion-mnist training images"
+    assert report["images"] == 100 and report["same_top_class"] >= 95
+    model = onnx.load(str(output))
+    ops = {node.op_type for node in model.graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 20  # every convolution's weights (resnet20: 21 convolutions and the linear layer)
+    assert {p.key: p.value for p in model.metadata_props}["precision"] == "int8"
+
+    predictor = OnnxPredictor.from_file(output)
+    assert predictor.describe().endswith("int8")
+    assert main(["eval", str(output), "--json", "--save", str(tmp_path / "cm.png")]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(trained_run / "best.pt"), "--json", "--save", str(tmp_path / "cm2.png")]) == 0
+    eager = json.loads(capsys.readouterr().out)
+    assert abs(exported["test_accuracy"] - eager["test_accuracy"]) <= 0.02
+
+
+def test_int8_export_below_the_agreement_fails_and_keeps_no_file(trained_run, tmp_path, capsys, monkeypatch):
+    import resnetlab.export
+
+    monkeypatch.setattr(resnetlab.export, "INT8_MIN_AGREEMENT", 1.01)  # no model can keep more than all
+    output = tmp_path / "m.int8.onnx"
+    assert main(["export", str(trained_run), "-o", str(output), "--int8", "--check-images", "8"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "the int8 model keeps the checkpoint's top class for only" in err and "not kept" in err
+    assert not output.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--format", "torchscript"], "--int8 works with --format onnx only"),
+    (["--data-dir", "MISSING"], "an int8 export calibrates on training images, and the fashion-mnist data is not in"),
+])  # fmt: skip
+def test_int8_export_mistakes_are_user_errors(trained_run, tmp_path, capsys, extra, message):
+    extra = [str(tmp_path / "none") if a == "MISSING" else a for a in extra]
+    assert main(["export", str(trained_run), "-o", str(tmp_path / "m.int8.onnx"), "--int8", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
