@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--tutorial-epochs", type=float, default=4)
     parser.add_argument("--recipes", nargs="*", default=["fast"])
     parser.add_argument("--epochs", type=int, default=4, help="epochs of the fast recipe")
-    parser.add_argument("--best-epochs", type=int, default=15, help="epochs of the best recipe")
+    parser.add_argument("--best-epochs", type=int, default=14, help="epochs of the best recipe")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()

@@ -43,8 +43,9 @@ RECIPES: dict[str, Recipe] = {
     ),
     "best": Recipe(
         name="best",
-        description="for the highest accuracy: as fast, plus an EMA of the weights and flip test-time "
-        "augmentation; give it more epochs",
+        description="for the highest accuracy: as fast, plus random mirroring where the dataset allows (no "
+        "translation) and flip test-time augmentation; give it 14 epochs (on Fashion-MNIST 93.9% against fast's "
+        "93.0% in 4)",
         batch_size=128,
         lr=0.2,
         momentum=0.9,
@@ -52,8 +53,9 @@ RECIPES: dict[str, Recipe] = {
         label_smoothing=0.1,
         warmup_fraction=0.15,
         augment=True,
-        ema_decay=0.999,
+        ema_decay=None,
         tta_flip=True,
+        translate=False,
     ),
     # He et al. 2015, section 4.2: lr 0.1 divided by 10 at 32k and 48k of 64k iterations (164 epochs of
     # CIFAR-10 at batch 128), weight decay 1e-4, momentum 0.9, no label smoothing.
