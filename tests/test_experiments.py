@@ -4,6 +4,7 @@ import pytest
 from fakedata import write_mnist_like
 from PIL import Image
 
+from resnetlab.checkpoint import load_checkpoint
 from resnetlab.cli import main
 from resnetlab.config import RECIPES, TrainConfig
 from resnetlab.engine import train
@@ -110,6 +111,31 @@ def test_the_experiment_augments_although_the_fast_recipe_does_not(capsys):
     assert _train_config(degradation_config(full=True), "plain20").augment is True  # as in the paper
     assert main(["experiment", "degradation", "--no-augment", "--depths", "7"]) == 2  # parsed, then refused
     assert "--no-augment" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe, translate, mirror, tta", [
+    ("fast", False, False, False),
+    ("best", False, True, True),  # mirrors without translating (translation cost accuracy on Fashion-MNIST)
+    ("paper", True, True, False),
+])  # fmt: skip
+def test_each_recipe_trains_with_its_augmentation(tiny_fashion, tmp_path, monkeypatch, recipe, translate, mirror, tta):
+    import resnetlab.engine
+
+    made = []
+
+    class Spy(resnetlab.engine.TensorBatches):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(resnetlab.engine, "TensorBatches", Spy)
+    config = TrainConfig(dataset="fashion-mnist", data_dir=str(tiny_fashion), model="resnet8w", epochs=1,
+                         batch_size=8, subset=16, test_subset=10, recipe=recipe, out=str(tmp_path / "run"),
+                         quiet=True)  # fmt: skip
+    train(config)
+    batches = made[0]  # the training batches; the test batches come second
+    assert (batches.augment and batches.crop_padding > 0, batches.augment and batches.hflip) == (translate, mirror)
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["test_time_flip"] is tta
 
 
 def test_the_paper_recipe_divides_the_lr_by_10_at_half_and_three_quarters(tiny_fashion, tmp_path):

@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shortcut", default=None, choices=["A", "B"],
                    help="A: zero-padding, B: 1x1 projection; default: the model's")  # fmt: skip
     p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
-                   help="random translation, and mirroring where the dataset allows; default: the recipe's "
-                   "(fast: off, best: on)")  # fmt: skip
+                   help="random mirroring where the dataset allows, and random translation where the recipe uses "
+                   "it; default: the recipe's (fast: off; best: mirroring only; paper: both)")  # fmt: skip
     p.add_argument("--subset", type=_positive_int, default=None,
                    help="train on this many training images, drawn at random (a quick try)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")

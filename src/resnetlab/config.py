@@ -19,7 +19,6 @@ class Recipe:
     label_smoothing: float
     warmup_fraction: float  # share of all steps spent warming up to the peak lr
     augment: bool  # random mirroring where the dataset allows, and random translation if translate
-    ema_decay: float | None  # exponential moving average of weights, per step; None to disable
     tta_flip: bool  # average the prediction of each test image and its mirror, where the dataset allows
     schedule: str = "onecycle"  # "onecycle" (warm-up, then linear decay) or "step" (lr / 10 at each milestone)
     milestones: tuple[float, ...] = ()  # for "step": when to divide the lr by 10, as fractions of all steps
@@ -38,7 +37,6 @@ RECIPES: dict[str, Recipe] = {
         label_smoothing=0.1,
         warmup_fraction=0.2,
         augment=False,
-        ema_decay=None,
         tta_flip=False,
     ),
     "best": Recipe(
@@ -53,7 +51,6 @@ RECIPES: dict[str, Recipe] = {
         label_smoothing=0.1,
         warmup_fraction=0.15,
         augment=True,
-        ema_decay=None,
         tta_flip=True,
         translate=False,
     ),
@@ -70,7 +67,6 @@ RECIPES: dict[str, Recipe] = {
         label_smoothing=0.0,
         warmup_fraction=0.0,
         augment=True,
-        ema_decay=None,
         tta_flip=False,
         schedule="step",
         milestones=(0.5, 0.75),

@@ -38,7 +38,6 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     runtime: Runtime,
     label_smoothing: float = 0.0,
-    ema: torch.optim.swa_utils.AveragedModel | None = None,
     progress: tqdm | None = None,
     should_stop: Callable[[], bool] | None = None,
     totals: dict[str, float] | None = None,
@@ -74,8 +73,6 @@ def train_one_epoch(
         optimizer.step()
         last_lr = optimizer.param_groups[0]["lr"]  # the rate this step used; the scheduler moves on below
         scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
         total_loss += loss.double() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
@@ -374,11 +371,6 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
         parameter_groups(net, recipe.weight_decay), lr=lr, momentum=recipe.momentum, nesterov=True
     )
     scheduler = _build_scheduler(recipe, optimizer, lr, config.epochs * len(train_batches))
-    ema = None
-    if recipe.ema_decay is not None:
-        ema = torch.optim.swa_utils.AveragedModel(
-            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True
-        )
     model = net
     if dist.enabled:
         device_ids = [dist.local_rank] if runtime.device.type == "cuda" else None
@@ -391,8 +383,6 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
         net.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
-        if ema is not None and resume_state.get("ema") is not None:
-            ema.load_state_dict(resume_state["ema"])
         torch.set_rng_state(resume_state["torch_rng"])
         rows = list(resume_state["rows"])
         best_accuracy, best_epoch = resume_state["best_accuracy"], resume_state["best_epoch"]
@@ -434,7 +424,6 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
             "torch_rng": torch.get_rng_state(),
             "rows": rows,
             "best_accuracy": best_accuracy,
@@ -443,8 +432,7 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
         }
 
     def eval_weights() -> dict[str, torch.Tensor]:
-        source = ema.module if ema is not None else net
-        return {k: v.detach().cpu() for k, v in source.state_dict().items()}
+        return {k: v.detach().cpu() for k, v in net.state_dict().items()}
 
     interactive = sys.stderr.isatty() and not quiet
     started = time.perf_counter()
@@ -458,7 +446,7 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
                 leave=False, file=sys.stderr, dynamic_ncols=True,
             ) as progress:  # fmt: skip
                 train_stats = train_one_epoch(
-                    model, train_batches, optimizer, scheduler, runtime, recipe.label_smoothing, ema, progress,
+                    model, train_batches, optimizer, scheduler, runtime, recipe.label_smoothing, progress,
                     should_stop, totals,
                 )  # fmt: skip
             start_step, totals = 0, None
@@ -481,10 +469,9 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
                 train_stats["train_loss"] = (sums[0] / sums[2]).item()
                 train_stats["train_accuracy"] = (sums[1] / sums[2]).item()
                 train_stats["train_images_per_second"] *= dist.world_size
-            eval_model = ema.module if ema is not None else net
-            dist.sync_buffers(eval_model)
+            dist.sync_buffers(net)
             reduce = dist.all_reduce_sum if dist.enabled else None
-            test_stats = evaluate(eval_model, test_batches, runtime, num_classes, flip=tta_flip, reduce=reduce)
+            test_stats = evaluate(net, test_batches, runtime, num_classes, flip=tta_flip, reduce=reduce)
             row = {
                 "epoch": epoch,
                 "train_loss": round(train_stats["train_loss"], 6),
