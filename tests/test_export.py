@@ -219,7 +219,9 @@ def test_int8_export_is_quantized_checked_and_runs_in_eval(trained_run, tmp_path
     exported = json.loads(capsys.readouterr().out)
     assert main(["eval", str(trained_run / "best.pt"), "--json", "--save", str(tmp_path / "cm2.png")]) == 0
     eager = json.loads(capsys.readouterr().out)
-    assert abs(exported["test_accuracy"] - eager["test_accuracy"]) <= 0.02
+    assert exported["images"] == eager["images"] == 100
+    # Near ties again: a few images may land the other way, not more (a broken int8 model scores about 10%).
+    assert abs(round(exported["test_accuracy"] * 100) - round(eager["test_accuracy"] * 100)) <= 3
 
 
 def test_int8_export_below_the_agreement_fails_and_keeps_no_file(trained_run, tmp_path, capsys, monkeypatch):
