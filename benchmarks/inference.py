@@ -94,25 +94,22 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
 
         from resnetlab.export import OnnxPredictor, export_checkpoint
 
-        onnx_path = Path(tempfile.mkdtemp()) / "model.onnx"
+        folder = Path(tempfile.mkdtemp())
+        onnx_path, int8_path = folder / "model.onnx", folder / "model.int8.onnx"
         export_checkpoint(checkpoint, "onnx", onnx_path)
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
-
-        def run_onnx(x):
-            for i in range(0, len(x), 1000):
-                session.run(None, {input_name: x[i : i + 1000].numpy()})
-
-        result["onnxruntime (exported, batch 1000)"] = run_onnx
-        int8_path = onnx_path.with_name("model.int8.onnx")
         export_checkpoint(checkpoint, "onnx", int8_path, int8=True)
-        int8_session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
 
-        def run_int8(x):
-            for i in range(0, len(x), 1000):
-                int8_session.run(None, {input_name: x[i : i + 1000].numpy()})
+        def onnx_runner(path):
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-        result["onnxruntime int8 (`resnetlab export --int8`, batch 1000)"] = run_int8
+            def run(x):
+                for i in range(0, len(x), 1000):
+                    session.run(None, {"images": x[i : i + 1000].numpy()})
+
+            return run
+
+        result["onnxruntime (exported, batch 1000)"] = onnx_runner(onnx_path)
+        result["onnxruntime int8 (`resnetlab export --int8`, batch 1000)"] = onnx_runner(int8_path)
         for name, path in (("onnxruntime fp32", onnx_path), ("onnxruntime int8", int8_path)):
             ACCURACY[name] = OnnxPredictor.from_file(path).evaluate(test_data)["test_accuracy"]
     except Exception as e:  # noqa: BLE001
