@@ -105,6 +105,18 @@ def test_export_above_the_tolerance_fails_and_keeps_no_file(trained_run, tmp_pat
     assert len(err.splitlines()) == 1 and not output.exists()
 
 
+def test_a_failed_export_leaves_an_earlier_file_at_the_output_as_it_was(trained_run, tmp_path, capsys, monkeypatch):
+    import resnetlab.export
+
+    output = tmp_path / "m.int8.onnx"
+    output.write_bytes(b"the model exported yesterday")
+    monkeypatch.setattr(resnetlab.export, "INT8_MIN_AGREEMENT", 1.01)
+    assert main(["export", str(trained_run), "-o", str(output), "--int8", "--check-images", "8"]) == 1
+    assert "not kept" in capsys.readouterr().err
+    assert output.read_bytes() == b"the model exported yesterday"
+    assert sorted(tmp_path.iterdir()) == [output]  # no draft left behind
+
+
 def test_missing_export_packages_are_named(trained_run, tmp_path, capsys, monkeypatch):
     import importlib.util
 

@@ -342,6 +342,44 @@ def _check_images(predictor: Predictor, data_dir: str | None, count: int) -> tup
     return images, f"{count} random images (note: {reason}; give --data-dir to check on real test images)"
 
 
+def _check_export(draft: Path, fmt: str, module: ExportedClassifier, predictor: Predictor, images: torch.Tensor,
+                  description: dict[str, Any], tolerance: float, int8: bool) -> dict[str, Any]:
+    """Load the written file afresh and compare it with the eager model on `images`."""
+    with torch.no_grad():
+        logits, _ = module(images)
+    probabilities = predictor.probabilities_of_images(images)
+    exported_logits, exported_probabilities, exported_description = _run_exported(draft, fmt, images)
+    report = {
+        "format": fmt,
+        "images": len(images),
+        "max_abs_diff_logits": (exported_logits - logits).abs().max().item(),
+        "max_abs_diff_probabilities": (exported_probabilities - probabilities).abs().max().item(),
+        "same_top_class": int((exported_probabilities.argmax(1) == probabilities.argmax(1)).sum()),
+        "tolerance": None if int8 else tolerance,  # int8 is checked on agreement instead
+        "metadata_ok": exported_description.get("classes") == description["classes"],
+        "precision": "int8" if int8 else "fp32",
+    }
+    if int8:
+        report["min_agreement"] = INT8_MIN_AGREEMENT
+    return report
+
+
+def _check_problem(report: dict[str, Any], fmt: str, checked_on: str) -> str | None:
+    """Why the export fails its check, or None."""
+    if not report["metadata_ok"]:
+        return f"the exported {fmt} model lost its class names on the way"
+    if report["precision"] == "int8":
+        agreement = report["same_top_class"] / max(report["images"], 1)
+        if agreement < report["min_agreement"]:
+            return (f"the int8 model keeps the checkpoint's top class for only {agreement:.1%} of {checked_on}, "
+                    f"below {report['min_agreement']:.0%} (export without --int8 for the fp32 model)")  # fmt: skip
+    elif not report["max_abs_diff_probabilities"] <= report["tolerance"]:
+        return (f"the exported {fmt} model differs from the checkpoint by up to "
+                f"{report['max_abs_diff_probabilities']:.3g} in probability on {checked_on}, above the tolerance "
+                f"{report['tolerance']:g}")  # fmt: skip
+    return None
+
+
 def export_checkpoint(
     checkpoint: str | Path,
     fmt: str,
@@ -355,9 +393,9 @@ def export_checkpoint(
     compare it with the eager model on the checkpoint's test images.
 
     Returns a report: the file, what it was checked on, and the largest absolute differences of logits and
-    probabilities. Raises ExportMismatch (and removes the file) when probabilities differ by more than
-    `tolerance`, or, for an int8 ONNX model (calibrated on training images), when it keeps the top class of
-    fewer than INT8_MIN_AGREEMENT of the check images.
+    probabilities. Raises ExportMismatch (writing nothing; a file already at the output path stays as it was)
+    when probabilities differ by more than `tolerance`, or, for an int8 ONNX model (calibrated on training
+    images), when it keeps the top class of fewer than INT8_MIN_AGREEMENT of the check images.
     """
     from .checkpoint import resolve_path
 
@@ -382,51 +420,27 @@ def export_checkpoint(
     description = describe(ckpt)
     calibration = _calibration_images(predictor, data_dir, INT8_CALIBRATION_IMAGES) if int8 else None
     images, checked_on = _check_images(predictor, data_dir, check_images)
-    write = export_onnx if fmt == "onnx" else export_torchscript
-    if int8:
-        fp32_path = path.with_name(path.name + ".fp32.tmp")
-        try:
-            quantize_int8(export_onnx(module, images[:2], fp32_path, description), path, calibration)
-        finally:
-            fp32_path.unlink(missing_ok=True)
-    else:
-        write(module, images[:2], path, description)
-
-    with torch.no_grad():
-        logits, _ = module(images)
-    probabilities = predictor.probabilities_of_images(images)
-    exported_logits, exported_probabilities, exported_description = _run_exported(path, fmt, images)
-    report = {
-        "file": str(path),
-        "format": fmt,
-        "checked_on": checked_on,
-        "images": len(images),
-        "max_abs_diff_logits": (exported_logits - logits).abs().max().item(),
-        "max_abs_diff_probabilities": (exported_probabilities - probabilities).abs().max().item(),
-        "same_top_class": int((exported_probabilities.argmax(1) == probabilities.argmax(1)).sum()),
-        "tolerance": tolerance,
-        "metadata_ok": exported_description.get("classes") == description["classes"],
-        "precision": "int8" if int8 else "fp32",
-    }
-    if int8:
-        report["calibrated_on"] = f"{len(calibration)} {ckpt['dataset']} training images"
-        report["tolerance"] = None  # checked on agreement instead
-        report["min_agreement"] = INT8_MIN_AGREEMENT
-    if not report["metadata_ok"]:
-        path.unlink(missing_ok=True)
-        raise ExportMismatch(f"the exported {fmt} model lost its class names on the way; it was not kept.")
-    if int8:
-        agreement = report["same_top_class"] / max(report["images"], 1)
-        if agreement < INT8_MIN_AGREEMENT:
-            path.unlink(missing_ok=True)
-            raise ExportMismatch(
-                f"the int8 model keeps the checkpoint's top class for only {agreement:.1%} of {checked_on}, below "
-                f"{INT8_MIN_AGREEMENT:.0%}; it was not kept. Export without --int8 for the fp32 model."
-            )
-    elif not report["max_abs_diff_probabilities"] <= tolerance:
-        path.unlink(missing_ok=True)
-        raise ExportMismatch(
-            f"the exported {fmt} model differs from the checkpoint by up to {report['max_abs_diff_probabilities']:.3g} "
-            f"in probability on {checked_on}, above the tolerance {tolerance:g}; it was not kept."
-        )
+    # Written beside the target and moved into place only once checked, so that a failed export leaves a file
+    # the user had at that path as it was.
+    draft = path.with_name(path.name + ".tmp")
+    try:
+        if int8:
+            fp32_path = path.with_name(path.name + ".fp32.tmp")
+            try:
+                quantize_int8(export_onnx(module, images[:2], fp32_path, description), draft, calibration)
+            finally:
+                fp32_path.unlink(missing_ok=True)
+        else:
+            write = export_onnx if fmt == "onnx" else export_torchscript
+            write(module, images[:2], draft, description)
+        report = _check_export(draft, fmt, module, predictor, images, description, tolerance, int8)
+        report.update(file=str(path), checked_on=checked_on)
+        if int8:
+            report["calibrated_on"] = f"{len(calibration)} {ckpt['dataset']} training images"
+        problem = _check_problem(report, fmt, checked_on)
+        if problem:
+            raise ExportMismatch(problem + "; it was not kept.")
+        draft.replace(path)
+    finally:
+        draft.unlink(missing_ok=True)
     return report
