@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
                    help=f"default: {quick.recipe}; with --full, {FULL.recipe}")  # fmt: skip
     p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
-                   help="random translation and mirroring while training; default: on, whatever the recipe")
+                   help="the recipe's augmentation (see train --augment) while training; default: on, whatever the "
+                   "recipe")  # fmt: skip
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help=f"default: {quick.batch_size}; with --full, the recipe's (128)")  # fmt: skip
     p.add_argument("--lr", type=_positive_float, default=None, help="default: the recipe's, scaled with the batch size")

@@ -416,12 +416,15 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
         "config": config.to_dict(),
     }
 
+    def weights() -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
     def train_state(epoch_done: int, step: int, totals: dict | None) -> dict[str, Any]:
         return {
             "epoch": epoch_done,
             "step": step,
             "totals": totals,
-            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "model": weights(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -430,9 +433,6 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
             "best_epoch": best_epoch,
             "elapsed": elapsed + time.perf_counter() - started,
         }
-
-    def eval_weights() -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in net.state_dict().items()}
 
     interactive = sys.stderr.isatty() and not quiet
     started = time.perf_counter()
@@ -453,7 +453,7 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
             if train_stats["interrupted"]:
                 if main:
                     last = {**base, "epoch": epoch - 1, "metrics": rows[-1] if rows else {},
-                            "best_test_accuracy": best_accuracy, "state_dict": eval_weights(),
+                            "best_test_accuracy": best_accuracy, "state_dict": weights(),
                             "train_state": train_state(epoch - 1, train_stats["steps"], train_stats["totals"])}
                     _save(last, out / "last.pt")  # fmt: skip
                 name = signal.Signals(stop_requested.signal_number or signal.SIGINT).name
@@ -493,7 +493,7 @@ def _train(config, recipe, model_name, runtime, dist, on_epoch, resume_state) ->
                 best_accuracy, best_epoch = test_stats["test_accuracy"], epoch
             if main:
                 checkpoint = {**base, "epoch": epoch, "metrics": row, "best_test_accuracy": best_accuracy,
-                              "state_dict": eval_weights()}  # fmt: skip
+                              "state_dict": weights()}  # fmt: skip
                 if improved:
                     _save(checkpoint, out / "best.pt")
                 _save({**checkpoint, "train_state": train_state(epoch, 0, None)}, out / "last.pt")

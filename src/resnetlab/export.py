@@ -133,8 +133,6 @@ def _require(purpose: str, *modules: str) -> None:
 def export_onnx(module: ExportedClassifier, example: torch.Tensor, path: Path, description: dict[str, Any]) -> Path:
     """Write module as ONNX with a dynamic batch size, and the description as metadata_props."""
     _require("ONNX export", "onnx")
-    import onnx
-
     # The TorchScript-based exporter (dynamo=False) needs only the onnx package and took 1-2 s for resnet20
     # on a CPU; the torch.export-based one (dynamo=True) also needs onnxscript and took 20 s. Its deprecation and
     # constant-folding warnings say nothing the user can act on.
@@ -144,39 +142,44 @@ def export_onnx(module: ExportedClassifier, example: torch.Tensor, path: Path, d
             module, (example,), str(path), dynamo=False, opset_version=17, input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES), dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
         )  # fmt: skip
-    model = onnx.load(str(path))
-    props = {k: json.dumps(v) if k in _JSON_FIELDS else str(v) for k, v in description.items()}
-    onnx.helper.set_model_props(model, props)
-    model.doc_string = f"{description['model']['name']} trained by resnetlab on {description['dataset']}"
-    onnx.save(model, str(path))
+    _write_onnx_metadata(path, description)
     return path
+
+
+def _write_onnx_metadata(path: Path, description: dict[str, Any]) -> None:
+    """Store the description as the ONNX file's metadata_props (replacing any) and doc_string."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {k: json.dumps(v) if k in _JSON_FIELDS else str(v)
+                                        for k, v in description.items()})  # fmt: skip
+    precision = f", {description['precision']}" if "precision" in description else ""
+    model.doc_string = f"{description['model']['name']} trained by resnetlab on {description['dataset']}{precision}"
+    onnx.save(model, str(path))
 
 
 def _calibration_images(predictor: Predictor, data_dir: str | None, count: int) -> torch.Tensor:
     """`count` training images drawn at random (seed 0): what the int8 model's activation ranges are set from."""
-    from .data import find_data, load_split
+    from .data import find_data
 
     ckpt = predictor.checkpoint
     data_dir = data_dir or ckpt.get("data_dir") or "./data"
     if find_data(ckpt["dataset"], data_dir) is None:
         raise UserError(f"an int8 export calibrates on training images, and the {ckpt['dataset']} data is not in "
                         f"{data_dir}; give --data-dir the folder the checkpoint was trained from.")  # fmt: skip
-    data = load_split(ckpt["dataset"], data_dir, train=True, image_size=ckpt["image_size"])
-    if data.channels != ckpt["in_channels"]:
-        raise UserError(f"the data in {data_dir} has {data.channels} channels and the checkpoint {ckpt['in_channels']}; "
-                        "give --data-dir the folder the checkpoint was trained from.")  # fmt: skip
+    data = predictor.load_data(data_dir, train=True)
     keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:count]
     return data.images[keep]
 
 
-def quantize_int8(fp32_path: Path, path: Path, calibration: torch.Tensor) -> Path:
+def quantize_int8(fp32_path: Path, path: Path, calibration: torch.Tensor, description: dict[str, Any]) -> Path:
     """Rewrite the fp32 ONNX model at fp32_path as int8 at path, with onnxruntime's static quantization.
 
     Weights are int8 per output channel, activations uint8 with ranges from the calibration images (min/max).
     reduce_range keeps weights to 7 bits: on x86 CPUs without VNNI, onnxruntime's u8 x s8 kernels add pairs of
     products in 16 bits, which saturate with full-range weights (measured: 91.88% instead of 92.99%).
     """
-    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -200,13 +203,7 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: torch.Tensor) -> Pat
             )  # fmt: skip
     finally:
         prepared.unlink(missing_ok=True)
-    # Carry the description over (the quantizer rewrites the model), saying that this one is int8.
-    source, model = onnx.load(str(fp32_path)), onnx.load(str(path))
-    props = {p.key: p.value for p in source.metadata_props} | {"precision": "int8"}
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, props)
-    model.doc_string = source.doc_string + ", quantized to int8"
-    onnx.save(model, str(path))
+    _write_onnx_metadata(path, {**description, "precision": "int8"})  # the quantizer keeps no metadata
     return path
 
 
@@ -277,6 +274,7 @@ class OnnxPredictor:
     prepare_images = Predictor.prepare_images
     top_classes = Predictor.top_classes
     load_test_data = Predictor.load_test_data
+    load_data = Predictor.load_data
 
     def _run(self, images: torch.Tensor, output: str) -> torch.Tensor:
         """One of the model's outputs for a uint8 batch [N, C, H, W], computed self.batch_size images at a time."""
@@ -427,7 +425,7 @@ def export_checkpoint(
         if int8:
             fp32_path = path.with_name(path.name + ".fp32.tmp")
             try:
-                quantize_int8(export_onnx(module, images[:2], fp32_path, description), draft, calibration)
+                quantize_int8(export_onnx(module, images[:2], fp32_path, description), draft, calibration, description)
             finally:
                 fp32_path.unlink(missing_ok=True)
         else:

@@ -50,9 +50,13 @@ class Predictor:
 
     def load_test_data(self, data_dir: str | None = None, limit: int | None = None) -> ImageData:
         """The checkpoint's test split, prepared as in training."""
+        return self.load_data(data_dir, limit, train=False)
+
+    def load_data(self, data_dir: str | None = None, limit: int | None = None, train: bool = False) -> ImageData:
+        """The checkpoint's training or test split, prepared as in training."""
         ckpt = self.checkpoint
         data_dir = data_dir or ckpt.get("data_dir") or "./data"
-        data = load_split(ckpt["dataset"], data_dir, train=False, image_size=ckpt["image_size"])
+        data = load_split(ckpt["dataset"], data_dir, train=train, image_size=ckpt["image_size"])
         if data.channels != ckpt["in_channels"] or len(data.classes) != len(self.classes):
             raise UserError(
                 f"the data in {data_dir} ({data.channels} channels, {len(data.classes)} classes) does not fit this "
