@@ -158,3 +158,25 @@ def test_python_dash_m_and_models_and_datasets_commands(tmp_path):
     assert result.returncode == 0 and "resnet110" in result.stdout and "0.27M" in result.stdout
     result = _run_cli("datasets", "--data-dir", str(tmp_path))
     assert result.returncode == 0 and "fashion-mnist" in result.stdout and "stl10" in result.stdout
+
+
+def _all_subcommands(parser, prefix=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _all_subcommands(sub, (*prefix, name))
+
+
+def test_help_works_for_the_program_and_every_subcommand(capsys):
+    from resnetlab.cli import build_parser
+
+    commands = [(), *_all_subcommands(build_parser())]
+    assert ("train",) in commands and ("experiment", "degradation") in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, "--help"])
+        assert exit_info.value.code == 0, command
+        assert "usage: resnetlab" in capsys.readouterr().out, command

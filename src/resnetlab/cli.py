@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="peak learning rate; default: the recipe's, scaled with the batch size")  # fmt: skip
     p.add_argument("--recipe", default="fast", choices=list(RECIPES), help="; ".join(
-        f"{r.name}: {r.description}" for r in RECIPES.values()))  # fmt: skip
+        f"{r.name}: {r.description}".replace("%", "%%") for r in RECIPES.values()))  # fmt: skip
     p.add_argument("--out", default=None, help="run folder; default: a new runs/<dataset>-<model>[-N]")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace an earlier run's files")
     p.add_argument("--resume", default=None, metavar="OUT",
