@@ -17,7 +17,9 @@ from liveserver import running
 from PIL import Image
 from playwright.sync_api import expect
 
-from resnetlab.inference import Predictor
+from resnetlab.card import ModelCard
+from resnetlab.checkpoint import Checkpoint
+from resnetlab.inference import TorchPredictor
 from resnetlab.serve import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -28,8 +30,8 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
 
 
 @pytest.fixture(scope="module")
-def predictor(trained_run) -> Predictor:
-    return Predictor.from_checkpoint(trained_run / "best.pt")
+def predictor(trained_run) -> TorchPredictor:
+    return TorchPredictor.from_checkpoint(trained_run / "best.pt")
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,7 @@ def test_drawing_on_the_canvas_shows_a_prediction(page, predictor, tmp_path):
 def test_uploading_an_image_shows_the_servers_prediction(page, predictor, tmp_path):
     path = tmp_path / "upload.png"
     Image.fromarray(pattern_images(np.array([7]), 56, 1, seed=3)[0, :, :, 0]).save(path)
-    expected = predictor.top_classes(predictor.probabilities_of_images(predictor.prepare_images([path])), 5)[0]
+    expected = predictor.top_classes(predictor.probabilities(predictor.decode_files([path])), 5)[0]
     page.set_input_files("#file", str(path))
     expect(page.locator("body")).to_have_attribute("data-state", "idle")
     expect(page.locator("#bars li")).to_have_count(5)
@@ -139,9 +141,9 @@ def color_server():
     from resnetlab.runtime import select_runtime
 
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    checkpoint = {"model": {"name": "resnet20"}, "dataset": "cifar10", "classes": classes, "image_size": 32,
-                  "in_channels": 3, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}  # fmt: skip
-    predictor = Predictor(checkpoint, create_model("resnet20", 10, 3).eval(), select_runtime("cpu", "fp32"))
+    card = ModelCard("resnet20", tuple(classes), 3, 32, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), dataset="cifar10")
+    network = create_model("resnet20", 10, 3).eval()
+    predictor = TorchPredictor(Checkpoint(card, network.state_dict()), network, select_runtime("cpu", "fp32"))
     with running(create_app(predictor)) as live:
         yield live, predictor
 
@@ -171,7 +173,7 @@ def test_color_model_page_takes_a_dropped_image(browser, color_server, problems,
     )
     page.dispatch_event("#drop-zone", "drop", {"dataTransfer": files})
     expect(page.locator("#bars li")).to_have_count(5)
-    expected = predictor.top_classes(predictor.probabilities_of_images(predictor.prepare_images([path])), 5)[0]
+    expected = predictor.top_classes(predictor.probabilities(predictor.decode_files([path])), 5)[0]
     assert page.locator("#bars .name").all_inner_texts() == [name for name, _ in expected]
     assert page.locator("#seen").evaluate("image => [image.naturalWidth, image.naturalHeight]") == [32, 32]
     save_screenshot(page, tmp_path, "serve-color.png")

@@ -3,7 +3,8 @@ import pickle
 import pytest
 import torch
 
-from resnetlab.checkpoint import build_model, describe_model, load_checkpoint, save_atomic
+from resnetlab.card import ModelCard
+from resnetlab.checkpoint import Checkpoint, load_checkpoint, read_checkpoint, save_atomic
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
 
@@ -29,7 +30,7 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_and_the_code_never_runs(
     pickle.loads(pickle.dumps(_RunsACommand(probe)))
     assert probe.exists()
     with pytest.raises(UserError, match="could run code"):
-        load_checkpoint(evil)
+        read_checkpoint(evil)
     assert not marker.exists()
 
 
@@ -41,7 +42,7 @@ def test_foreign_or_empty_files_get_one_clear_sentence(tmp_path, content, expect
     path = tmp_path / "model.pt"
     path.write_bytes(content)
     with pytest.raises(UserError, match=expected):
-        load_checkpoint(path)
+        read_checkpoint(path)
 
 
 def test_truncated_checkpoint(tmp_path):
@@ -49,21 +50,21 @@ def test_truncated_checkpoint(tmp_path):
     save_atomic({"format": "resnetlab-checkpoint", "w": torch.randn(1000)}, path)
     path.write_bytes(path.read_bytes()[:1500])
     with pytest.raises(UserError, match="truncated"):
-        load_checkpoint(path)
+        read_checkpoint(path)
 
 
 def test_pytorch_file_that_is_not_ours(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(UserError, match="not a resnetlab checkpoint"):
-        load_checkpoint(path)
+        read_checkpoint(path)
 
 
 def test_save_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
     path = tmp_path / "best.pt"
     save_atomic({"format": "resnetlab-checkpoint", "x": torch.ones(3)}, path)
     save_atomic({"format": "resnetlab-checkpoint", "x": torch.zeros(3)}, path)
-    assert torch.equal(load_checkpoint(path)["x"], torch.zeros(3))
+    assert torch.equal(read_checkpoint(path)["x"], torch.zeros(3))
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
 
@@ -78,7 +79,7 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_atomic({"format": "resnetlab-checkpoint", "x": torch.zeros(3)}, path)
     monkeypatch.undo()
-    assert torch.equal(load_checkpoint(path)["x"], torch.ones(3))
+    assert torch.equal(read_checkpoint(path)["x"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
 
@@ -89,8 +90,9 @@ def test_a_described_model_is_rebuilt_exactly(name, options):
     weights and compute something else."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=1, **options).eval()
-    checkpoint = {"model": describe_model(name, 10, 1, model), "state_dict": model.state_dict()}
-    rebuilt = build_model(checkpoint)
+    card = ModelCard(name, tuple("abcdefghij"), 1, 64, (0.5,), (0.25,), shortcut=model.shortcut, stem=model.stem)
+    saved = Checkpoint(card, model.state_dict()).to_dict()
+    rebuilt = Checkpoint.from_dict(saved, "test").build_model()
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x))

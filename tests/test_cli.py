@@ -34,18 +34,18 @@ def test_best_pt_holds_the_best_epoch_not_the_last(trained_run):
     best = load_checkpoint(trained_run / "best.pt")
     last = load_checkpoint(trained_run / "last.pt")
     summary = json.loads((trained_run / "summary.json").read_text())
-    assert best["epoch"] == summary["best_epoch"]
-    assert last["epoch"] == 2
-    assert best["metrics"]["test_accuracy"] == pytest.approx(summary["best_test_accuracy"], abs=1e-6)
+    assert best.epoch == summary["best_epoch"]
+    assert last.epoch == 2
+    assert best.metrics["test_accuracy"] == pytest.approx(summary["best_test_accuracy"], abs=1e-6)
 
 
 def test_checkpoint_describes_itself(trained_run):
-    ckpt = load_checkpoint(trained_run / "best.pt")
-    assert ckpt["model"]["name"] == "resnet20"
-    assert ckpt["model"]["in_channels"] == 1 and ckpt["model"]["num_classes"] == 10
-    assert ckpt["classes"][0] == "T-shirt/top"
-    assert ckpt["image_size"] == 28 and ckpt["dataset"] == "fashion-mnist"
-    assert len(ckpt["mean"]) == len(ckpt["std"]) == 1
+    card = load_checkpoint(trained_run / "best.pt").card
+    assert card.architecture == "resnet20"
+    assert card.in_channels == 1 and card.num_classes == 10
+    assert card.classes[0] == "T-shirt/top"
+    assert card.image_size == 28 and card.dataset == "fashion-mnist"
+    assert len(card.mean) == len(card.std) == 1
 
 
 def test_eval_json_reproduces_the_training_accuracy(trained_run, capsys):
@@ -100,8 +100,8 @@ def test_train_on_an_image_folder(tmp_path, capsys):
     args = ["train", "--dataset", "folder", "--data-dir", str(tmp_path / "pics"), "--epochs", "1",
             "--batch-size", "8", "--image-size", "16", "--out", str(out), "--quiet"]
     assert main(args) == 0
-    ckpt = load_checkpoint(out / "best.pt")
-    assert ckpt["classes"] == ["circle", "square"] and ckpt["in_channels"] == 1 and ckpt["image_size"] == 16
+    card = load_checkpoint(out / "best.pt").card
+    assert card.classes == ("circle", "square") and card.in_channels == 1 and card.image_size == 16
     assert main(["predict", str(out), "-n", "3", "--save", str(tmp_path / "p.png")]) == 0
     assert capsys.readouterr().out.count("predicted: ") == 3
 
@@ -112,8 +112,8 @@ def test_subset_and_shortcut_flags(tiny_fashion, tmp_path):
             "--shortcut", "B", "--out", str(out), "--quiet"]
     assert main(args) == 0
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["model"]["options"]["shortcut"] == "B"
-    assert "layer2.0.downsample.0.weight" in ckpt["state_dict"]
+    assert ckpt.card.shortcut == "B"
+    assert "layer2.0.downsample.0.weight" in ckpt.state_dict
 
 
 def _run_cli(*args, cwd=None):

@@ -11,7 +11,9 @@ from fakedata import (
 )
 from PIL import Image
 
-from resnetlab.data import TensorBatches, find_data, get_spec, load_split, random_translate
+from resnetlab.batches import TensorBatches, random_translate
+from resnetlab.data import find_data, get_spec, load_split
+from resnetlab.preprocess import PixelClassifier
 from resnetlab.errors import UserError
 
 
@@ -166,6 +168,7 @@ def test_batches_normalize_cover_everything_once_and_shuffle(tmp_path):
     labels = torch.cat([y for _, y in batches])
     assert sorted(labels.tolist()) == sorted(data.labels.tolist())
     assert not torch.equal(labels, data.labels)
-    x, _ = next(iter(TensorBatches(data, 50)))
+    images, _ = next(iter(TensorBatches(data, 50)))
+    assert torch.equal(images, data.images)  # pixels as loaded; the model's first step normalizes them
     expected = (data.images.float() / 255 - 0.1307) / 0.3081
-    torch.testing.assert_close(x, expected)
+    torch.testing.assert_close(PixelClassifier(torch.nn.Identity(), data.mean, data.std).prepare(images), expected)

@@ -104,11 +104,11 @@ def test_full_is_the_papers_cifar10_setting():
 
 
 def test_the_experiment_augments_although_the_fast_recipe_does_not(capsys):
-    from resnetlab.experiments import _train_config
+    from resnetlab.config import degradation_config
 
     assert RECIPES["fast"].augment is False
-    assert _train_config(degradation_config(), "plain20").augment is True  # as in the measured budget
-    assert _train_config(degradation_config(full=True), "plain20").augment is True  # as in the paper
+    assert degradation_config().train_config("plain20").augment is True  # as in the measured budget
+    assert degradation_config(full=True).train_config("plain20").augment is True  # as in the paper
     assert main(["experiment", "degradation", "--no-augment", "--depths", "7"]) == 2  # parsed, then refused
     assert "--no-augment" not in capsys.readouterr().err
 
@@ -135,7 +135,7 @@ def test_each_recipe_trains_with_its_augmentation(tiny_fashion, tmp_path, monkey
     train(config)
     batches = made[0]  # the training batches; the test batches come second
     assert (batches.augment and batches.crop_padding > 0, batches.augment and batches.hflip) == (translate, mirror)
-    assert load_checkpoint(tmp_path / "run" / "best.pt")["test_time_flip"] is tta
+    assert load_checkpoint(tmp_path / "run" / "best.pt").card.test_time_flip is tta
 
 
 def test_the_paper_recipe_divides_the_lr_by_10_at_half_and_three_quarters(tiny_fashion, tmp_path):

@@ -15,7 +15,7 @@ from PIL import Image
 
 from resnetlab.config import TrainConfig
 from resnetlab.engine import train
-from resnetlab.inference import Predictor
+from resnetlab.inference import TorchPredictor
 
 SYSTEM_COPY = Path("/usr/share/datasets/fashion-mnist")
 
@@ -45,13 +45,13 @@ def test_real_fashion_mnist_trains_above_the_floor(system_fashion_mnist, tmp_pat
 
     # The same test images, saved as PNG files and predicted through the image-file path, get the same
     # probabilities as through the dataset path: both preprocess alike.
-    predictor = Predictor.from_checkpoint(tmp_path / "run" / "best.pt", device="cpu", precision="fp32")
+    predictor = TorchPredictor.from_checkpoint(tmp_path / "run" / "best.pt", device="cpu", precision="fp32")
     data = predictor.load_test_data(limit=8)
-    from_dataset, labels = predictor.probabilities(data)
+    from_dataset, labels = predictor.probabilities(data.images), data.labels
     paths = []
     for i, image in enumerate(data.images):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(image[0].numpy()).save(paths[-1])
-    from_files = predictor.probabilities_of_images(predictor.prepare_images(paths))
+    from_files = predictor.probabilities(predictor.decode_files(paths))
     torch.testing.assert_close(from_files, from_dataset, atol=1e-5, rtol=1e-4)
     assert np.array_equal(labels.numpy(), [9, 2, 1, 1, 6, 1, 4, 6])  # the real first test labels

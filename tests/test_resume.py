@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnetlab.checkpoint import load_checkpoint
+from resnetlab.checkpoint import load_checkpoint, read_checkpoint
 from resnetlab.config import TrainConfig
 from resnetlab.engine import resume_config, train
 from resnetlab.errors import Interrupted
@@ -34,9 +34,9 @@ def _config(data_dir, out, **kw) -> TrainConfig:
 
 def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(tiny_fashion, tmp_path):
     train(_config(tiny_fashion, tmp_path / "straight"))
-    straight = load_checkpoint(tmp_path / "straight" / "last.pt")["train_state"]["model"]
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt").train_state["model"]
 
-    def interrupt_after_first_epoch(row):
+    def interrupt_after_first_epoch(row, model):
         if row["epoch"] == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -47,7 +47,7 @@ def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(tiny_fashion, tm
     config, state = resume_config(tmp_path / "resumed")
     assert state["epoch"] == 1 and state["step"] == 0
     summary = train(config, resume_state=state)
-    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")["train_state"]["model"]
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt").train_state["model"]
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
@@ -58,7 +58,7 @@ def test_resume_at_an_epoch_boundary_ends_with_the_same_weights(tiny_fashion, tm
 def test_resumed_run_remembers_its_best_and_does_not_overwrite_it(tiny_fashion, tmp_path):
     out = tmp_path / "run"
 
-    def interrupt(row):
+    def interrupt(row, model):
         if row["epoch"] == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -103,8 +103,8 @@ def test_sigkill_in_the_middle_of_an_epoch_then_resume(tiny_fashion, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     best = load_checkpoint(out / "best.pt")
     best_row = max(rows, key=lambda r: float(r["test_accuracy"]))
-    assert best["metrics"]["test_accuracy"] == pytest.approx(float(best_row["test_accuracy"]))
-    assert best["epoch"] == int(best_row["epoch"])
+    assert best.metrics["test_accuracy"] == pytest.approx(float(best_row["test_accuracy"]))
+    assert best.epoch == int(best_row["epoch"])
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -118,7 +118,7 @@ def test_interrupt_saves_last_pt_and_says_how_to_resume(tiny_fashion, tmp_path, 
     assert process.returncode == 128 + sig
     assert "Traceback" not in stderr
     assert f"resnetlab train --resume {out}" in stderr
-    state = load_checkpoint(out / "last.pt")["train_state"]
+    state = load_checkpoint(out / "last.pt").train_state
     assert state["epoch"] >= 1
     result = subprocess.run([sys.executable, "-m", "resnetlab", "train", "--resume", str(out), "--quiet"],
                             env=ENV, capture_output=True, text=True, timeout=300)
@@ -147,7 +147,7 @@ def test_killing_a_process_during_saves_never_leaves_a_torn_checkpoint(tmp_path)
         process.kill()
         process.wait()
         if path.exists():
-            checkpoint = load_checkpoint(path)
+            checkpoint = read_checkpoint(path)
             assert torch.all(checkpoint["w"] == checkpoint["i"])
     assert path.exists()
 
@@ -193,7 +193,8 @@ def test_two_processes_with_gloo_write_one_set_of_files(tiny_fashion, tmp_path):
     out = tmp_path / "ddp"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "resnetlab", "train", "--dataset", "fashion-mnist", "--data-dir", str(tiny_fashion),
-            "--model", "resnet20", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--out", str(out)]
+            "--model", "resnet20", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--precision", "fp32",
+            "--out", str(out)]
     env = {**ENV, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -204,17 +205,17 @@ def test_two_processes_with_gloo_write_one_set_of_files(tiny_fashion, tmp_path):
     assert result.stdout.count("epoch 1/2:") == 1  # only rank 0 prints
     assert "2 processes" in result.stdout
     # The reduced metric covers the whole test set: it equals a single-process evaluation of the weights.
-    from resnetlab.inference import Predictor
+    from resnetlab.inference import TorchPredictor
 
-    predictor = Predictor.from_checkpoint(out / "best.pt", device="cpu")
+    predictor = TorchPredictor.from_checkpoint(out / "best.pt", device="cpu", precision="fp32")
     stats = predictor.evaluate(predictor.load_test_data())
     best = load_checkpoint(out / "best.pt")
-    assert stats["test_accuracy"] == pytest.approx(best["metrics"]["test_accuracy"], abs=1e-6)
+    assert stats["accuracy"] == pytest.approx(best.metrics["test_accuracy"], abs=1e-6)
     assert stats["images"] == 100
 
 
 def _weights(out: Path) -> dict:
-    return load_checkpoint(out / "last.pt")["state_dict"]
+    return load_checkpoint(out / "last.pt").state_dict
 
 
 def test_augment_overrides_the_recipe_and_runs_repeat_exactly(tiny_fashion, tmp_path):

@@ -20,7 +20,7 @@ from liveserver import LiveServer, free_port, running, wait_for_health
 from PIL import Image
 
 from resnetlab.cli import main
-from resnetlab.inference import Predictor
+from resnetlab.inference import TorchPredictor
 from resnetlab.serve import MAX_IMAGE_PIXELS, create_app
 
 UPLOAD_LIMIT = 64 * 1024  # small, so the 413 tests send little
@@ -33,8 +33,8 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def predictor(trained_run) -> Predictor:
-    return Predictor.from_checkpoint(trained_run / "best.pt")
+def predictor(trained_run) -> TorchPredictor:
+    return TorchPredictor.from_checkpoint(trained_run / "best.pt")
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,8 @@ def known_images(tmp_path_factory) -> list:
     return paths
 
 
-def expected_top(predictor: Predictor, path, k: int = 5) -> list[tuple[str, float]]:
-    return predictor.top_classes(predictor.probabilities_of_images(predictor.prepare_images([path])), k)[0]
+def expected_top(predictor: TorchPredictor, path, k: int = 5) -> list[tuple[str, float]]:
+    return predictor.top_classes(predictor.probabilities(predictor.decode_files([path])), k)[0]
 
 
 def assert_same_top(reply_top: list[dict], expected: list[tuple[str, float]]) -> None:
@@ -67,11 +67,11 @@ def assert_same_top(reply_top: list[dict], expected: list[tuple[str, float]]) ->
 def test_health_model_and_openapi(server, predictor):
     assert server.get("/health").json() == {"status": "ok"}
     info = server.get("/model").json()
-    ckpt = predictor.checkpoint
+    card = predictor.card
     assert info["model"] == "resnet20" and info["dataset"] == "fashion-mnist"
     assert info["classes"] == predictor.classes
     assert (info["image_size"], info["in_channels"]) == (28, 1)
-    assert info["test_accuracy"] == pytest.approx(ckpt["best_test_accuracy"])
+    assert info["test_accuracy"] == pytest.approx(predictor.best_test_accuracy)
     assert info["max_upload_bytes"] == UPLOAD_LIMIT
     spec = server.get("/openapi.json").json()
     assert {"/predict", "/model", "/health"} <= set(spec["paths"])
@@ -129,7 +129,7 @@ def test_top_and_input_png(server, predictor, known_images):
     assert result["input_png"].startswith(prefix)
     seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["input_png"][len(prefix) :]))))
     assert seen.shape == (28, 28)
-    assert torch.equal(torch.from_numpy(seen.copy())[None], predictor.prepare_images([path])[0])
+    assert torch.equal(torch.from_numpy(seen.copy())[None], predictor.decode_files([path])[0])
     assert len(server.post_image(path.read_bytes(), "/predict?top=99").json()["top"]) == 10
     assert server.post_image(path.read_bytes(), "/predict?top=0").status == 422
 
@@ -279,4 +279,5 @@ def test_an_exported_onnx_model_is_served_like_its_checkpoint(trained_run, predi
         reply = live.post_form({"file": known_images[2].read_bytes()}, "/predict?gradcam=true")
     assert reply.status == 200, reply.body
     assert "gradcam_png" not in reply.json()  # an ONNX file has no gradients to follow
-    assert_same_top(reply.json()["top"], expected_top(predictor, known_images[2]))
+    fp32 = TorchPredictor.from_checkpoint(trained_run / "best.pt", "cpu", "fp32")  # as the ONNX model computes
+    assert_same_top(reply.json()["top"], expected_top(fp32, known_images[2]))

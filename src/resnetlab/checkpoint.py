@@ -1,4 +1,5 @@
-"""Self-describing checkpoints: written atomically, loaded without running code from the file."""
+"""Self-describing checkpoints: a model card, weights and, in last.pt, the training state; written atomically,
+loaded without running code from the file and without letting the file decide how much memory we use."""
 
 from __future__ import annotations
 
@@ -6,35 +7,73 @@ import contextlib
 import os
 import pickle
 import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import __version__
+from .card import ModelCard
 from .errors import UserError
-from .models import create_model
 
 FORMAT = "resnetlab-checkpoint"
 VERSION = 1
+# torch.save stores tensors uncompressed, so a real checkpoint unpacks to about its own size. A crafted file can
+# deflate a few MB into gigabytes; it is refused from its zip directory, before anything is unpacked.
+MAX_INFLATION = 2.0
+INFLATION_SLACK = 16 * 1024 * 1024  # bytes
 
 
-def describe_model(name: str, num_classes: int, in_channels: int, model: nn.Module) -> dict[str, Any]:
-    """The arguments that rebuild `model` exactly with `create_model`."""
-    return {
-        "name": name,
-        "num_classes": num_classes,
-        "in_channels": in_channels,
-        "options": {"shortcut": model.shortcut, "stem": model.stem},
-    }
+@dataclass
+class Checkpoint:
+    """What a best.pt or last.pt holds: the model card, the weights, and where training stood."""
 
+    card: ModelCard
+    state_dict: dict[str, torch.Tensor]
+    epoch: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)  # the epoch's row of metrics.csv
+    best_test_accuracy: float | None = None
+    config: dict[str, Any] | None = None  # the TrainConfig that trained it
+    train_state: dict[str, Any] | None = None  # last.pt only: what --resume needs
+    resnetlab_version: str = __version__
 
-def build_model(checkpoint: dict[str, Any]) -> nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights."""
-    spec = checkpoint["model"]
-    model = create_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["options"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+    def to_dict(self) -> dict[str, Any]:
+        """The layout written to disk (the card's fields at the top level, as in every version so far)."""
+        saved = {"format": FORMAT, "version": VERSION, "resnetlab_version": self.resnetlab_version,
+                 **self.card.to_dict(), "epoch": self.epoch, "metrics": self.metrics,
+                 "best_test_accuracy": self.best_test_accuracy, "state_dict": self.state_dict, "config": self.config}
+        if self.train_state is not None:
+            saved["train_state"] = self.train_state
+        return saved  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], source: str) -> "Checkpoint":
+        card = ModelCard.from_dict(saved, source)
+        state_dict = saved.get("state_dict")
+        if not isinstance(state_dict, dict):
+            raise UserError(f"{source} has no weights (state_dict); use a best.pt or last.pt written by resnetlab.")
+        best = saved.get("best_test_accuracy")
+        return cls(
+            card, state_dict, epoch=int(saved.get("epoch") or 0), metrics=dict(saved.get("metrics") or {}),
+            best_test_accuracy=float(best) if isinstance(best, (int, float)) else None, config=saved.get("config"),
+            train_state=saved.get("train_state"), resnetlab_version=str(saved.get("resnetlab_version", "")),
+        )  # fmt: skip
+
+    def build_model(self, source: str = "the checkpoint") -> nn.Module:
+        """The model the card describes, with these weights, in eval mode."""
+        model = self.card.build_model()
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in self.state_dict.items() if isinstance(v, torch.Tensor)}
+        if expected != found:
+            wrong = sorted(set(expected.items()) ^ set(found.items()))[:1]
+            raise UserError(f"{source} is damaged: its weights do not fit its model description (first difference: "
+                            f"{wrong[0][0] if wrong else '?'}); train again or use another file.")  # fmt: skip
+        model.load_state_dict(self.state_dict)
+        return model.eval()
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -77,8 +116,31 @@ def resolve_path(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a resnetlab checkpoint onto the CPU.
+def _check_inflation(path: Path) -> None:
+    """Refuse a zip archive that would unpack to much more than its own size."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip archive: torch.load says what it is
+    if unpacked > MAX_INFLATION * size + INFLATION_SLACK:
+        raise UserError(f"{path} would unpack to {unpacked / 1e9:.1f} GB from {size / 1e6:.1f} MB, which no checkpoint "
+                        "written by resnetlab does; it was not loaded.")  # fmt: skip
+
+
+def _first_sentence(error: Exception) -> str:
+    """The first sentence of torch's refusal, whole (its message runs on for paragraphs)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    for marker in ("WeightsUnpickler error: ", "Unsupported global: "):
+        if marker in text:
+            text = text[text.index(marker) + len(marker) :]
+    end = text.find(". ")
+    return text[: end if 0 < end < 200 else 200].rstrip(".")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw contents of a resnetlab checkpoint file, loaded onto the CPU.
 
     torch.load runs with weights_only=True: the unpickler accepts tensors and plain containers only, so a
     crafted file cannot run code; such a file is refused with a UserError.
@@ -86,13 +148,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_path(path)
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes); it is not a checkpoint, train again or use another file.")
+    _check_inflation(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the same refusal it raises
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"{path} holds objects other than weights, which could run code, so it was not loaded ({first[:160]}); "
-            "load only checkpoints written by resnetlab."
+            f"{path} holds objects other than weights, which could run code, so it was not loaded "
+            f"({_first_sentence(e)}); load only checkpoints written by resnetlab."
         ) from None
     except PermissionError:
         raise UserError(f"{path} is not readable; fix its permissions.") from None
@@ -104,6 +168,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path} is a PyTorch file but not a resnetlab checkpoint; use a best.pt or last.pt "
                         "written by resnetlab train.")
-    if checkpoint.get("version", 0) > VERSION:
-        raise UserError(f"{path} was written by a newer resnetlab (format {checkpoint['version']}); upgrade resnetlab.")
+    version = checkpoint.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise UserError(f"{path} was written by a newer resnetlab (format {version!r}); upgrade resnetlab.")
     return checkpoint
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """A resnetlab checkpoint (or a run folder's best.pt), its model card checked before anything is built."""
+    path = resolve_path(path)
+    return Checkpoint.from_dict(read_checkpoint(path), str(path))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import __version__
-from .errors import Interrupted, UserError
+from .errors import ConfigError, Interrupted, UserError
+
+PICTURE_IMAGES = 100  # images drawn in predictions.png at most
 
 EPILOG = "Each command has its own --help, e.g. resnetlab train --help. Docs: README.md."
 
@@ -39,39 +42,47 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .config import RECIPES
+def _runtime_flags(p: argparse.ArgumentParser, precision: bool = True) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    if precision:
+        p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                       help="auto: bf16 where the CPU or GPU runs it in hardware, else fp32")  # fmt: skip
+
+
+def _checkpoint_data_dir(p: argparse.ArgumentParser, extra: str = "") -> None:
+    p.add_argument("--data-dir", default=None, help=f"default: the folder the checkpoint was trained from{extra}")
+
+
+def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--quiet", action="store_true", help=f"print nothing but errors{what}")
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import DEFAULT_EPOCHS, DEFAULT_RECIPE, IMAGE_SIZE_RANGE, RECIPES
     from .data import dataset_names
 
-    formatter = argparse.ArgumentDefaultsHelpFormatter
-    parser = _Parser(prog="resnetlab", description="Train, evaluate and run ResNet image classifiers.",
-                     epilog=EPILOG)  # fmt: skip
-    parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    p = sub.add_parser("train", help="train a model; writes best.pt, last.pt, metrics.csv, summary.json",
-                       formatter_class=formatter)  # fmt: skip
+    recipe = RECIPES[DEFAULT_RECIPE]
     p.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(dataset_names())}")
     p.add_argument("--data-dir", default="./data", help="where datasets are kept (torchvision's root); for "
                    "--dataset folder, the folder holding train/ and test/")  # fmt: skip
     p.add_argument("--model", default=None, help="model name (resnetlab models); default: the dataset's")
-    p.add_argument("--epochs", type=_positive_int, default=4, help="passes over the training set")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="default: the recipe's (128)")
+    p.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS, help="passes over the training set")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help=f"default: the recipe's ({recipe.batch_size})")  # fmt: skip
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="peak learning rate; default: the recipe's, scaled with the batch size")  # fmt: skip
-    p.add_argument("--recipe", default="fast", choices=list(RECIPES), help="; ".join(
+    # argparse formats help with %, so a literal % in a description is written %%.
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES), help="; ".join(
         f"{r.name}: {r.description}".replace("%", "%%") for r in RECIPES.values()))  # fmt: skip
     p.add_argument("--out", default=None, help="run folder; default: a new runs/<dataset>-<model>[-N]")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace an earlier run's files")
     p.add_argument("--resume", default=None, metavar="OUT",
                    help="continue the run in folder OUT from its last.pt, with its own settings")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 where the CPU or GPU runs it in hardware, else fp32")  # fmt: skip
+    _runtime_flags(p)
     p.add_argument("--image-size", type=_positive_int, default=None,
-                   help="resize images to this many pixels square; default: the dataset's own size (32 for "
-                   "folders)")  # fmt: skip
+                   help=f"resize images to this many pixels square ({IMAGE_SIZE_RANGE[0]} to {IMAGE_SIZE_RANGE[1]}); "
+                   "default: the dataset's own size (32 for folders)")  # fmt: skip
     p.add_argument("--shortcut", default=None, choices=["A", "B"],
                    help="A: zero-padding, B: 1x1 projection; default: the model's")  # fmt: skip
     p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
@@ -79,27 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "it; default: the recipe's (fast: off; best: mirroring only; paper: both)")  # fmt: skip
     p.add_argument("--subset", type=_positive_int, default=None,
                    help="train on this many training images, drawn at random (a quick try)")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    _quiet(p)
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files into OUT/tensorboard (the tensorboard extra)")  # fmt: skip
 
-    p = sub.add_parser("eval", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint",
-                       formatter_class=formatter)  # fmt: skip
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a best.pt / last.pt, a run folder, or a .onnx from resnetlab export")
-    p.add_argument("--data-dir", default=None, help="default: the folder the checkpoint was trained from")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    _checkpoint_data_dir(p)
+    _runtime_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--save", default=None, help="the picture of the confusion matrix; default: "
                    "confusion_matrix.png beside the checkpoint")  # fmt: skip
 
-    p = sub.add_parser("predict", help="predict test images (or your image files) and draw them",
-                       formatter_class=formatter)  # fmt: skip
+
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a best.pt / last.pt, a run folder, or a .onnx file from resnetlab export")
     p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR",
                    help="image files or folders; default: the first N test images")  # fmt: skip
     p.add_argument("-n", type=_positive_int, default=20, help="how many test images")
-    p.add_argument("--data-dir", default=None, help="default: the folder the checkpoint was trained from")
+    _checkpoint_data_dir(p)
     p.add_argument("--top", type=_positive_int, default=3, help="classes listed per image file (and per image "
                    "with --json)")  # fmt: skip
     p.add_argument("--save", default=None, help="the picture of the predictions; default: "
@@ -107,55 +117,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="also open the picture in a window")
     p.add_argument("--json", action="store_true", help="print one JSON object per image and line, nothing else; "
                    "draws the picture only when --save or --show is given")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors (the picture is still drawn)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    _quiet(p, " (the picture is still drawn)")
+    _runtime_flags(p)
 
-    p = sub.add_parser("plot", help="draw a run's pictures again from its files: curves.png, "
-                       "confusion_matrix.png, predictions.png", formatter_class=formatter)  # fmt: skip
+
+def _plot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_DIR", help="a run folder written by resnetlab train")
-    p.add_argument("--data-dir", default=None, help="default: the folder the checkpoint was trained from; without "
-                   "the test data, only curves.png is drawn")  # fmt: skip
+    _checkpoint_data_dir(p, "; without the test data, only curves.png is drawn")
     p.add_argument("-n", type=_positive_int, default=20, help="how many test images in predictions.png")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    _runtime_flags(p)
 
-    from .export import DEFAULT_TOLERANCE, FORMATS
 
-    p = sub.add_parser("export", help="write a checkpoint as ONNX or TorchScript for other programs, checked "
-                       "against PyTorch", formatter_class=formatter)  # fmt: skip
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import EXPORT_CHECK_IMAGES, EXPORT_FORMATS, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES, INT8_MIN_AGREEMENT
+
     p.add_argument("checkpoint", help="a best.pt / last.pt, or a run folder")
-    p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx runs with onnxruntime (the export "
+    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS, help="onnx runs with onnxruntime (the export "
                    "extra); torchscript with torch.jit.load")  # fmt: skip
     p.add_argument("-o", "--output", default=None, help="the file to write; default: beside the checkpoint, "
                    "best.onnx or best.torchscript.pt")  # fmt: skip
     p.add_argument("--data-dir", default=None, help="test images to check the export on; default: the folder the "
                    "checkpoint was trained from (random images where there are none)")  # fmt: skip
-    p.add_argument("--check-images", type=_positive_int, default=256, help="how many images to check on")
-    p.add_argument("--tolerance", type=_positive_float, default=DEFAULT_TOLERANCE,
+    p.add_argument("--check-images", type=_positive_int, default=EXPORT_CHECK_IMAGES, help="how many images to check on")
+    p.add_argument("--tolerance", type=_positive_float, default=EXPORT_TOLERANCE,
                    help="largest difference in probability from PyTorch that passes the check")  # fmt: skip
-    p.add_argument("--int8", action="store_true", help="onnx only: quantize to int8 (calibrated on 1000 training "
-                   "images; faster on CPUs), checked to keep the top class of 98%% of the check images")  # fmt: skip
+    p.add_argument("--int8", action="store_true", help=f"onnx only: quantize to int8 (calibrated on "
+                   f"{INT8_CALIBRATION_IMAGES} training images; faster on CPUs), checked to keep the top class of "
+                   f"{round(INT8_MIN_AGREEMENT * 100)}%% of the check images")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the check's report as one JSON object")
 
-    p = sub.add_parser("serve", help="a local web page and an HTTP API for a trained model",
-                       formatter_class=formatter)  # fmt: skip
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CKPT_OR_ONNX", help="a best.pt / last.pt, a run folder, or a .onnx file "
                    "from resnetlab export")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it to the network")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    _runtime_flags(p)
 
-    from .experiments import FULL, DegradationConfig
+
+def _degradation_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import FULL_DEGRADATION as FULL
+    from .config import RECIPES, DegradationConfig
 
     quick = DegradationConfig()
-    p = sub.add_parser("experiment", help="run one of the paper's experiments with resnetlab's own training")
-    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=_Parser, required=True)
-    p = experiments.add_parser("degradation", help="plain and residual nets of growing depth: training and test "
-                               "error per epoch (He et al. 2015, Figures 1 and 6)")  # fmt: skip
     p.add_argument("--dataset", default=None, help=f"default: {quick.dataset}; with --full, {FULL.dataset}")
-    p.add_argument("--data-dir", default="./data", help="where datasets are kept (default: ./data)")
+    p.add_argument("--data-dir", default=quick.data_dir, help=f"where datasets are kept (default: {quick.data_dir})")
     p.add_argument("--depths", default=None, help="comma-separated depths, each trained as plainD and resnetD; "
                    f"default: {quick.depths_text}; with --full, {FULL.depths_text}")  # fmt: skip
     p.add_argument("--epochs", type=_positive_int, default=None,
@@ -173,32 +179,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the recipe's augmentation (see train --augment) while training; default: on, whatever the "
                    "recipe")  # fmt: skip
     p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help=f"default: {quick.batch_size}; with --full, the recipe's (128)")  # fmt: skip
+                   help=f"default: {quick.batch_size}; with --full, the recipe's ({RECIPES[FULL.recipe].batch_size})")
     p.add_argument("--lr", type=_positive_float, default=None, help="default: the recipe's, scaled with the batch size")
-    p.add_argument("--seed", type=int, default=0, help="random seed, the same for every net (default: 0)")
+    p.add_argument("--seed", type=int, default=quick.seed, help=f"random seed, the same for every net (default: "
+                   f"{quick.seed})")  # fmt: skip
     p.add_argument("--out", default=None, help="folder for the runs, degradation.png, degradation.csv and "
                    f"degradation.md; default: {quick.out}, with --full {FULL.out}")  # fmt: skip
     p.add_argument("--full", action="store_true", help="the paper's CIFAR-10 setting: 164 epochs on all 50k "
                    "images, lr 0.1 divided by 10 at half and three quarters; for a GPU")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="train again nets whose runs are already in --out")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    _runtime_flags(p)
+    _quiet(p)
 
-    p = sub.add_parser("explain", help="Grad-CAM: which part of the image decided the class")
+
+def _experiment_arguments(p: argparse.ArgumentParser) -> None:
+    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=_Parser, required=True)
+    _degradation_arguments(experiments.add_parser(
+        "degradation", help="plain and residual nets of growing depth: training and test error per epoch (He et "
+        "al. 2015, Figures 1 and 6)"))  # fmt: skip
+
+
+def _explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a best.pt / last.pt, or a run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_TEST_INDEX",
                    help="image files or folders, or indices into the test split (0: the first test image)")  # fmt: skip
     p.add_argument("--out", default=None, help="the picture; default: gradcam.png beside the checkpoint")
     p.add_argument("--stage", type=_positive_int, default=None,
                    help="explain the output of this stage (1: the first); default: the last")  # fmt: skip
-    p.add_argument("--data-dir", default=None, help="default: the folder the checkpoint was trained from")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    _checkpoint_data_dir(p)
+    _runtime_flags(p, precision=False)
 
-    p = sub.add_parser("datasets", help="list datasets and where their data was found")
+
+def _datasets_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="./data")
-    sub.add_parser("models", help="list models with their parameter counts")
-    return parser
+
+
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    pass
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -228,29 +245,26 @@ def _format_table(headers: list[str], rows: list[list[str]]) -> str:
 def _eval(args: argparse.Namespace) -> None:
     from .checkpoint import resolve_path
     from .inference import open_predictor
+    from .metrics import with_prefix
     from .plots import confusion_matrix_plot
 
     predictor = open_predictor(args.checkpoint, args.device, args.precision)
-    data = predictor.load_test_data(args.data_dir)
-    stats = predictor.evaluate(data)
-    ckpt = predictor.checkpoint
+    card = predictor.card
+    stats = with_prefix(predictor.evaluate(predictor.load_test_data(args.data_dir)), "test")
     save = Path(args.save) if args.save else resolve_path(args.checkpoint).parent / "confusion_matrix.png"
-    confusion_matrix_plot(stats["confusion_matrix"], predictor.classes, save,
-                          f"{ckpt['model']['name']} on {ckpt['dataset']}")  # fmt: skip
+    confusion_matrix_plot(stats["confusion_matrix"], card.classes, save, f"{card.architecture} on {card.dataset}")
     if args.json:
-        out = {"checkpoint": str(args.checkpoint), "model": ckpt["model"]["name"], "dataset": ckpt["dataset"],
-               "classes": predictor.classes, **stats, "picture": str(save)}  # fmt: skip
-        print(json.dumps(out))
+        print(json.dumps({"checkpoint": str(args.checkpoint), "model": card.architecture, "dataset": card.dataset,
+                          "classes": list(card.classes), **stats, "picture": str(save)}))  # fmt: skip
         return
-    print(f"{ckpt['model']['name']} on {ckpt['dataset']} ({stats['images']} test images, "
-          f"{predictor.describe()})")  # fmt: skip
+    print(f"{card.architecture} on {card.dataset} ({stats['images']} test images, {predictor.describe()})")
     print(f"test average loss {stats['test_loss']:.4f}, accuracy {stats['test_accuracy']:.2%}, "
           f"{stats['images_per_second']:.0f} images/s\n")  # fmt: skip
     rows = [[name, sum(row), f"{acc:.2%}"] for name, row, acc in
-            zip(predictor.classes, stats["confusion_matrix"], stats["per_class_accuracy"])]  # fmt: skip
+            zip(card.classes, stats["confusion_matrix"], stats["per_class_accuracy"])]  # fmt: skip
     print(_format_table(["class", "images", "accuracy"], rows))
     print("\nconfusion matrix (rows: actual, columns: predicted, in class order above)")
-    print(_format_table([""] + [str(i) for i in range(len(predictor.classes))],
+    print(_format_table([""] + [str(i) for i in range(card.num_classes)],
                         [[str(i)] + [str(v) for v in row] for i, row in enumerate(stats["confusion_matrix"])]))
     print(f"\npicture: {save}")
 
@@ -259,45 +273,59 @@ def _top_json(top: list[tuple[str, float]]) -> list[dict]:
     return [{"class": name, "probability": round(p, 6)} for name, p in top]
 
 
+def _predict_files(predictor, args: argparse.Namespace, say) -> tuple:
+    """Predict image files chunk by chunk; returns what the picture shows (the first PICTURE_IMAGES)."""
+    import torch
+
+    from .imagefiles import expand_image_paths
+
+    shown, tops_shown, captions = [], [], []
+    for paths, images, probabilities in predictor.predict_files(expand_image_paths(args.images)):
+        tops = predictor.top_classes(probabilities, args.top)
+        for path, top in zip(paths, tops):
+            if args.json:
+                print(json.dumps({"file": str(path), "top": _top_json(top)}), flush=True)
+            say(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in top))
+        room = PICTURE_IMAGES - len(captions)
+        shown.append(images[:room])
+        tops_shown += tops[:room]
+        captions += [path.name for path in paths[:room]]
+    return torch.cat(shown), tops_shown, None, captions
+
+
+def _predict_test_images(predictor, args: argparse.Namespace, say) -> tuple:
+    data = predictor.load_test_data(args.data_dir, limit=args.n)
+    tops = predictor.top_classes(predictor.probabilities(data.images), args.top)
+    actual = [predictor.card.classes[i] for i in data.labels.tolist()]
+    for i, (top, a) in enumerate(zip(tops, actual)):
+        if args.json:
+            print(json.dumps({"index": i, "predicted": top[0][0], "probability": round(top[0][1], 6), "actual": a,
+                              "correct": top[0][0] == a, "top": _top_json(top)}))  # fmt: skip
+        say(f'predicted: "{top[0][0]}", actual: "{a}"')
+    right = sum(top[0][0] == a for top, a in zip(tops, actual))
+    say(f"{right} of {len(actual)} right ({right / len(actual):.0%})")
+    return data.images[:PICTURE_IMAGES], tops[:PICTURE_IMAGES], actual[:PICTURE_IMAGES], None
+
+
 def _predict(args: argparse.Namespace) -> None:
     from .checkpoint import resolve_path
-    from .inference import expand_image_paths, open_predictor
+    from .inference import open_predictor
     from .plots import prediction_grid
 
     predictor = open_predictor(args.checkpoint, args.device, args.precision)
     save = Path(args.save) if args.save else resolve_path(args.checkpoint).parent / "predictions.png"
     say = print if not (args.quiet or args.json) else lambda *a: None
-    if args.images:
-        paths = expand_image_paths(args.images)
-        images = predictor.prepare_images(paths)
-        tops = predictor.top_classes(predictor.probabilities_of_images(images), args.top)
-        for path, top in zip(paths, tops):
-            if args.json:
-                print(json.dumps({"file": str(path), "top": _top_json(top)}))
-            say(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in top))
-        actual, captions = None, [path.name for path in paths]
-    else:
-        data = predictor.load_test_data(args.data_dir, limit=args.n)
-        probabilities, labels = predictor.probabilities(data)
-        tops = predictor.top_classes(probabilities, args.top)
-        images, actual, captions = data.images, [predictor.classes[i] for i in labels.tolist()], None
-        for i, (top, a) in enumerate(zip(tops, actual)):
-            if args.json:
-                print(json.dumps({"index": i, "predicted": top[0][0], "probability": round(top[0][1], 6),
-                                  "actual": a, "correct": top[0][0] == a, "top": _top_json(top)}))  # fmt: skip
-            say(f'predicted: "{top[0][0]}", actual: "{a}"')
-        right = sum(top[0][0] == a for top, a in zip(tops, actual))
-        say(f"{right} of {len(actual)} right ({right / len(actual):.0%})")
+    run = _predict_files if args.images else _predict_test_images
+    images, tops, actual, captions = run(predictor, args, say)
     if args.json and not (args.save or args.show):
         return
-    predicted, confidence = [top[0][0] for top in tops[:100]], [top[0][1] for top in tops[:100]]
-    prediction_grid(images[:100], predicted, confidence, actual[:100] if actual else None, save, args.show,
-                    captions[:100] if captions else None)  # fmt: skip
+    predicted, confidence = [top[0][0] for top in tops], [top[0][1] for top in tops]
+    prediction_grid(images, predicted, confidence, actual, save, args.show, captions)
     say(f"picture: {save}")
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from .plots import redraw_run
+    from .redraw import redraw_run
 
     for line in redraw_run(args.run, args.data_dir, args.device, args.precision, args.n):
         print(line)
@@ -337,7 +365,8 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> None:
-    from .experiments import degradation_config, parse_depths, run_degradation
+    from .config import degradation_config
+    from .experiments import parse_depths, run_degradation
 
     given = {
         "dataset": args.dataset, "depths": parse_depths(args.depths) if args.depths else None, "epochs": args.epochs,
@@ -363,19 +392,17 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 def _datasets(args: argparse.Namespace) -> None:
-    from .data import DATASETS, find_data
+    from .data import DATASETS
 
     rows = []
     for spec in DATASETS.values():
-        where = find_data(spec.name, args.data_dir) or "not found (downloaded on first use)"
-        if spec.name == "folder":
-            size, classes = "any", "from folder names"
-            where = "--data-dir DIR with DIR/train/<class>/ and DIR/test/<class>/"
-        else:
-            size = f"{spec.channels}x{spec.image_size}x{spec.image_size}"
+        if spec.classes:
             classes = ", ".join(spec.classes)
             classes = classes if len(classes) < 48 else classes[:45] + "..."
-        rows.append([spec.name, size, classes, where])
+            where = spec.find(args.data_dir) or "not found (downloaded on first use)"
+        else:
+            classes, where = "from folder names", "--data-dir DIR with DIR/train/<class>/ and DIR/test/<class>/"
+        rows.append([spec.name, spec.shape, classes, where])
     print(_format_table(["dataset", "images", "classes", "data"], rows))
 
 
@@ -389,8 +416,40 @@ def _models(args: argparse.Namespace) -> None:
     print(_format_table(["model", "params (10 classes, RGB)", "blocks"], rows))
 
 
-COMMANDS = {"train": _train, "eval": _eval, "predict": _predict, "datasets": _datasets, "models": _models,
-            "serve": _serve, "plot": _plot, "export": _export, "experiment": _experiment, "explain": _explain}
+@dataclass(frozen=True)
+class Command:
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+    show_defaults: bool = True  # ArgumentDefaultsHelpFormatter
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model; writes best.pt, last.pt, metrics.csv, summary.json", _train_arguments, _train),
+    "eval": Command("test accuracy, per-class accuracy and confusion matrix of a checkpoint", _eval_arguments, _eval),
+    "predict": Command("predict test images (or your image files) and draw them", _predict_arguments, _predict),
+    "plot": Command("draw a run's pictures again from its files: curves.png, confusion_matrix.png, predictions.png",
+                    _plot_arguments, _plot),  # fmt: skip
+    "export": Command("write a checkpoint as ONNX or TorchScript for other programs, checked against PyTorch",
+                      _export_arguments, _export),  # fmt: skip
+    "serve": Command("a local web page and an HTTP API for a trained model", _serve_arguments, _serve),
+    "experiment": Command("run one of the paper's experiments with resnetlab's own training", _experiment_arguments,
+                          _experiment, show_defaults=False),  # fmt: skip
+    "explain": Command("Grad-CAM: which part of the image decided the class", _explain_arguments, _explain, False),
+    "datasets": Command("list datasets and where their data was found", _datasets_arguments, _datasets, False),
+    "models": Command("list models with their parameter counts", _no_arguments, _models, False),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="resnetlab", description="Train, evaluate and run ResNet image classifiers.",
+                     epilog=EPILOG)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, command in COMMANDS.items():
+        formatter = argparse.ArgumentDefaultsHelpFormatter if command.show_defaults else argparse.HelpFormatter
+        command.arguments(sub.add_parser(name, help=command.help, formatter_class=formatter))
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,8 +460,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        COMMANDS[args.command](args)
+        COMMANDS[args.command].run(args)
         return 0
+    except ConfigError as e:  # a config field out of range: name its flag
+        print(f"resnetlab: error: --{e.field.replace('_', '-')} {e.problem}.", file=sys.stderr)
+        return e.exit_code
     except UserError as e:
         print(f"resnetlab: error: {e}", file=sys.stderr)
         return e.exit_code

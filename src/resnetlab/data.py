@@ -1,8 +1,7 @@
-"""Datasets: torchvision's loaders, system copies found offline, image folders, and in-memory batching.
+"""Datasets by name: each spec knows its files and loads its splits into memory (batches.ImageData).
 
-Every dataset is loaded once into memory as a uint8 tensor of shape [N, C, H, W]; batches are converted to
-float, augmented and normalized a whole batch at a time. For datasets of this size that is much faster on a
-CPU than per-image PIL transforms in a DataLoader, and it keeps the training loop free of worker processes.
+The six named datasets load through torchvision's own classes, from --data-dir or from a copy installed
+system-wide (found offline); `folder` is a user's own images (folder.py).
 """
 
 from __future__ import annotations
@@ -13,26 +12,17 @@ import os
 import pickle
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
+from .batches import ImageData
 from .errors import UserError
+from .folder import FOLDER_LAYOUT, find_folder, load_folder_split
+from .preprocess import resize
 
-__all__ = [
-    "DATASETS",
-    "DatasetSpec",
-    "ImageData",
-    "TensorBatches",
-    "dataset_names",
-    "find_data",
-    "get_spec",
-    "load_split",
-    "normalize",
-]
+__all__ = ["DATASETS", "DatasetSpec", "dataset_names", "find_data", "get_spec", "load_split", "load_train_test"]
 
 # Folders searched for copies of the data installed system-wide (Debian's dataset-fashion-mnist puts its
 # files in /usr/share/datasets/fashion-mnist). RESNETLAB_SYSTEM_DATA adds folders, os.pathsep-separated.
@@ -67,6 +57,51 @@ class DatasetSpec:
     @property
     def system_names(self) -> tuple[str, ...]:
         return (self.name, self.torchvision_class, self.torchvision_class.lower())
+
+    @property
+    def shape(self) -> str:
+        return f"{self.channels}x{self.image_size}x{self.image_size}"
+
+    def find(self, data_dir: str | Path) -> str | None:
+        """Where the data is, without downloading: data_dir, a system copy, or None."""
+        root = Path(data_dir)
+        if _have_files(root, self):
+            return str(root)
+        system = _find_system_copy(self)
+        return str(system) if system else None
+
+    def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None) -> ImageData:
+        """The train or test split in memory, downloaded first if it is nowhere to be found."""
+        root = _prepare_root(self, Path(data_dir))
+        try:
+            # torchvision prints its download attempts on stdout; they belong with progress, on stderr.
+            with contextlib.redirect_stdout(sys.stderr):
+                dataset = _torchvision_split(self, root, train)
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+            if _have_files(root, self):
+                raise UserError(f"the {self.name} files under {root} could not be read ({e}); delete them to "
+                                "download a fresh copy.") from None  # fmt: skip
+            raise UserError(_missing_data_message(self, root, e)) from None
+        images = _as_uint8_nchw(dataset.data, self.channels)
+        labels = torch.as_tensor(dataset.labels if hasattr(dataset, "labels") else dataset.targets, dtype=torch.int64)
+        if image_size:
+            images = resize(images, image_size)
+        return ImageData(images, labels, list(self.classes), self.mean, self.std, source=str(root))
+
+
+@dataclass(frozen=True)
+class FolderSpec(DatasetSpec):
+    """A user's own images: DIR/train/<class>/<image> and DIR/test/<class>/<image> (or DIR/val/...)."""
+
+    @property
+    def shape(self) -> str:
+        return "any"
+
+    def find(self, data_dir: str | Path) -> str | None:
+        return find_folder(Path(data_dir))
+
+    def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None) -> ImageData:
+        return load_folder_split(Path(data_dir), train, image_size or self.image_size)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -109,9 +144,7 @@ DATASETS: dict[str, DatasetSpec] = {
                                                "unlabeled_X.bin"]),
             "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
         ),
-        DatasetSpec(
-            "folder", "", 0, 32, (), (), (), "resnet20", True, 4, ("train/<class>/<image>", "test/<class>/<image>"),
-        ),
+        FolderSpec("folder", "", 0, 32, (), (), (), "resnet20", True, 4, FOLDER_LAYOUT),
     ]
 }  # fmt: skip
 
@@ -125,29 +158,6 @@ def get_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
-
-
-@dataclass
-class ImageData:
-    """One split of a dataset, in memory: uint8 images [N, C, H, W] and int64 labels [N]."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]
-    mean: tuple[float, ...] = field(default=())
-    std: tuple[float, ...] = field(default=())
-    source: str = ""
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def image_size(self) -> int:
-        return self.images.shape[-1]
 
 
 def _system_dirs() -> list[Path]:
@@ -177,14 +187,7 @@ def _find_system_copy(spec: DatasetSpec) -> Path | None:
 
 def find_data(name: str, data_dir: str | Path) -> str | None:
     """Where the data of a named dataset is, without downloading: data_dir, a system copy, or None."""
-    spec = get_spec(name)
-    root = Path(data_dir)
-    if spec.name == "folder":
-        return str(root) if (root / "train").is_dir() else None
-    if _have_files(root, spec):
-        return str(root)
-    system = _find_system_copy(spec)
-    return str(system) if system else None
+    return get_spec(name).find(data_dir)
 
 
 def _install_idx_copy(source: Path, root: Path, spec: DatasetSpec) -> None:
@@ -258,145 +261,24 @@ def _as_uint8_nchw(data, channels: int) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()  # CIFAR: [N, H, W, C]
 
 
-def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a uint8 batch [N, C, H, W] to size x size with antialiasing."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    from torchvision.transforms.v2 import functional as TF
-
-    return TF.resize(images, [size, size], antialias=True)
-
-
 def load_split(name: str, data_dir: str | Path, train: bool, image_size: int | None = None) -> ImageData:
     """Load the train or test split of a dataset into memory (downloading it first if it is not there)."""
-    spec = get_spec(name)
-    if spec.name == "folder":
-        from .folder import load_folder_split
-
-        return load_folder_split(Path(data_dir), train, image_size or spec.image_size)
-    root = _prepare_root(spec, Path(data_dir))
-    try:
-        # torchvision prints its download attempts on stdout; they belong with progress, on stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            dataset = _torchvision_split(spec, root, train)
-    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
-        if _have_files(root, spec):
-            raise UserError(
-                f"the {spec.name} files under {root} could not be read ({e}); delete them to download a fresh copy."
-            ) from None
-        raise UserError(_missing_data_message(spec, root, e)) from None
-    images = _as_uint8_nchw(dataset.data, spec.channels)
-    labels = torch.as_tensor(dataset.labels if hasattr(dataset, "labels") else dataset.targets, dtype=torch.int64)
-    if image_size:
-        images = resize_images(images, image_size)
-    return ImageData(images, labels, list(spec.classes), spec.mean, spec.std, source=str(root))
+    return get_spec(name).load_split(data_dir, train, image_size)
 
 
-def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> float, scaled to [0, 1], then standardized per channel."""
-    return (images.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-
-
-def random_translate(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero-padding, per image, done for the whole batch with one gather."""
-    n, c, h, w = images.shape
-    padded = F.pad(images, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # [n, 1, h, 1]
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # [n, 1, 1, w]
-    batch = torch.arange(n)[:, None, None, None]
-    chans = torch.arange(c)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
-
-
-def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(images.shape[0], generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
-
-
-def _generator(*keys: int) -> torch.Generator:
-    """A generator seeded from several integers (seed, epoch, step), so any batch can be recreated alone."""
-    seed = 0
-    for key in keys:
-        seed = (seed * 1_000_003 + key) % (2**63)
-    return torch.Generator().manual_seed(seed)
-
-
-class TensorBatches:
-    """Batches of (normalized float images, labels) from an ImageData held in memory.
-
-    With shuffle=True the order of each epoch is a function of (seed, epoch) only, and the augmentation of
-    each batch a function of (seed, epoch, step): an interrupted epoch resumes exactly where it stopped, and
-    every process of a distributed run draws the same order. With rank/world_size, each process gets its own
-    shard of that order. augment=True randomly translates images (and mirrors them where the dataset allows),
-    on the uint8 batch, before normalization.
-    """
-
-    def __init__(
-        self,
-        data: ImageData,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        augment: bool = False,
-        crop_padding: int = 0,
-        hflip: bool = False,
-        drop_last: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        device: torch.device | str = "cpu",
-        memory_format: torch.memory_format = torch.contiguous_format,
-    ) -> None:
-        self.data = data
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.augment = augment
-        self.crop_padding = crop_padding
-        self.hflip = hflip
-        self.drop_last = drop_last
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.start_step = 0
-        self.device = torch.device(device)
-        self.memory_format = memory_format
-        self.mean = torch.tensor(data.mean, device=self.device)
-        self.std = torch.tensor(data.std, device=self.device)
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        """Draw the order of this epoch, and begin at start_step (to resume an interrupted epoch)."""
-        self.epoch = epoch
-        self.start_step = start_step
-
-    def _shard_size(self) -> int:
-        n = len(self.data)
-        return n // self.world_size if self.world_size > 1 else n
-
-    def __len__(self) -> int:
-        n = self._shard_size()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def _order(self) -> torch.Tensor:
-        n = len(self.data)
-        order = torch.randperm(n, generator=_generator(self.seed, self.epoch)) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:
-            order = order[self.rank :: self.world_size][: self._shard_size()]
-        return order
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self._order()
-        for step in range(self.start_step, len(self)):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            images = self.data.images[index]
-            if self.augment:
-                generator = _generator(self.seed, self.epoch, step, self.rank)
-                if self.crop_padding:
-                    images = random_translate(images, self.crop_padding, generator)
-                if self.hflip:
-                    images = random_hflip(images, generator)
-            images = images.to(self.device, non_blocking=True)
-            x = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
-            yield x, self.data.labels[index].to(self.device, non_blocking=True)
+def load_train_test(
+    name: str,
+    data_dir: str | Path,
+    image_size: int | None = None,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    seed: int = 0,
+) -> tuple[ImageData, ImageData]:
+    """Both splits, each optionally a random sample drawn with the seed; the test split carries the training
+    split's mean and std, which normalize both."""
+    train_data = load_split(name, data_dir, train=True, image_size=image_size)
+    test_data = load_split(name, data_dir, train=False, image_size=image_size)
+    if test_data.classes != train_data.classes:
+        raise UserError("the train and test splits have different classes; make them match.")
+    train_data, test_data = train_data.sample(subset, seed), test_data.sample(test_subset, seed)
+    return train_data, replace(test_data, mean=train_data.mean, std=train_data.std)

@@ -45,6 +45,29 @@ class Distributed:
             for buffer in module.buffers():
                 dist.broadcast(buffer, src=0)
 
+    def reduce_train_stats(self, stats: dict) -> dict:
+        """train_one_epoch's loss, accuracy and throughput over all processes (stats itself with one process)."""
+        if not self.enabled:
+            return stats
+        totals = stats["totals"]
+        sums = self.all_reduce_sum(torch.tensor([totals["loss_sum"], totals["correct"], totals["seen"]],
+                                                dtype=torch.float64))  # fmt: skip
+        return {**stats, "train_loss": (sums[0] / sums[2]).item(), "train_accuracy": (sums[1] / sums[2]).item(),
+                "train_images_per_second": stats["train_images_per_second"] * self.world_size}  # fmt: skip
+
+    def shard(self, data):
+        """This process's share of an ImageData (every world_size-th image), for evaluation."""
+        if not self.enabled:
+            return data
+        return data.select(torch.arange(self.rank, len(data), self.world_size))
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The model behind DistributedDataParallel when there are several processes."""
+        if not self.enabled:
+            return model
+        device_ids = [self.local_rank] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

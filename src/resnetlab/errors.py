@@ -16,3 +16,12 @@ class Interrupted(Exception):
     def __init__(self, message: str, signal_number: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signal_number
+
+
+class ConfigError(UserError):
+    """A configuration field out of range. The message names the field; the command line names its flag."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}.")
+        self.field = field
+        self.problem = problem

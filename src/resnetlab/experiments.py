@@ -14,67 +14,26 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
+from torch import nn
 
-from .checkpoint import build_model, load_checkpoint
-from .config import TrainConfig
-from .data import ImageData, TensorBatches
-from .engine import evaluate, load_train_test, train
+from .batches import ImageData, TensorBatches
+from .config import FULL_DEGRADATION, DegradationConfig, TrainConfig, degradation_config
+from .data import load_train_test
+from .engine import evaluate, train
 from .errors import UserError
 from .models import list_models
+from .plots import degradation_curves
+from .preprocess import PixelClassifier
 from .runtime import select_runtime
 
+__all__ = ["FULL_DEGRADATION", "DegradationConfig", "degradation_config", "parse_depths", "run_degradation"]
+
 CSV_COLUMNS = ["net", "kind", "depth", "epoch", "train_error", "train_error_augmented", "test_error", "lr", "seconds"]
-
-
-@dataclass(frozen=True)
-class DegradationConfig:
-    """Everything `run_degradation` needs. The defaults are the quick budget: Fashion-MNIST on a CPU."""
-
-    dataset: str = "fashion-mnist"
-    data_dir: str = "./data"
-    depths: tuple[int, ...] = (20, 56)
-    epochs: int = 6
-    subset: int | None = 5000  # training images, drawn at random with the seed; None: the whole training split
-    test_subset: int | None = 2000  # test images, drawn at random with the seed; None: the whole test split
-    train_eval_size: int = 2000  # training images re-evaluated without augmentation after each epoch
-    recipe: str = "fast"
-    # The fast recipe trains without augmentation (in 4 epochs of the whole set it cost accuracy); these short
-    # runs over a subset use it, as the paper does, so that training error measures optimization, not memory.
-    augment: bool = True
-    # Batch 32 gives 4x more steps than the recipe's 128 for about the same compute; in a budget this short the
-    # residual nets need them (at batch 128, 6 epochs of 5000 images, resnet56 still trailed resnet20).
-    batch_size: int | None = 32  # None: the recipe's
-    lr: float | None = None  # None: the recipe's
-    seed: int = 0
-    out: str = "runs/degradation"
-    device: str = "auto"
-    precision: str = "auto"
-    overwrite: bool = False
-    quiet: bool = False
-
-    @property
-    def depths_text(self) -> str:
-        return ",".join(map(str, self.depths))
-
-
-# The paper's CIFAR-10 setting (section 4.2): the whole training set, 64k iterations at batch 128 (164 epochs),
-# lr 0.1 divided by 10 at 32k and 48k iterations; plain and residual nets of 20, 32, 44 and 56 layers.
-FULL = DegradationConfig(
-    dataset="cifar10", depths=(20, 32, 44, 56), epochs=164, subset=None, test_subset=None, train_eval_size=10000,
-    recipe="paper", batch_size=None, out="runs/degradation-full",
-)  # fmt: skip
-
-
-def degradation_config(full: bool = False, **overrides: Any) -> DegradationConfig:
-    """The quick budget (or with full=True the paper's), with the given fields replaced."""
-    return replace(FULL if full else DegradationConfig(), **overrides)
 
 
 def parse_depths(text: str) -> tuple[int, ...]:
@@ -95,15 +54,6 @@ def parse_depths(text: str) -> tuple[int, ...]:
     return depths
 
 
-def _train_config(config: DegradationConfig, net: str) -> TrainConfig:
-    return TrainConfig(
-        dataset=config.dataset, data_dir=config.data_dir, model=net, epochs=config.epochs,
-        batch_size=config.batch_size, lr=config.lr, out=str(Path(config.out) / net), seed=config.seed,
-        device=config.device, precision=config.precision, recipe=config.recipe, subset=config.subset,
-        test_subset=config.test_subset, overwrite=config.overwrite, quiet=True, augment=config.augment,
-    )  # fmt: skip
-
-
 def _comparable(train_config: TrainConfig) -> dict[str, Any]:
     settings = asdict(train_config)
     for key in ("overwrite", "quiet", "out"):
@@ -113,15 +63,14 @@ def _comparable(train_config: TrainConfig) -> dict[str, Any]:
 
 def training_sample(config: DegradationConfig) -> ImageData:
     """The training images the training error is measured on: a fixed random sample of those trained on."""
-    train_data, _ = load_train_test(_train_config(config, f"plain{config.depths[0]}"))
-    generator = torch.Generator().manual_seed(config.seed + 1)
-    keep = torch.randperm(len(train_data), generator=generator)[: config.train_eval_size]
-    return replace(train_data, images=train_data.images[keep], labels=train_data.labels[keep])
+    train_data, _ = load_train_test(config.dataset, config.data_dir, None, config.subset, config.test_subset,
+                                    config.seed)  # fmt: skip
+    return train_data.sample(config.train_eval_size, config.seed + 1)
 
 
 def _train_one(config: DegradationConfig, net: str, sample: ImageData, label: str) -> list[dict[str, Any]]:
     """Train one net (or reuse a finished run with the same settings); one row per epoch."""
-    train_config = _train_config(config, net)
+    train_config = config.train_config(net)
     out = Path(train_config.out)
     record = out / "degradation.json"
     if record.is_file() and not config.overwrite:
@@ -130,21 +79,21 @@ def _train_one(config: DegradationConfig, net: str, sample: ImageData, label: st
             _log(f"{label} {net}: reusing the finished run in {out}", config.quiet)
             return saved["rows"]
     runtime = select_runtime(config.device, config.precision)
-    batches = TensorBatches(sample, 500, device=runtime.device, memory_format=runtime.memory_format)
+    batches = TensorBatches(sample, 500, device=runtime.device)
     kind = "plain" if net.startswith("plain") else "residual"
     depth = int(net.removeprefix("plain").removeprefix("resnet"))
     rows: list[dict[str, Any]] = []
 
-    def after_epoch(metrics: dict[str, Any]) -> None:
-        # `train` has just written this epoch's weights to last.pt.
-        model = build_model(load_checkpoint(out / "last.pt")).to(runtime.device, memory_format=runtime.memory_format)
-        stats = evaluate(model, batches, runtime, len(sample.classes))
+    def after_epoch(metrics: dict[str, Any], network: nn.Module) -> None:
+        classifier = PixelClassifier(network, sample.mean, sample.std, memory_format=runtime.memory_format)
+        stats = evaluate(classifier, batches, runtime, len(sample.classes))
+        network.train()  # evaluate put it in eval mode; the next epoch trains it
         row = {
             "net": net,
             "kind": kind,
             "depth": depth,
             "epoch": metrics["epoch"],
-            "train_error": round(1 - stats["test_accuracy"], 6),
+            "train_error": round(1 - stats["accuracy"], 6),
             "train_error_augmented": round(1 - metrics["train_accuracy"], 6),
             "test_error": round(1 - metrics["test_accuracy"], 6),
             "lr": metrics["lr"],
@@ -172,10 +121,7 @@ def _log(message: str, quiet: bool) -> None:
 def run_degradation(config: DegradationConfig) -> dict[str, Any]:
     """Train plainD and resnetD for each depth; write degradation.csv, degradation.md and degradation.png
     into config.out. Returns {"rows", "table", "files", "seconds"}."""
-    if config.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, not {config.epochs}.")
-    if config.train_eval_size < 1:
-        raise UserError(f"--train-eval-size must be at least 1, not {config.train_eval_size}.")
+    config.validate()
     parse_depths(",".join(map(str, config.depths)))
     started = time.perf_counter()
     out = Path(config.out)
@@ -191,7 +137,7 @@ def run_degradation(config: DegradationConfig) -> dict[str, Any]:
     files = {
         "csv": write_csv(rows, out / "degradation.csv"),
         "table": out / "degradation.md",
-        "plot": plot_degradation(rows, out / "degradation.png", settings),
+        "plot": degradation_curves(rows, out / "degradation.png", settings),
     }
     seconds = time.perf_counter() - started
     minutes = sum(row["seconds"] for row in rows) / 60
@@ -265,50 +211,3 @@ def describe_settings(config: DegradationConfig, sample_size: int) -> str:
         f"test error on {config.test_subset or 'all'} test images, "
         f"training error on {sample_size} training images without augmentation"
     )
-
-
-def plot_degradation(rows: list[dict[str, Any]], path: str | Path, subtitle: str = "") -> Path:
-    """Training error (left) and test error (right) per epoch: plain nets dashed, residual nets solid, one
-    colour per depth, as in Figures 1 and 6 of He et al. 2015."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    depths = sorted({row["depth"] for row in rows})
-    colours = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(depths)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        curves.setdefault(row["net"], []).append(row)
-    top = 0.0
-    for curve in curves.values():
-        curve = sorted(curve, key=lambda r: r["epoch"])
-        first = curve[0]
-        plain = first["kind"] == "plain"
-        label = f"{'plain' if plain else 'ResNet'}-{first['depth']}"
-        style = {"color": colours[first["depth"]], "linestyle": "--" if plain else "-", "linewidth": 1.8,
-                 "marker": "o", "markersize": 3, "label": label}  # fmt: skip
-        epochs = [r["epoch"] for r in curve]
-        for ax, key in zip(axes, ("train_error", "test_error")):
-            values = [100 * r[key] for r in curve]
-            ax.plot(epochs, values, **style)
-            # Skip the first epoch when scaling the y axis: its error is far above the rest.
-            top = max(top, max(values[1:] or values))
-    for ax, title in zip(axes, ("training error", "test error")):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("error (%)")
-        ax.set_ylim(0, math.ceil(top * 1.1))
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[1].legend(title="dashed: plain, solid: residual", fontsize=9, title_fontsize=9)
-    fig.suptitle("Plain nets (dashed) and residual nets (solid) of growing depth, trained alike", fontsize=12)
-    if subtitle:
-        fig.text(0.5, 0.005, subtitle, ha="center", va="bottom", fontsize=8, color="#555555")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -11,7 +11,6 @@ dozen lines of PyTorch.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import normalize
 from .errors import UserError
+from .imagefiles import expand_image_paths
+from .inference import TorchPredictor
+from .plots import gradcam_grid as draw_gradcam_grid
+from .preprocess import PixelClassifier
 
 
 def grad_cam(
@@ -66,22 +68,14 @@ def _is_index(item: str) -> bool:
     return item.isdigit() and not Path(item).exists()
 
 
-def explain_checkpoint(
-    checkpoint: str | Path,
-    items: list[str],
-    data_dir: str | None = None,
-    stage: int | None = None,
-    device: str = "auto",
-) -> Explanation:
-    """Grad-CAM of a checkpoint's model for test images (given by index) and image files or folders."""
-    from .inference import Predictor, expand_image_paths
+def cam_of(classifier: PixelClassifier, images: torch.Tensor, stage: nn.Module,
+           target: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Grad-CAM maps [N, H, W] of uint8 images through a PixelClassifier's network (normalized as everywhere)."""
+    return grad_cam(classifier.network, classifier.prepare(images), stage, target)[0]
 
-    # fp32: gradients of a bf16 forward pass make noisier maps, and one batch is fast either way.
-    predictor = Predictor.from_checkpoint(checkpoint, device, "fp32")
-    stages = predictor.model.stages()
-    stage = stage or len(stages)
-    if not 1 <= stage <= len(stages):
-        raise UserError(f"--stage must be between 1 and {len(stages)} for this model, not {stage}.")
+
+def _gather(predictor: TorchPredictor, items: list[str], data_dir: str | None) -> tuple[torch.Tensor, list, list]:
+    """The images to explain (test images by index, image files or folders), their names and true classes."""
     indices = [int(item) for item in items if _is_index(item)]
     test = predictor.load_test_data(data_dir) if indices else None
     images, names, actual = [], [], []
@@ -93,29 +87,41 @@ def explain_checkpoint(
                                 f"{len(test) - 1}).")  # fmt: skip
             images.append(test.images[i])
             names.append(f"test image {i}")
-            actual.append(predictor.classes[int(test.labels[i])])
+            actual.append(predictor.card.classes[int(test.labels[i])])
         else:
             paths = expand_image_paths([item])
-            images += list(predictor.prepare_images(paths))
+            images += list(predictor.decode_files(paths))
             names += [p.name for p in paths]
             actual += [None] * len(paths)
-    batch = torch.stack(images)
-    mean = torch.tensor(predictor.checkpoint["mean"])
-    std = torch.tensor(predictor.checkpoint["std"])
-    x = normalize(batch, mean, std).to(predictor.runtime.device)
-    predictor.model.eval()
-    maps = []
-    logits = []
-    for chunk in x.split(64):
-        m, l = grad_cam(predictor.model, chunk, stages[stage - 1])
-        maps.append(m.cpu())
-        logits.append(l.cpu())
-    probabilities = torch.cat(logits).softmax(1)
+    return torch.stack(images), names, actual
+
+
+def explain_checkpoint(
+    checkpoint: str | Path,
+    items: list[str],
+    data_dir: str | None = None,
+    stage: int | None = None,
+    device: str = "auto",
+) -> Explanation:
+    """Grad-CAM of a checkpoint's model for test images (given by index) and image files or folders. The
+    probabilities are the ones `predict` gives (with the checkpoint's test-time flip, if any); each map is of
+    the image as given."""
+    # fp32: gradients of a bf16 forward pass make noisier maps, and one batch is fast either way.
+    predictor = TorchPredictor.from_checkpoint(checkpoint, device, "fp32")
+    stages = predictor.network.stages()
+    stage = stage or len(stages)
+    if not 1 <= stage <= len(stages):
+        raise UserError(f"--stage must be between 1 and {len(stages)} for this model, not {stage}.")
+    batch, names, actual = _gather(predictor, items, data_dir)
+    probabilities = predictor.probabilities(batch)
     confidence, predicted = probabilities.max(1)
+    device_batch = batch.to(predictor.runtime.device)
+    maps = [cam_of(predictor.classifier, chunk, stages[stage - 1], target.to(chunk.device)).cpu()
+            for chunk, target in zip(device_batch.split(64), predicted.split(64))]  # fmt: skip
     return Explanation(
         images=batch,
         maps=torch.cat(maps),
-        predicted=[predictor.classes[i] for i in predicted.tolist()],
+        predicted=[predictor.card.classes[i] for i in predicted.tolist()],
         confidence=confidence.tolist(),
         names=names,
         actual=actual,
@@ -131,36 +137,9 @@ def describe(explanation: Explanation) -> list[str]:
 
 
 def gradcam_grid(explanation: Explanation, path: str | Path, title: str = "") -> Path:
-    """Each image above its Grad-CAM overlay, titled with the prediction; up to 8 images per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(explanation.images)
-    cols = min(n, 8)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 1.7, rows * 3.7), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i in range(n):
-        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
-        image = explanation.images[i].permute(1, 2, 0).numpy()
-        gray = image.shape[2] == 1
-        shown = image[:, :, 0] if gray else image
-        top.imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
-        bottom.imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
-        bottom.imshow(explanation.maps[i].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        actual = explanation.actual[i]
-        wrong = actual is not None and actual != explanation.predicted[i]
-        label = f"{explanation.predicted[i]} {explanation.confidence[i]:.0%}"
-        if actual is not None:
-            label += f"\ntrue: {actual}"
-        top.set_title(label, fontsize=8, color="#c00000" if wrong else "black")
-    fig.suptitle(title or "Grad-CAM of the last stage for the predicted class (red: high)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    """Each image above its Grad-CAM overlay, titled with the prediction (and the true class where known)."""
+    labels, wrong = [], []
+    for predicted, confidence, actual in zip(explanation.predicted, explanation.confidence, explanation.actual):
+        labels.append(f"{predicted} {confidence:.0%}" + (f"\ntrue: {actual}" if actual is not None else ""))
+        wrong.append(actual is not None and actual != predicted)
+    return draw_gradcam_grid(explanation.images, explanation.maps, labels, wrong, path, title)

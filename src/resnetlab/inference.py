@@ -1,131 +1,226 @@
-"""Running a trained checkpoint: on a dataset's test split, or on image files."""
+"""Running a trained model: a checkpoint with PyTorch, or an exported .onnx file with onnxruntime.
+
+Both take uint8 pixels [N, C, H, W] prepared by imagefiles.decode (or a dataset's loader) and run them in
+chunks of `chunk_size` images, so memory stays flat however many images there are.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import nn
 
-from .checkpoint import build_model, load_checkpoint
-from .models import fold_batchnorm
-from .data import ImageData, TensorBatches, load_split, normalize
-from .engine import evaluate, predict_logits
+from .batches import ImageData
+from .card import ModelCard
+from .checkpoint import Checkpoint, load_checkpoint, resolve_path
+from .data import find_data, load_split
 from .errors import UserError
-from .folder import image_to_tensor, open_image
+from .imagefiles import decode
+from .metrics import score
+from .models import fold_batchnorm
+from .preprocess import PixelClassifier
 from .runtime import Runtime, select_runtime
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+CHUNK_SIZE = 256  # images per forward pass, and image files decoded at a time
+# ONNX models written by resnetlab export: their two outputs and one input.
+ONNX_INPUT = "images"
+ONNX_OUTPUTS = ("logits", "probabilities")
+EXPORT_FORMAT = "resnetlab-export"
+# Metadata fields stored JSON-encoded in ONNX metadata_props; the other fields are plain strings.
+ONNX_JSON_FIELDS = frozenset({"model", "classes", "num_classes", "in_channels", "image_size", "mean", "std",
+                              "test_time_flip", "version", "epoch", "best_test_accuracy"})  # fmt: skip
 
 
-@dataclass
-class Predictor:
-    """A checkpoint loaded for inference: the model (its BN layers folded into the convolutions, which gives the
-    same outputs faster), and everything needed to prepare its input."""
+class Predictor(Protocol):
+    """A trained classifier, whatever runs it: its card and its logits for uint8 pixels."""
 
-    checkpoint: dict[str, Any]
-    model: nn.Module
-    runtime: Runtime
+    card: ModelCard
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "Predictor":
-        checkpoint = load_checkpoint(path)
-        runtime = select_runtime(device, precision)
-        try:
-            model = fold_batchnorm(build_model(checkpoint))
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise UserError(f"{path} is damaged: its weights do not fit its model description ({e}).") from None
-        model = model.to(runtime.device, memory_format=runtime.memory_format)
-        return cls(checkpoint, model, runtime)
+    def logits(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def describe(self) -> str: ...
+
+
+class PredictorBase:
+    """What every Predictor can do, built on its `logits`."""
+
+    card: ModelCard
+    chunk_size: int = CHUNK_SIZE
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     @property
     def classes(self) -> list[str]:
-        return self.checkpoint["classes"]
+        return list(self.card.classes)
 
     @property
-    def flip(self) -> bool:
-        return bool(self.checkpoint.get("test_time_flip", False))
+    def epoch(self) -> int | None:
+        """The training epoch the weights are from, where recorded."""
+        return None
 
-    def load_test_data(self, data_dir: str | None = None, limit: int | None = None) -> ImageData:
-        """The checkpoint's test split, prepared as in training."""
-        return self.load_data(data_dir, limit, train=False)
+    @property
+    def best_test_accuracy(self) -> float | None:
+        return None
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities [N, classes] of uint8 images [N, C, H, W]."""
+        return self.logits(images).softmax(1)
+
+    def top_classes(self, probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+        values, indices = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+        return [[(self.card.classes[i], float(p)) for p, i in zip(row_values.tolist(), row_indices.tolist())]
+                for row_values, row_indices in zip(values, indices)]  # fmt: skip
+
+    def evaluate(self, data: ImageData) -> dict[str, Any]:
+        """metrics.score on a split: loss, accuracy, per-class accuracy, confusion matrix, throughput."""
+        start = time.perf_counter()
+        logits = self.logits(data.images)
+        return score(logits, data.labels, self.card.num_classes, time.perf_counter() - start)
 
     def load_data(self, data_dir: str | None = None, limit: int | None = None, train: bool = False) -> ImageData:
-        """The checkpoint's training or test split, prepared as in training."""
-        ckpt = self.checkpoint
-        data_dir = data_dir or ckpt.get("data_dir") or "./data"
-        data = load_split(ckpt["dataset"], data_dir, train=train, image_size=ckpt["image_size"])
-        if data.channels != ckpt["in_channels"] or len(data.classes) != len(self.classes):
+        """The card's training or test split (its first `limit` images), prepared as in training."""
+        folder = self.card.data_folder(data_dir)
+        data = load_split(self.card.dataset, folder, train=train, image_size=self.card.image_size)
+        if data.channels != self.card.in_channels or len(data.classes) != self.card.num_classes:
             raise UserError(
-                f"the data in {data_dir} ({data.channels} channels, {len(data.classes)} classes) does not fit this "
-                f"checkpoint ({ckpt['in_channels']} channels, {len(self.classes)} classes); give the --data-dir it "
+                f"the data in {folder} ({data.channels} channels, {len(data.classes)} classes) does not fit this "
+                f"checkpoint ({self.card.in_channels} channels, {self.card.num_classes} classes); give the --data-dir it "
                 "was trained on."
             )
-        if limit is not None:
-            data = replace(data, images=data.images[:limit], labels=data.labels[:limit])
-        return replace(data, mean=tuple(ckpt["mean"]), std=tuple(ckpt["std"]))
+        return data.select(slice(0, limit)) if limit is not None else data
 
-    def batches(self, data: ImageData, batch_size: int = 500) -> TensorBatches:
-        return TensorBatches(data, batch_size, device=self.runtime.device, memory_format=self.runtime.memory_format)
+    def load_test_data(self, data_dir: str | None = None, limit: int | None = None) -> ImageData:
+        return self.load_data(data_dir, limit, train=False)
+
+    def has_data(self, data_dir: str | None = None) -> bool:
+        """Whether the card's dataset can be found without downloading it."""
+        return find_data(self.card.dataset, self.card.data_folder(data_dir)) is not None
+
+    def decode_files(self, paths: list[Path]) -> torch.Tensor:
+        """Image files as the model's uint8 input [N, C, H, W]."""
+        size, channels = self.card.image_size, self.card.in_channels
+        if not paths:
+            return torch.empty(0, channels, size, size, dtype=torch.uint8)
+        return torch.stack([decode(path, channels, size) for path in paths])
+
+    def predict_files(self, paths: list[Path]) -> Iterator[tuple[list[Path], torch.Tensor, torch.Tensor]]:
+        """(paths, uint8 images, probabilities) for chunk_size files at a time."""
+        for start in range(0, len(paths), self.chunk_size):
+            chunk = paths[start : start + self.chunk_size]
+            images = self.decode_files(chunk)
+            yield chunk, images, self.probabilities(images)
+
+
+class TorchPredictor(PredictorBase):
+    """A checkpoint run with PyTorch: its network with BN folded into the convolutions (same outputs, faster)."""
+
+    def __init__(self, checkpoint: Checkpoint, network: torch.nn.Module, runtime: Runtime) -> None:
+        self.checkpoint = checkpoint
+        self.card = checkpoint.card
+        self.runtime = runtime
+        self.network = network.to(runtime.device, memory_format=runtime.memory_format).eval()
+        self.classifier = PixelClassifier.from_card(self.network, self.card, memory_format=runtime.memory_format)
+        self.classifier = self.classifier.to(runtime.device).eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "TorchPredictor":
+        checkpoint = load_checkpoint(path)
+        runtime = select_runtime(device, precision)
+        return cls(checkpoint, fold_batchnorm(checkpoint.build_model(str(path))), runtime)
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = [torch.empty(0, self.card.num_classes)]
+        for chunk in images.split(self.chunk_size):
+            with self.runtime.autocast():
+                outputs.append(self.classifier(chunk.to(self.runtime.device)).float().cpu())
+        return torch.cat(outputs)
+
+    @property
+    def epoch(self) -> int | None:
+        return self.checkpoint.epoch
+
+    @property
+    def best_test_accuracy(self) -> float | None:
+        return self.checkpoint.best_test_accuracy
 
     def describe(self) -> str:
         return self.runtime.describe()
 
-    def evaluate(self, data: ImageData) -> dict[str, Any]:
-        return evaluate(self.model, self.batches(data), self.runtime, len(self.classes), flip=self.flip)
 
-    def probabilities(self, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, labels = predict_logits(self.model, self.batches(data), self.runtime, self.flip)
-        return logits.softmax(1), labels
+def require(purpose: str, *modules: str) -> None:
+    """A UserError naming the export extra when an optional package is missing."""
+    import importlib.util
 
-    def prepare_images(self, paths: list[Path]) -> torch.Tensor:
-        """Image files as a uint8 batch, converted to the model's channels and size."""
-        size, channels = self.checkpoint["image_size"], self.checkpoint["in_channels"]
-        return torch.stack([image_to_tensor(open_image(p), channels, size) for p in paths])
-
-    def probabilities_of_images(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.checkpoint["mean"], device=self.runtime.device)
-        std = torch.tensor(self.checkpoint["std"], device=self.runtime.device)
-        x = normalize(images.to(self.runtime.device), mean, std).contiguous(memory_format=self.runtime.memory_format)
-        self.model.eval()
-        with torch.no_grad(), self.runtime.autocast():
-            logits = self.model(x).float()
-            if self.flip:
-                logits = (logits + self.model(x.flip(3)).float()) / 2
-        return logits.softmax(1).cpu()
-
-    def top_classes(self, probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
-        values, indices = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
-        return [
-            [(self.classes[i], float(p)) for p, i in zip(row_values.tolist(), row_indices.tolist())]
-            for row_values, row_indices in zip(values, indices)
-        ]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"{purpose} needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}, "
+                        "which is not installed; install it with: pip install 'resnetlab[export]'.")  # fmt: skip
 
 
-def expand_image_paths(inputs: list[str]) -> list[Path]:
-    """Image files named directly, and the image files inside named folders (recursively, sorted)."""
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise UserError(f"the folder {path} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-            paths += found
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise UserError(f"{path} does not exist; give image files or folders of images.")
-    return paths
+def read_onnx_metadata(metadata: dict[str, str]) -> dict[str, Any]:
+    """An ONNX model's metadata_props (as onnxruntime's custom_metadata_map gives them) as resnetlab export
+    wrote them."""
+    try:
+        return {k: json.loads(v) if k in ONNX_JSON_FIELDS else v for k, v in metadata.items()}
+    except ValueError:
+        raise UserError("the ONNX model's metadata is damaged; export the model again.") from None
 
 
-def open_predictor(path: str | Path, device: str = "auto", precision: str = "auto"):
-    """A Predictor for a checkpoint or run folder, or an export.OnnxPredictor for an exported .onnx file; both
-    have classes, prepare_images, probabilities_of_images, top_classes, load_test_data and probabilities."""
+class OnnxPredictor(PredictorBase):
+    """An exported .onnx model run with onnxruntime; its card read from the model's metadata."""
+
+    def __init__(self, session: Any, card: ModelCard, metadata: dict[str, Any]) -> None:
+        self.session, self.card, self.metadata = session, card, metadata
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str = "auto") -> "OnnxPredictor":
+        require("running an ONNX model", "onnxruntime")
+        import onnxruntime
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"no ONNX model at {path}; export one first (resnetlab export CKPT --format onnx).")
+        providers = ["CPUExecutionProvider"]
+        if device in ("auto", "cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            session = onnxruntime.InferenceSession(str(path), providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types for a bad file
+            raise UserError(f"{path} is not a readable ONNX model ({type(e).__name__}); export it again.") from None
+        metadata = read_onnx_metadata(session.get_modelmeta().custom_metadata_map)
+        if metadata.get("format") != EXPORT_FORMAT or "classes" not in metadata:
+            raise UserError(f"{path} was not written by resnetlab export (its metadata has no class names); "
+                            "export the model with resnetlab export.")  # fmt: skip
+        return cls(session, ModelCard.from_dict(metadata, str(path)), metadata)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = [torch.empty(0, self.card.num_classes)]
+        for chunk in images.split(self.chunk_size):
+            (result,) = self.session.run([ONNX_OUTPUTS[0]], {ONNX_INPUT: chunk.contiguous().numpy()})
+            outputs.append(torch.from_numpy(result))
+        return torch.cat(outputs)
+
+    @property
+    def epoch(self) -> int | None:
+        return self.metadata.get("epoch")
+
+    @property
+    def best_test_accuracy(self) -> float | None:
+        return self.metadata.get("best_test_accuracy")
+
+    def describe(self) -> str:
+        providers = ", ".join(p.replace("ExecutionProvider", "") for p in self.session.get_providers())
+        return f"onnxruntime, {providers}, {self.metadata.get('precision', 'fp32')}"
+
+
+def open_predictor(path: str | Path, device: str = "auto", precision: str = "auto") -> PredictorBase:
+    """A TorchPredictor for a checkpoint or run folder, or an OnnxPredictor for an exported .onnx file."""
     if Path(path).suffix.lower() == ".onnx":
-        from .export import OnnxPredictor
-
         return OnnxPredictor.from_file(path, device)
-    return Predictor.from_checkpoint(path, device, precision)
+    return TorchPredictor.from_checkpoint(resolve_path(path), device, precision)

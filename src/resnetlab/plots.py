@@ -1,7 +1,9 @@
-"""Pictures, drawn with matplotlib's Agg backend so they are written without a display.
+"""Every picture resnetlab draws: training curves, confusion matrix, prediction grid, Grad-CAM grid and the
+degradation experiment's error curves.
 
-The curves and the confusion matrix are drawn on a bare matplotlib Figure, without pyplot, so that training
-or evaluating inside a notebook neither changes its backend nor opens windows.
+Each is drawn on a bare matplotlib Figure, without pyplot (except a window asked for with --show), so that
+training or evaluating inside a notebook neither changes its backend nor opens windows, and each is written
+atomically: a viewer never sees half a picture. Nothing here imports the rest of resnetlab.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ RIGHT_COLOR = "#1a7f37"  # green
 WRONG_COLOR = "#c00000"  # red
 
 
-def _pyplot(show: bool = False):
-    """pyplot on the Agg backend, unless a window is wanted (--show)."""
-    import matplotlib
+def _figure(size: tuple[float, float], show: bool = False, **kwargs):
+    """A bare Figure, or with show a pyplot figure that can open a window."""
+    if show:
+        import matplotlib.pyplot as plt
 
-    if not show:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        return plt.figure(figsize=size, **kwargs)
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure(figsize=size, **kwargs)
 
 
 def _save(fig, path: str | Path, dpi: int = 110) -> Path:
@@ -166,13 +168,8 @@ def prediction_grid(
     rows = math.ceil(n / cols)
     height = 2.2 + (0.15 if captions else 0)
     size = (max(cols * 1.9, 3.6), rows * height + 0.45)  # wide enough for the heading over one image
-    if show:  # a window needs pyplot; a file does not (and importing pyplot costs `predict` half a second)
-        plt = _pyplot(show)
-        fig = plt.figure(figsize=size, layout="constrained")
-    else:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=size, layout="constrained")
+    # a window needs pyplot; a file does not (and importing pyplot costs `predict` half a second)
+    fig = _figure(size, show, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -208,56 +205,74 @@ def prediction_grid(
         fig.suptitle("predicted class and its probability", fontsize=10)
     path = _save(fig, path)
     if show:
+        import matplotlib.pyplot as plt
+
         plt.show()
         plt.close(fig)
     return path
 
 
-def redraw_run(
-    run: str | Path, data_dir: str | None = None, device: str = "auto", precision: str = "auto", n: int = 20
-) -> list[str]:
-    """Draw every picture of a run folder again from its files: curves.png from metrics.csv, and, when the
-    test data can be found without downloading it, confusion_matrix.png and predictions.png (the first n test
-    images) from best.pt. Returns one line per picture: where it was written, or why it was skipped."""
-    from dataclasses import replace
+def gradcam_grid(images: torch.Tensor, maps: torch.Tensor, labels: list[str], wrong: list[bool], path: str | Path,
+                 title: str = "") -> Path:  # fmt: skip
+    """Each image (uint8 [N, C, H, W]) above its Grad-CAM overlay (maps [N, H, W] in [0, 1]), titled with its
+    label (red where the prediction is wrong); up to 8 images per row."""
+    from matplotlib.figure import Figure
 
-    from .data import find_data
-    from .errors import UserError
-    from .inference import Predictor
+    n = len(images)
+    cols = min(n, 8)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(cols * 1.7, rows * 3.7), layout="constrained")
+    axes = fig.subplots(2 * rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+        image = images[i].permute(1, 2, 0).numpy()
+        gray = image.shape[2] == 1
+        shown = image[:, :, 0] if gray else image
+        top.imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
+        bottom.imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=255)
+        bottom.imshow(maps[i].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        top.set_title(labels[i], fontsize=8, color=WRONG_COLOR if wrong[i] else "black")
+    fig.suptitle(title or "Grad-CAM of the last stage for the predicted class (red: high)", fontsize=10)
+    return _save(fig, path)
 
-    run = Path(run)
-    if not run.is_dir():
-        raise UserError(f"{run} is not a folder; give the run folder that resnetlab train wrote.")
-    metrics, best = run / "metrics.csv", run / "best.pt"
-    if not metrics.is_file() and not best.is_file():
-        raise UserError(f"{run} has neither metrics.csv nor best.pt; give the run folder that resnetlab train wrote.")
-    predictor = Predictor.from_checkpoint(best, device, precision) if best.is_file() else None
-    title = None
-    if predictor is not None:
-        title = f"{predictor.checkpoint['model']['name']} on {predictor.checkpoint['dataset']}"
-    lines = []
-    rows = read_metrics(metrics) if metrics.is_file() else []
-    if rows:
-        lines.append(str(training_curves(rows, run / "curves.png", title)))
-    else:
-        lines.append(f"skipped curves.png: {run} has no epochs in metrics.csv")
-    if predictor is None:
-        lines.append(f"skipped confusion_matrix.png and predictions.png: {run} has no best.pt")
-        return lines
-    ckpt = predictor.checkpoint
-    data_dir = data_dir or ckpt.get("data_dir") or "./data"
-    if find_data(ckpt["dataset"], data_dir) is None:
-        lines.append(f"skipped confusion_matrix.png and predictions.png: the {ckpt['dataset']} test data is not "
-                     f"in {data_dir}; give --data-dir")  # fmt: skip
-        return lines
-    data = predictor.load_test_data(data_dir)
-    stats = predictor.evaluate(data)
-    lines.append(str(confusion_matrix_plot(stats["confusion_matrix"], predictor.classes,
-                                           run / "confusion_matrix.png", title)))  # fmt: skip
-    first = replace(data, images=data.images[:n], labels=data.labels[:n])
-    probabilities, labels = predictor.probabilities(first)
-    confidence, indices = probabilities.max(1)
-    predicted = [predictor.classes[i] for i in indices.tolist()]
-    actual = [predictor.classes[i] for i in labels.tolist()]
-    lines.append(str(prediction_grid(first.images, predicted, confidence.tolist(), actual, run / "predictions.png")))
-    return lines
+
+def degradation_curves(rows: list[dict[str, Any]], path: str | Path, subtitle: str = "") -> Path:
+    """Training error (left) and test error (right) per epoch: plain nets dashed, residual nets solid, one
+    colour per depth, as in Figures 1 and 6 of He et al. 2015. rows: degradation.csv's."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    depths = sorted({row["depth"] for row in rows})
+    colours = {d: colormaps["tab10"](i % 10) for i, d in enumerate(depths)}
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        curves.setdefault(row["net"], []).append(row)
+    top = 0.0
+    for curve in curves.values():
+        curve = sorted(curve, key=lambda r: r["epoch"])
+        first = curve[0]
+        plain = first["kind"] == "plain"
+        style = {"color": colours[first["depth"]], "linestyle": "--" if plain else "-", "linewidth": 1.8,
+                 "marker": "o", "markersize": 3, "label": f"{'plain' if plain else 'ResNet'}-{first['depth']}"}
+        epochs = [r["epoch"] for r in curve]
+        for ax, key in zip(axes, ("train_error", "test_error")):
+            values = [100 * r[key] for r in curve]
+            ax.plot(epochs, values, **style)
+            # Skip the first epoch when scaling the y axis: its error is far above the rest.
+            top = max(top, max(values[1:] or values))
+    for ax, title in zip(axes, ("training error", "test error")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("error (%)")
+        ax.set_ylim(0, math.ceil(top * 1.1))
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[1].legend(title="dashed: plain, solid: residual", fontsize=9, title_fontsize=9)
+    fig.suptitle("Plain nets (dashed) and residual nets (solid) of growing depth, trained alike", fontsize=12)
+    if subtitle:
+        fig.supxlabel(subtitle, fontsize=8, color="#555555")
+    return _save(fig, path)

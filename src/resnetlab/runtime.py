@@ -38,6 +38,11 @@ def cpu_has_fast_bf16() -> bool:
     )
 
 
+def cpu_has_vnni() -> bool:
+    """True where the CPU has int8 dot-product instructions (AVX512_VNNI or AVX_VNNI)."""
+    return bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
+
+
 def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():

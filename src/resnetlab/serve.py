@@ -35,8 +35,11 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from . import __version__
+from .card import ModelCard
 from .errors import UserError
-from .folder import image_to_tensor, open_image
+from .explain import cam_of
+from .imagefiles import ImageFileError, decode
+from .inference import open_predictor
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # a phone photo fits; the model sees 28x28 or 32x32 pixels anyway
@@ -49,19 +52,15 @@ PAGE_HEADERS = {
 
 
 class ServablePredictor(Protocol):
-    """What the server needs of a model: resnetlab's Predictor, or any object with the same members.
+    """What the server needs of a model: an inference.TorchPredictor or OnnxPredictor, or any object with the same
+    members. `probabilities` takes a uint8 batch [N, in_channels, image_size, image_size] and returns softmax
+    probabilities [N, classes]; epoch and best_test_accuracy are shown when known."""
 
-    `checkpoint` holds at least model (a dict with "name"), dataset, classes, image_size and in_channels;
-    best_test_accuracy and epoch are shown when present. `probabilities_of_images` takes a uint8 batch
-    [N, in_channels, image_size, image_size] and returns softmax probabilities [N, classes].
-    """
+    card: ModelCard
+    epoch: int | None
+    best_test_accuracy: float | None
 
-    checkpoint: dict[str, Any]
-
-    @property
-    def classes(self) -> list[str]: ...
-
-    def probabilities_of_images(self, images: torch.Tensor) -> torch.Tensor: ...
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def top_classes(self, probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]: ...
 
@@ -120,25 +119,22 @@ IMAGE_BODY = {
 
 
 def load_predictor(path: str | Path, device: str = "auto", precision: str = "auto") -> ServablePredictor:
-    """A checkpoint or run folder (inference.Predictor), or a .onnx file from resnetlab export (OnnxPredictor)."""
-    from .inference import open_predictor
-
+    """A checkpoint or run folder (inference.TorchPredictor), or a .onnx file from resnetlab export (OnnxPredictor)."""
     return open_predictor(path, device, precision)
 
 
 def model_info(predictor: ServablePredictor, max_upload_bytes: int) -> ModelInfo:
-    ckpt = predictor.checkpoint
-    accuracy = ckpt.get("best_test_accuracy", (ckpt.get("metrics") or {}).get("test_accuracy"))
+    card = predictor.card
     return ModelInfo(
-        model=ckpt["model"]["name"], dataset=ckpt["dataset"], classes=list(predictor.classes),
-        image_size=ckpt["image_size"], in_channels=ckpt["in_channels"], test_accuracy=accuracy,
-        epoch=ckpt.get("epoch"), gradcam=supports_gradcam(predictor), max_upload_bytes=max_upload_bytes,
-        resnetlab_version=__version__,
+        model=card.architecture, dataset=card.dataset, classes=list(card.classes), image_size=card.image_size,
+        in_channels=card.in_channels, test_accuracy=predictor.best_test_accuracy, epoch=predictor.epoch,
+        gradcam=supports_gradcam(predictor), max_upload_bytes=max_upload_bytes, resnetlab_version=__version__,
     )  # fmt: skip
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Upload bytes as a PIL image, or an HTTPException (400 not an image, 413 too many pixels)."""
+def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
+    """Upload bytes as the model's uint8 input [C, H, W] (the decoding `resnetlab predict` uses), or an
+    HTTPException (400 not an image, 413 too many pixels)."""
     if not data:
         raise HTTPException(400, f"the request has no image: send it as the body or as the form field '{FORM_FIELD}'.")
     try:
@@ -152,15 +148,15 @@ def decode_image(data: bytes) -> Image.Image:
     if width * height > MAX_IMAGE_PIXELS:
         raise HTTPException(413, f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels.")
     try:
-        return open_image(io.BytesIO(data))  # the same decoding as `resnetlab predict`
-    except UserError:
+        return decode(io.BytesIO(data), card.in_channels, card.image_size, name="the upload")
+    except ImageFileError:
         raise HTTPException(400, "the upload is not a complete image (truncated or damaged); send the whole "
                             "file.") from None  # fmt: skip
 
 
 def supports_gradcam(predictor: ServablePredictor) -> bool:
-    """Grad-CAM needs the PyTorch model (a Predictor's, not an ONNX file's)."""
-    return hasattr(getattr(predictor, "model", None), "stages") and hasattr(predictor, "runtime")
+    """Grad-CAM needs the PyTorch network (a TorchPredictor's, not an ONNX file's)."""
+    return hasattr(getattr(predictor, "network", None), "stages") and hasattr(predictor, "classifier")
 
 
 def gradcam_overlay(predictor: ServablePredictor, image: torch.Tensor, target: int, scale: int = 4) -> torch.Tensor:
@@ -168,14 +164,9 @@ def gradcam_overlay(predictor: ServablePredictor, image: torch.Tensor, target: i
     [3, H * scale, W * scale]: pixels kept sharp, the map upsampled smoothly and colored with matplotlib's jet."""
     from matplotlib import colormaps
 
-    from .data import normalize
-    from .explain import grad_cam
-
-    device, ckpt = predictor.runtime.device, predictor.checkpoint
-    x = normalize(image[None].to(device), torch.tensor(ckpt["mean"], device=device),
-                  torch.tensor(ckpt["std"], device=device))  # fmt: skip
-    predictor.model.eval()
-    maps, _ = grad_cam(predictor.model, x, predictor.model.stages()[-1], torch.tensor([target]))
+    device = predictor.runtime.device
+    maps = cam_of(predictor.classifier, image[None].to(device), predictor.network.stages()[-1],
+                  torch.tensor([target], device=device))  # fmt: skip
     size = (image.shape[1] * scale, image.shape[2] * scale)
     heat = F.interpolate(maps[None].float().cpu(), size=size, mode="bilinear", align_corners=False)[0, 0]
     colors = torch.from_numpy(colormaps["jet"](heat.clamp(0, 1).numpy())[..., :3]).float()
@@ -261,10 +252,10 @@ def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_byt
 
     def classify(data: bytes, top: int, with_input: bool, with_gradcam: bool) -> Prediction:
         start = time.perf_counter()
-        image = image_to_tensor(decode_image(data), info.in_channels, info.image_size)
+        image = decode_image(data, predictor.card)
         overlay = None
         with lock:
-            probabilities = predictor.probabilities_of_images(image[None])
+            probabilities = predictor.probabilities(image[None])
             if with_gradcam and info.gradcam:
                 overlay = gradcam_overlay(predictor, image, int(probabilities[0].argmax()))
         best = predictor.top_classes(probabilities, top)[0]
@@ -346,8 +337,8 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, dev
     sock = bind(host, port)
     port = sock.getsockname()[1]
     url_host = f"[{host}]" if ":" in host else host
-    ckpt = predictor.checkpoint
-    print(f"resnetlab: serving {ckpt['model']['name']} ({ckpt['dataset']}) at http://{url_host}:{port}/ ; "
+    card = predictor.card
+    print(f"resnetlab: serving {card.architecture} ({card.dataset}) at http://{url_host}:{port}/ ; "
           "Ctrl+C stops.", flush=True)  # fmt: skip
     if not is_loopback(host):
         print(f"resnetlab: note: {host} is not a loopback address, so anyone who can reach this machine can use the "

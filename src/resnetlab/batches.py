@@ -1,0 +1,149 @@
+"""A split of a dataset in memory, and its batches: shuffled, sharded and augmented a whole batch at a time.
+
+Every dataset is held as one uint8 tensor [N, C, H, W]. For datasets of this size, batching and augmenting
+that tensor directly is much faster on a CPU than per-image PIL transforms in a DataLoader, and it keeps the
+training loop free of worker processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class ImageData:
+    """One split of a dataset, in memory: uint8 images [N, C, H, W] and int64 labels [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    mean: tuple[float, ...] = field(default=())
+    std: tuple[float, ...] = field(default=())
+    source: str = ""
+    notes: list[str] = field(default_factory=list)  # what the loader skipped or assumed, for the user to read
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def select(self, index: torch.Tensor | slice) -> "ImageData":
+        """The images at index (a tensor of positions or a slice), with everything else kept."""
+        return replace(self, images=self.images[index], labels=self.labels[index])
+
+    def sample(self, count: int | None, seed: int) -> "ImageData":
+        """count images drawn at random with the seed (all of them when count is None or not smaller)."""
+        if count is None or count >= len(self):
+            return self
+        return self.select(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count])
+
+
+
+def random_translate(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after zero-padding, per image, done for the whole batch with one gather."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # [n, 1, h, 1]
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # [n, 1, 1, w]
+    batch = torch.arange(n)[:, None, None, None]
+    chans = torch.arange(c)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(images.shape[0], generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def _generator(*keys: int) -> torch.Generator:
+    """A generator seeded from several integers (seed, epoch, step), so any batch can be recreated alone."""
+    seed = 0
+    for key in keys:
+        seed = (seed * 1_000_003 + key) % (2**63)
+    return torch.Generator().manual_seed(seed)
+
+
+class TensorBatches:
+    """Batches of (uint8 images, labels) from an ImageData held in memory, on the device.
+
+    With shuffle=True the order of each epoch is a function of (seed, epoch) only, and the augmentation of
+    each batch a function of (seed, epoch, step): an interrupted epoch resumes exactly where it stopped, and
+    every process of a distributed run draws the same order. With rank/world_size, each process gets its own
+    shard of that order. augment=True randomly translates images (and mirrors them where the dataset allows).
+    Normalization is the model's first step (preprocess.PixelClassifier), the same for every command.
+    """
+
+    def __init__(
+        self,
+        data: ImageData,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_step = 0
+        self.device = torch.device(device)
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Draw the order of this epoch, and begin at start_step (to resume an interrupted epoch)."""
+        self.epoch = epoch
+        self.start_step = start_step
+
+    def _shard_size(self) -> int:
+        n = len(self.data)
+        return n // self.world_size if self.world_size > 1 else n
+
+    def __len__(self) -> int:
+        n = self._shard_size()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.data)
+        order = torch.randperm(n, generator=_generator(self.seed, self.epoch)) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            order = order[self.rank :: self.world_size][: self._shard_size()]
+        return order
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order()
+        for step in range(self.start_step, len(self)):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            images = self.data.images[index]
+            if self.augment:
+                generator = _generator(self.seed, self.epoch, step, self.rank)
+                if self.crop_padding:
+                    images = random_translate(images, self.crop_padding, generator)
+                if self.hflip:
+                    images = random_hflip(images, generator)
+            labels = self.data.labels[index]
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

@@ -1,0 +1,66 @@
+"""What a training job is made of, and where it stands: shared by the engine, which runs it, and the run
+recorder, which saves it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .batches import TensorBatches
+from .card import ModelCard
+from .distributed import Distributed
+from .preprocess import PixelClassifier
+from .runtime import Runtime
+
+
+@dataclass
+class Progress:
+    """Where a run stands; last.pt keeps it (as train_state) so that --resume continues exactly."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished in the next epoch (one that was interrupted)
+    totals: dict[str, float] | None = None  # running sums of that interrupted epoch
+    rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv so far
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    elapsed: float = 0.0  # seconds of training before this process started
+
+
+@dataclass
+class Job:
+    """Everything `fit` runs: the network, its training and evaluation wrappers, data, optimizer and schedule."""
+
+    card: ModelCard
+    net: nn.Module  # the network whose weights are saved
+    model: nn.Module  # what trains: net behind normalization (and DistributedDataParallel under torchrun)
+    evaluator: PixelClassifier  # net behind normalization and the card's test-time flip
+    train_batches: TensorBatches
+    test_batches: TensorBatches
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    runtime: Runtime
+    dist: Distributed
+    epochs: int
+    label_smoothing: float
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+
+    def train_state(self, progress: Progress) -> dict[str, Any]:
+        """What --resume needs, as last.pt stores it."""
+        return {"epoch": progress.epoch, "step": progress.step, "totals": progress.totals, "model": self.weights(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "rows": progress.rows, "best_accuracy": progress.best_accuracy,
+                "best_epoch": progress.best_epoch, "elapsed": progress.elapsed}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> Progress:
+        """Load a train_state saved by `train_state`; returns where it stood."""
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        return Progress(state["epoch"], state["step"], state.get("totals"), list(state["rows"]), state["best_accuracy"],
+                        state["best_epoch"], state.get("elapsed", 0.0))  # fmt: skip

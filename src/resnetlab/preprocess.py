@@ -1,0 +1,78 @@
+"""The one preprocessing path from pixels to logits, shared by train, eval, predict, export, explain and serve.
+
+Every model input starts as uint8 pixels [N, C, H, W] (0-255, already the card's size and channels). They are
+resized to the card's size with `resize`, scaled to [0, 1] and standardized per channel with the training set's mean and std; where the card says so,
+each image's logits are averaged with those of its mirror image (test-time flip).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .card import ModelCard
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> float, scaled to [0, 1], then standardized per channel."""
+    return (images.float() / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, C, H, W] resized to size x size (bilinear, antialiased: what PIL does when shrinking)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.resize(images, [size, size], antialias=True)
+
+
+def flip_average(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The mean of the logits of x and of x mirrored left to right (fp32)."""
+    return (model(x).float() + model(x.flip(3)).float()) / 2
+
+
+class PixelClassifier(nn.Module):
+    """A model that takes uint8 pixels: normalization, the network, and the test-time flip where asked.
+
+    It holds the network, it does not copy it: wrapping a training network gives the evaluation path the same
+    weights. Exported models are this module traced, so they take pixels too.
+    """
+
+    def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float], flip: bool = False,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:  # fmt: skip
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32), persistent=False)
+        self.flip = flip
+        self.memory_format = memory_format
+
+    @classmethod
+    def from_card(cls, network: nn.Module, card: ModelCard, **kwargs) -> "PixelClassifier":
+        return cls(network, card.mean, card.std, card.test_time_flip, **kwargs)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels -> the network's normalized float input."""
+        return normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (fp32) of normalized input x, with the test-time flip where the card asks for it."""
+        return flip_average(self.network, x) if self.flip else self.network(x).float()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.prepare(images))
+
+
+class ExportedClassifier(nn.Module):
+    """What `resnetlab export` writes: uint8 pixels in; logits and probabilities out."""
+
+    def __init__(self, classifier: PixelClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.classifier(images)
+        return logits, logits.softmax(1)
