@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test install data clean help figures
+.PHONY: demo test install data test-system clean help figures
 
 help:
 	@echo "make demo    set up, train the default model on Fashion-MNIST (4 epochs), predict 20 test images"
@@ -28,11 +28,21 @@ data:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else echo "note: Debian's dataset-fashion-mnist is not installed; resnetlab will download Fashion-MNIST."; fi
 
+# What the tests need from Debian besides the data: Chromium for the browser test of `resnetlab serve`
+# (Playwright drives it) and a font with CJK glyphs for the plots of CJK class names.
+TEST_PACKAGES := chromium fonts-noto-cjk
+test-system:
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "note: install $$missing (Debian packages) to run every test; without them some tests fail."; fi
+
 demo: install data
 	$(BIN)/resnetlab train --dataset fashion-mnist --out $(DEMO_OUT)
 	$(BIN)/resnetlab predict $(DEMO_OUT)/best.pt -n 20
 
-test: install data
+test: install data test-system
 	$(BIN)/python -m pytest -q
 
 # The figures of docs/tutorial.md. The experiment reuses the nets already trained in FIGURES_RUN with the same

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .card import ModelCard
 from .checkpoint import resolve_path
 from .config import EXPORT_CHECK_IMAGES, EXPORT_FORMATS, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES, INT8_MIN_AGREEMENT
 from .errors import UserError
@@ -207,7 +208,7 @@ def _check_export(draft: Path, fmt: str, module: ExportedClassifier, predictor: 
         "max_abs_diff_probabilities": (exported_probabilities - probabilities).abs().max().item(),
         "same_top_class": int((exported_probabilities.argmax(1) == probabilities.argmax(1)).sum()),
         "tolerance": None if int8 else tolerance,  # int8 is checked on agreement instead
-        "metadata_ok": exported_description.get("classes") == description["classes"],
+        "metadata_ok": ModelCard.from_dict(exported_description, str(draft)) == predictor.card,
         "precision": "int8" if int8 else "fp32",
     }
     if int8:
@@ -218,7 +219,7 @@ def _check_export(draft: Path, fmt: str, module: ExportedClassifier, predictor: 
 def _check_problem(report: dict[str, Any], fmt: str, checked_on: str) -> str | None:
     """Why the export fails its check, or None."""
     if not report["metadata_ok"]:
-        return f"the exported {fmt} model lost its class names on the way"
+        return f"the exported {fmt} model's description differs from the checkpoint's model card"
     if report["precision"] == "int8":
         agreement = report["same_top_class"] / max(report["images"], 1)
         if agreement < report["min_agreement"]:
