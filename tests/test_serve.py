@@ -9,27 +9,47 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fakedata import pattern_images
-from liveserver import LiveServer, free_port, running, wait_for_health
+from liveserver import LiveServer, free_port, running, serving, wait_for_health
 from PIL import Image
 
 from resnetlab.cli import main
 from resnetlab.inference import Predictor
-from resnetlab.serve import MAX_IMAGE_PIXELS, create_app
+from resnetlab.serve import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES, create_app
 
 UPLOAD_LIMIT = 64 * 1024  # small, so the 413 tests send little
+PEAK_MEMORY_LIMIT_MB = 1500  # for 50 concurrent 6000x6000 PNGs; it was 10.8 GB before they were decoded two at a time
 
 
 def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def gradient_image(width: int, height: int, image_format: str) -> bytes:
+    """An RGB image of smooth gradients, which compresses to little: 6000x6000 pixels are about 120 KB as PNG."""
+    ramp = Image.linear_gradient("L").resize((width, height))
+    flat = Image.new("L", (width, height), 128)
+    buffer = io.BytesIO()
+    Image.merge("RGB", (ramp, ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT), flat)).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def peak_memory_mb(pid: int) -> float:
+    """The peak resident set of a process (VmHWM in /proc/PID/status), in megabytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError("VmHWM")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +61,15 @@ def predictor(trained_run) -> Predictor:
 def server(predictor) -> LiveServer:
     with running(create_app(predictor, max_upload_bytes=UPLOAD_LIMIT)) as live:
         yield live
+
+
+@pytest.fixture(scope="module")
+def served(trained_run) -> tuple[LiveServer, subprocess.Popen]:
+    """`resnetlab serve` in a process of its own, with the default limits, so its memory can be measured."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads the server's memory in /proc (Linux)")
+    with serving(trained_run, timeout=120) as live_and_process:
+        yield live_and_process
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +309,54 @@ def test_an_exported_onnx_model_is_served_like_its_checkpoint(trained_run, predi
     assert reply.status == 200, reply.body
     assert "gradcam_png" not in reply.json()  # an ONNX file has no gradients to follow
     assert_same_top(reply.json()["top"], expected_top(predictor, known_images[2]))
+
+
+def test_50_concurrent_6000x6000_pngs_keep_the_server_small_and_health_answering(served):
+    """Each PNG is 120 KB but 108 MB decoded: the server decodes two at a time, and /health does not wait for them."""
+    live, process = served
+    png = gradient_image(6000, 6000, "PNG")
+    assert len(png) < 200_000
+    health: list[tuple[int, float]] = []
+    burst_over = threading.Event()
+
+    def watch_health() -> None:
+        while not burst_over.is_set():
+            start = time.perf_counter()
+            status = live.get("/health").status
+            health.append((status, time.perf_counter() - start))
+            burst_over.wait(0.1)
+
+    watcher = threading.Thread(target=watch_health)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            replies = list(pool.map(lambda _: live.post_image(png), range(50)))
+    finally:
+        burst_over.set()
+        watcher.join()
+    peak = peak_memory_mb(process.pid)
+    assert peak < PEAK_MEMORY_LIMIT_MB, f"the server's peak memory was {peak:.0f} MB"
+    assert [reply.status for reply in replies] == [200] * 50, [reply.body[:200] for reply in replies]
+    assert len(health) >= 5 and {status for status, _ in health} == {200}
+    assert max(seconds for _, seconds in health) < 1.0, health
+
+
+def test_a_36_megapixel_phone_photo_gets_200(served):
+    jpeg = gradient_image(7360, 4912, "JPEG")  # a 36 MP camera's size
+    assert len(jpeg) < MAX_UPLOAD_BYTES
+    reply = served[0].post_image(jpeg, content_type="image/jpeg")
+    assert reply.status == 200, reply.body
+    assert len(reply.json()["top"]) == 5
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_and_a_png_whole():
+    from resnetlab.serve import decode_image, open_upload
+
+    jpeg = gradient_image(7360, 4912, "JPEG")
+    assert decode_image(open_upload(jpeg, 28)).size == (920, 614)  # 1/8 scale, still at least 28x28
+    assert decode_image(open_upload(jpeg, 1000)).size == (1840, 1228)  # 1/4: 1/8 would be under 1000 pixels high
+    assert decode_image(open_upload(gradient_image(200, 100, "JPEG"), 28)).size == (100, 50)  # 1/4 would be 25 high
+    small = gradient_image(50, 40, "JPEG")
+    assert decode_image(open_upload(small, 28)).size == (50, 40)  # under twice the model's size: decoded whole
+    png = gradient_image(600, 400, "PNG")
+    assert decode_image(open_upload(png, 28)).size == (600, 400)

@@ -6,19 +6,22 @@ GET /model        what the model is: name, dataset, classes, input size, test ac
 GET /health       {"status": "ok"}
 GET /openapi.json the API described as OpenAPI (no /docs page: FastAPI's fetches Swagger UI from a CDN)
 
-Uploads stay in memory (never written to disk) and are limited in size; the model is shared by all requests and
-runs one batch at a time under a lock. With ?gradcam=true, /predict also returns a Grad-CAM heat map of the last
-stage for the top class (models with PyTorch weights; not .onnx files).
+Uploads stay in memory (never written to disk) and are limited in size and in pixels; at most MAX_DECODES images
+are decoded at once (a small upload can decode to hundreds of megabytes), JPEGs at reduced scale; the model is
+shared by all requests and runs one batch at a time under a lock. With ?gradcam=true, /predict also returns a
+Grad-CAM heat map of the last stage for the top class (models with PyTorch weights; not .onnx files).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import ipaddress
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,11 +39,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from . import __version__
 from .errors import UserError
-from .folder import image_to_tensor, open_image
+from .folder import image_to_tensor
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # a phone photo fits; the model sees 28x28 or 32x32 pixels anyway
-MAX_IMAGE_PIXELS = 40_000_000  # decoded size: a few kilobytes of PNG can decode to gigabytes
+MAX_IMAGE_PIXELS = 40_000_000  # checked in the header: a few kilobytes of PNG can decode to gigabytes
+MAX_DECODES = 2  # images decoded at once: each can take ~4 bytes a pixel, plus its conversion to the model's mode
 FORM_FIELD = "file"
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'",
@@ -137,23 +141,37 @@ def model_info(predictor: ServablePredictor, max_upload_bytes: int) -> ModelInfo
     )  # fmt: skip
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Upload bytes as a PIL image, or an HTTPException (400 not an image, 413 too many pixels)."""
+def open_upload(data: bytes, size: int | None = None) -> Image.Image:
+    """Upload bytes as a PIL image with its header read and checked but its pixels not decoded yet, or an
+    HTTPException (400 not an image, 413 too many pixels). With `size`, a JPEG is set to decode at 1/2, 1/4 or 1/8
+    scale, as small as keeps it at least size x size (libjpeg scales while decoding: a 36-megapixel photo decodes
+    to 0.6 megapixels for a 28x28 model); other formats decode whole."""
     if not data:
         raise HTTPException(400, f"the request has no image: send it as the body or as the form field '{FORM_FIELD}'.")
     try:
-        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
-            width, height = probe.size
+        image = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError:
         raise HTTPException(413, f"the image has too many pixels; the limit is {MAX_IMAGE_PIXELS:,}.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise HTTPException(400, "the upload is not an image Pillow can read; send a PNG, JPEG, GIF, BMP, TIFF or "
                             "WebP file.") from None  # fmt: skip
+    width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         raise HTTPException(413, f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels.")
+    if size:
+        image.draft(image.mode, (size, size))  # a no-op for formats other than JPEG
+    return image
+
+
+def decode_image(image: Image.Image) -> Image.Image:
+    """The pixels of an image from open_upload, decoded as `resnetlab predict` does (folder.open_image; but a JPEG of
+    twice the model's size or more decodes smaller, so its answer can differ a little), or an HTTPException (400
+    truncated or damaged). This is the step that takes memory: run it on the decoding threads only."""
     try:
-        return open_image(io.BytesIO(data))  # the same decoding as `resnetlab predict`
-    except UserError:
+        image.load()
+        # no copy, unlike open_image: the image reads from memory, so there is no file to close
+        return image if image.mode != "P" else image.convert("RGBA" if "transparency" in image.info else "RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise HTTPException(400, "the upload is not a complete image (truncated or damaged); send the whole "
                             "file.") from None  # fmt: skip
 
@@ -258,10 +276,18 @@ def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_byt
         predictor = predictor_or_path
     info = model_info(predictor, max_upload_bytes)
     lock = threading.Lock()  # one forward pass at a time: the model and its runtime are shared
+    # Uploads are decoded by MAX_DECODES threads of their own, so at most that many full-size images are in memory
+    # (20 uploads of a 119 KB PNG of 6000x6000 pixels decoded at once took 5 GB). Threads, not a semaphore: glibc
+    # gives each thread that allocates a malloc arena of its own and keeps what is freed there, so decoding in any
+    # of the 40 request threads in turn still grew the server to 3.4 GB for 50 such uploads. Requests wait for
+    # their turn on the event loop, holding no thread.
+    decoders = ThreadPoolExecutor(MAX_DECODES, thread_name_prefix="resnetlab-decode")
 
-    def classify(data: bytes, top: int, with_input: bool, with_gradcam: bool) -> Prediction:
-        start = time.perf_counter()
-        image = image_to_tensor(decode_image(data), info.in_channels, info.image_size)
+    def prepare(data: bytes) -> torch.Tensor:
+        """The upload as the model's input, uint8 [C, H, W]: run on `decoders`, where the full-size image lives."""
+        return image_to_tensor(decode_image(open_upload(data, info.image_size)), info.in_channels, info.image_size)
+
+    def classify(image: torch.Tensor, start: float, top: int, with_input: bool, with_gradcam: bool) -> Prediction:
         overlay = None
         with lock:
             probabilities = predictor.probabilities_of_images(image[None])
@@ -286,11 +312,11 @@ def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_byt
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     @app.get("/health")
-    def health() -> Health:
+    async def health() -> Health:
         return Health(status="ok")
 
     @app.get("/model")
-    def model() -> ModelInfo:
+    async def model() -> ModelInfo:
         return info
 
     @app.post(
@@ -308,7 +334,9 @@ def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_byt
         body = await read_body(request, max_upload_bytes)
         if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             body = form_file(body, request.headers["content-type"])
-        return await run_in_threadpool(classify, body, min(top, len(info.classes)), input_png, gradcam)
+        start = time.perf_counter()
+        image = await asyncio.wrap_future(decoders.submit(prepare, body))
+        return await run_in_threadpool(classify, image, start, min(top, len(info.classes)), input_png, gradcam)
 
     return app
 
