@@ -360,3 +360,51 @@ def test_a_large_jpeg_is_decoded_at_reduced_size_and_a_png_whole():
     assert decode_image(open_upload(small, 28)).size == (50, 40)  # under twice the model's size: decoded whole
     png = gradient_image(600, 400, "PNG")
     assert decode_image(open_upload(png, 28)).size == (600, 400)
+
+
+def many_fields_form(fields: int) -> tuple[bytes, str]:
+    """A multipart/form-data body of `fields` one-byte fields."""
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="f"\r\n\r\nx\r\n'
+    return part * fields + b"--b0undary--\r\n", "multipart/form-data; boundary=b0undary"
+
+
+def test_a_form_of_more_than_16_parts_gets_400(server, known_images):
+    image = known_images[0].read_bytes()
+    fields = {f"extra{i}": b"x" for i in range(15)}
+    assert server.post_form({**fields, "file": image}).status == 200  # 16 parts
+    reply = server.post_form({**fields, "extra15": b"x", "file": image})
+    assert reply.status == 400
+    assert reply.json()["detail"] == "the form has more than 16 parts; send only the image, as the field 'file'."
+
+
+def test_health_answers_while_a_body_of_many_fields_is_parsed(served):
+    """8 MB of tiny form fields took 1.7 s of Python to parse, on the event loop: /health waited as long."""
+    live = served[0]
+    body, content_type = many_fields_form(120_000)
+    assert len(body) < MAX_UPLOAD_BYTES
+    replies = []
+    stop = threading.Event()
+
+    def send_forms() -> None:
+        while not stop.is_set():
+            replies.append(live.request("POST", "/predict", body, {"Content-Type": content_type}))
+
+    senders = [threading.Thread(target=send_forms) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    latencies = []
+    try:
+        time.sleep(0.3)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            assert live.get("/health").status == 200
+            latencies.append(time.perf_counter() - start)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join()
+    assert max(latencies) < 0.5, latencies
+    assert replies and {reply.status for reply in replies} == {400}
+    assert "more than 16 parts" in replies[0].json()["detail"]
