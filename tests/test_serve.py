@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import logging
 import os
 import statistics
 import subprocess
@@ -408,3 +409,14 @@ def test_health_answers_while_a_body_of_many_fields_is_parsed(served):
     assert max(latencies) < 0.5, latencies
     assert replies and {reply.status for reply in replies} == {400}
     assert "more than 16 parts" in replies[0].json()["detail"]
+
+
+def test_a_malformed_form_gets_a_plain_sentence_and_no_parser_log(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    plain = ("the multipart/form-data body is malformed; let your HTTP client build the form (e.g. curl -F "
+             "file=@image.png).")  # fmt: skip
+    for body in [b"--x\r\nbad header line\r\n\r\n", b"--xyz", b"garbage\r\n--x\r\n\r\n"]:
+        reply = server.request("POST", "/predict", body, {"Content-Type": "multipart/form-data; boundary=x"})
+        assert reply.status == 400, body
+        assert reply.json()["detail"] == plain  # not the parser's "Found invalid character 32 in header at 8"
+    assert [record.getMessage() for record in caplog.records if "multipart" in record.name] == []

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import io
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -47,6 +48,9 @@ MAX_IMAGE_PIXELS = 40_000_000  # checked in the header: a few kilobytes of PNG c
 MAX_DECODES = 2  # images decoded at once: each can take ~4 bytes a pixel, plus its conversion to the model's mode
 MAX_FORM_PARTS = 16  # a form needs one; a body of thousands of tiny parts costs seconds of Python to parse
 FORM_FIELD = "file"
+# The parser warns about each malformed body in its own words; the client gets a plain 400, the log needs nothing.
+PARSER_LOG = logging.getLogger(__name__ + ".multipart")
+PARSER_LOG.setLevel(logging.ERROR)
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'",
     "X-Content-Type-Options": "nosniff",
@@ -268,10 +272,12 @@ def form_file(body: bytes, content_type: str) -> bytes:
                  "on_part_data": on_part_data, "on_part_end": on_part_end}  # fmt: skip
     try:
         parser = MultipartParser(boundary, callbacks)
+        parser.logger = PARSER_LOG
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as e:
-        raise HTTPException(400, f"the multipart/form-data body is malformed ({e}).") from None
+    except MultipartParseError:  # its text is the parser's state machine ("at index 2"): no help to a client
+        raise HTTPException(400, "the multipart/form-data body is malformed; let your HTTP client build the form "
+                            f"(e.g. curl -F {FORM_FIELD}=@image.png).") from None  # fmt: skip
     if FORM_FIELD not in fields:
         raise HTTPException(400, f"the form has no field '{FORM_FIELD}'; send the image as {FORM_FIELD}=@image.png.")
     return fields[FORM_FIELD]
