@@ -23,6 +23,7 @@ from liveserver import LiveServer, free_port, running, serving, wait_for_health
 from PIL import Image
 
 from resnetlab.cli import main
+from resnetlab.errors import UserError
 from resnetlab.inference import Predictor
 from resnetlab.serve import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES, create_app
 
@@ -263,6 +264,7 @@ def test_resnetlab_serve_command_runs_a_server(trained_run, known_images):
         wait_for_health(live, 60)
         reply = live.post_image(known_images[1].read_bytes())
         assert reply.status == 200 and reply.json()["model"] == "resnet20"
+        assert live.request("GET", "/health", headers={"Host": f"rebound.example:{port}"}).status == 400
     finally:
         process.terminate()
         output = process.communicate(timeout=20)[0]
@@ -420,3 +422,65 @@ def test_a_malformed_form_gets_a_plain_sentence_and_no_parser_log(server, caplog
         assert reply.status == 400, body
         assert reply.json()["detail"] == plain  # not the parser's "Found invalid character 32 in header at 8"
     assert [record.getMessage() for record in caplog.records if "multipart" in record.name] == []
+
+
+def test_only_loopback_host_names_are_answered_by_default(server, known_images):
+    """A DNS-rebinding page reaches 127.0.0.1 under its own site's name: that Host gets 400."""
+    for host in ["localhost", f"localhost:{server.port}", "LocalHost.", "127.0.0.1", "127.1.2.3:99", "[::1]",
+                 "[::1]:8000", "[0:0::1]"]:  # fmt: skip
+        assert server.request("GET", "/health", headers={"Host": host}).status == 200, host
+    for host in ["rebound.example", f"rebound.example:{server.port}", "127.0.0.1.rebound.example",
+                 "localhost.rebound.example", "10.0.0.1", "[::2]", "", "user@localhost", "localhost:port"]:  # fmt: skip
+        reply = server.request("GET", "/health", headers={"Host": host})
+        assert reply.status == 400, host
+        detail = reply.json()["detail"]
+        assert "Host header" in detail and "--allowed-host" in detail and detail.count(". ") == 0, detail
+    image = known_images[0].read_bytes()
+    reply = server.request("POST", "/predict", image, {"Host": "rebound.example", "Content-Type": "image/png"})
+    assert reply.status == 400
+
+
+def test_allowed_hosts_add_names_and_none_answers_any(predictor):
+    with running(create_app(predictor, allowed_hosts=["resnet.lan", "192.168.1.5:8000", "fe80::1"])) as live:
+        for host, status in [("resnet.lan", 200), ("RESNET.LAN:8000", 200), ("192.168.1.5", 200),
+                             ("[fe80::1]:80", 200), ("localhost", 200), ("rebound.example", 400)]:  # fmt: skip
+            assert live.request("GET", "/health", headers={"Host": host}).status == status, host
+    for anyone in [None, ["*"]]:
+        with running(create_app(predictor, allowed_hosts=anyone)) as live:
+            assert live.request("GET", "/health", headers={"Host": "rebound.example"}).status == 200
+    with pytest.raises(UserError, match="'http://resnet.lan/' is not a host name"):
+        create_app(predictor, allowed_hosts=["http://resnet.lan/"])
+
+
+def test_requests_from_pages_of_other_origins_get_403(server, known_images):
+    """A page on any site may POST text/plain to 127.0.0.1 without asking first; its Origin header tells it apart."""
+    own = f"http://127.0.0.1:{server.port}"
+    port = server.port
+    for origin in ["http://evil.example", "null", f"http://127.0.0.1:{port + 1}", f"https://127.0.0.1:{port}",
+                   f"http://localhost:{port}", "http://127.0.0.1"]:  # fmt: skip
+        reply = server.request("POST", "/predict", b"hello", {"Content-Type": "text/plain", "Origin": origin})
+        assert reply.status == 403, origin
+        assert reply.json()["detail"] == ("requests from pages of other sites are refused: the Origin header is not "
+                                          "this server's own origin.")  # fmt: skip
+    assert server.request("GET", "/model", headers={"Origin": "http://evil.example"}).status == 403
+    image = known_images[0].read_bytes()
+    assert server.request("POST", "/predict", image, {"Content-Type": "image/png", "Origin": own}).status == 200
+    as_localhost = {"Content-Type": "image/png", "Origin": f"http://localhost:{server.port}",
+                    "Host": f"localhost:{server.port}"}  # fmt: skip
+    assert server.request("POST", "/predict", image, as_localhost).status == 200
+
+
+def test_serve_answers_loopback_names_unless_told_others(trained_run, monkeypatch, capsys):
+    from resnetlab.serve import answered_hosts
+
+    assert answered_hosts("127.0.0.1") == answered_hosts("::1") == answered_hosts("localhost") == []
+    assert answered_hosts("0.0.0.0") is None and answered_hosts("192.168.1.5") is None  # reached by any name
+    assert answered_hosts("0.0.0.0", ["resnet.lan"]) == answered_hosts("127.0.0.1", ["resnet.lan"]) == ["resnet.lan"]
+    assert main(["serve", str(trained_run), "--allowed-host", "http://resnet.lan/"]) == 2
+    err = capsys.readouterr().err
+    assert "--allowed-host 'http://resnet.lan/' is not a host name" in err and err.count("\n") == 1
+    calls = []
+    monkeypatch.setattr("resnetlab.serve.serve", lambda *args: calls.append(args))
+    assert main(["serve", str(trained_run), "--allowed-host", "a.lan", "--allowed-host", "b.lan"]) == 0
+    assert main(["serve", str(trained_run)]) == 0
+    assert [args[-1] for args in calls] == [["a.lan", "b.lan"], []]

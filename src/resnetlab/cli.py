@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--allowed-host", action="append", default=argparse.SUPPRESS, metavar="NAME",
+                   help="a host name (or address) the server answers to besides localhost and 127.0.0.1, e.g. the "
+                   "machine's name; repeatable. Without it, a server on a network address (--host) answers to any "
+                   "name")  # fmt: skip
 
     from .experiments import FULL, DegradationConfig
 
@@ -333,7 +337,7 @@ def _serve(args: argparse.Namespace) -> None:
             raise
         raise UserError(f"resnetlab serve needs the serve extra ({e.name} is missing); install it with "
                         "pip install 'resnetlab[serve]'.") from None  # fmt: skip
-    serve(args.checkpoint, args.host, args.port, args.device, args.precision)
+    serve(args.checkpoint, args.host, args.port, args.device, args.precision, getattr(args, "allowed_host", []))
 
 
 def _experiment(args: argparse.Namespace) -> None:

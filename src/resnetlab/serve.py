@@ -10,6 +10,10 @@ Uploads stay in memory (never written to disk) and are limited in size, in pixel
 MAX_DECODES images are decoded at once (a small upload can decode to hundreds of megabytes), JPEGs at reduced scale;
 the model is shared by all requests and runs one batch at a time under a lock. With ?gradcam=true, /predict also
 returns a Grad-CAM heat map of the last stage for the top class (models with PyTorch weights; not .onnx files).
+
+Against other web sites: a request whose Host header is not an allowed name gets 400 (by default only loopback names,
+so a DNS-rebinding page cannot reach a server on 127.0.0.1), and one whose Origin header is another origin gets 403
+(a page elsewhere cannot POST to /predict).
 """
 
 from __future__ import annotations
@@ -22,21 +26,25 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import torch
 import torch.nn.functional as F
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from .errors import UserError
@@ -48,6 +56,7 @@ MAX_IMAGE_PIXELS = 40_000_000  # checked in the header: a few kilobytes of PNG c
 MAX_DECODES = 2  # images decoded at once: each can take ~4 bytes a pixel, plus its conversion to the model's mode
 MAX_FORM_PARTS = 16  # a form needs one; a body of thousands of tiny parts costs seconds of Python to parse
 FORM_FIELD = "file"
+DEFAULT_PORTS = {"http": 80, "https": 443}
 # The parser warns about each malformed body in its own words; the client gets a plain 400, the log needs nothing.
 PARSER_LOG = logging.getLogger(__name__ + ".multipart")
 PARSER_LOG.setLevel(logging.ERROR)
@@ -283,8 +292,102 @@ def form_file(body: bytes, content_type: str) -> bytes:
     return fields[FORM_FIELD]
 
 
-def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    """The web app for one model: a Predictor-like object, or the path of a checkpoint to load."""
+def host_name(authority: str) -> str | None:
+    """The host name in a Host header (or an --allowed-host), lowercase, without port, brackets or final dot:
+    'LocalHost.:8000' -> 'localhost', '[::1]:80' -> '::1'; None when it is not host[:port]."""
+    try:
+        parts = urlsplit("//" + authority)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return None
+    name = (parts.hostname or "").rstrip(".")
+    if not name or parts.netloc != authority or "@" in authority:
+        return None
+    try:
+        return str(ipaddress.ip_address(name))  # one spelling of an address: [0:0::1] is ::1
+    except ValueError:
+        return name
+
+
+def allowed_host_names(allowed_hosts: Iterable[str] | None) -> frozenset[str] | None:
+    """create_app's allowed_hosts as host names (host_name()), None for any; a UserError for an entry that is
+    not a host name, an address or host:port."""
+    if allowed_hosts is None:
+        return None
+    names = set()
+    for entry in allowed_hosts:
+        if entry == "*":
+            return None
+        try:
+            name = str(ipaddress.ip_address(entry))  # an IPv6 address given without brackets
+        except ValueError:
+            name = host_name(entry)
+        if name is None:
+            raise UserError(f"--allowed-host {entry!r} is not a host name; give a name or address such as "
+                            "resnet.lan or 192.168.1.5, without http:// or a path.")  # fmt: skip
+        names.add(name)
+    return frozenset(names)
+
+
+def same_origin(origin: str, scheme: str, host: str) -> bool:
+    """Whether an Origin header (scheme://host[:port]) is the origin the request was sent to: `scheme` and the Host
+    header, default ports filled in. "null" (sandboxed pages, file: URLs) is no one's origin."""
+    try:
+        theirs, ours = urlsplit(origin), urlsplit(f"{scheme}://{host}")
+        return theirs.hostname is not None and (
+            theirs.scheme, theirs.hostname, theirs.port or DEFAULT_PORTS.get(theirs.scheme)
+        ) == (ours.scheme, ours.hostname, ours.port or DEFAULT_PORTS.get(ours.scheme))  # fmt: skip
+    except ValueError:
+        return False
+
+
+class HostAndOriginCheck:
+    """ASGI middleware: 400 for a Host header that names no allowed host, 403 for an Origin header of another origin.
+
+    DNS rebinding points a web site's name at 127.0.0.1, so that its pages reach a local server, with that name
+    as Host: loopback names alone keep them out. And browsers send Origin with every POST, so a page elsewhere
+    that posts an image to /predict (a "simple" request, sent without a CORS preflight) is recognized by it.
+    `allowed_hosts`: host names from allowed_host_names(), besides the loopback ones (localhost, 127.x.x.x, ::1);
+    None: any Host.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: frozenset[str] | None) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await JSONResponse({"detail": refusal[1]}, refusal[0])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        """(status, sentence) for a request to refuse, None for one to answer."""
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if self.allowed_hosts is not None:
+            name = host_name(host)
+            if name is None or not (is_loopback(name) or name in self.allowed_hosts):
+                shown = repr(name[:100]) if name else "missing or malformed"
+                return 400, (f"this server does not answer to the host name in the Host header ({shown}); open it "
+                             "as localhost or 127.0.0.1, or start it with --allowed-host NAME.")  # fmt: skip
+        origin = headers.get("origin")
+        if origin is not None and not same_origin(origin, scope.get("scheme", "http"), host):
+            return 403, ("requests from pages of other sites are refused: the Origin header is not this server's "
+                         "own origin.")  # fmt: skip
+        return None
+
+
+def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               allowed_hosts: Iterable[str] | None = ()) -> FastAPI:  # fmt: skip
+    """The web app for one model: a Predictor-like object, or the path of a checkpoint to load.
+
+    `allowed_hosts`: the names the Host header may give besides loopback ones (localhost, 127.x.x.x, [::1]), with or
+    without a port; "*" or None: any name (for a server on a network address, reached by names it cannot know).
+    """
+    names = allowed_host_names(allowed_hosts)
     if isinstance(predictor_or_path, (str, Path)):
         predictor = load_predictor(predictor_or_path)
     else:
@@ -321,6 +424,7 @@ def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_byt
         description=f"{info.model} trained on {info.dataset}: send an image, get its most probable classes.",
     )  # fmt: skip
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(HostAndOriginCheck, allowed_hosts=names)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -337,7 +441,9 @@ def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_byt
     @app.post(
         "/predict", response_model=Prediction, response_model_exclude_none=True,
         openapi_extra={"requestBody": IMAGE_BODY},
-        responses={400: {"description": "not an image"}, 413: {"description": "upload or image too large"}},
+        responses={400: {"description": "not an image, a malformed form, or a Host header not allowed"},
+                   403: {"description": "sent by a page of another origin"},
+                   413: {"description": "upload or image too large"}},
     )  # fmt: skip
     async def predict(
         request: Request,
@@ -382,11 +488,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def answered_hosts(bind_host: str, allowed_hosts: Iterable[str] = ()) -> list[str] | None:
+    """create_app's allowed_hosts for a server on `bind_host` given --allowed-host names: on a loopback address,
+    only loopback names and those; on a network address, any name (None) unless some are given."""
+    names = list(allowed_hosts)
+    return names if names or is_loopback(bind_host) else None
+
+
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
-          precision: str = "auto") -> None:  # fmt: skip
+          precision: str = "auto", allowed_hosts: Iterable[str] = ()) -> None:  # fmt: skip
     """Load a checkpoint and serve the page and the API until Ctrl+C."""
+    names = answered_hosts(host, allowed_hosts)
+    allowed_host_names(names)  # a mistake in --allowed-host is told before the model loads
     predictor = load_predictor(checkpoint, device, precision)
-    app = create_app(predictor)
+    app = create_app(predictor, allowed_hosts=names)
     sock = bind(host, port)
     port = sock.getsockname()[1]
     url_host = f"[{host}]" if ":" in host else host
