@@ -1,4 +1,5 @@
-"""A real uvicorn server on a free loopback port, in a thread, and a small HTTP client for it.
+"""A real uvicorn server on a free loopback port, in a thread (or `resnetlab serve` in a process of its own), and a
+small HTTP client for it.
 
 The client is http.client: conftest replaces urllib's urlopen with one that refuses, and loopback is all these
 tests talk to.
@@ -10,11 +11,15 @@ import contextlib
 import http.client
 import json
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -36,6 +41,7 @@ class Reply:
 class LiveServer:
     host: str
     port: int
+    timeout: float = 30  # seconds a request may wait for its answer
 
     @property
     def url(self) -> str:
@@ -43,7 +49,7 @@ class LiveServer:
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
                 chunked: bool = False) -> Reply:  # fmt: skip
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             connection.connect()
             connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers and body: two writes
@@ -111,3 +117,25 @@ def running(app) -> Iterator[LiveServer]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextlib.contextmanager
+def serving(checkpoint: str | Path, *options: str,
+            timeout: float = 30) -> Iterator[tuple[LiveServer, subprocess.Popen]]:  # fmt: skip
+    """`resnetlab serve CHECKPOINT OPTIONS` in a process of its own (whose memory /proc/PID/status tells) on a free
+    loopback port, until the block ends."""
+    port = free_port()
+    command = [sys.executable, "-m", "resnetlab", "serve", str(checkpoint), "--port", str(port), *options]
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
+        live = LiveServer("127.0.0.1", port, timeout)
+        try:
+            try:
+                wait_for_health(live, 60)
+            except TimeoutError:
+                output.seek(0)
+                raise TimeoutError(f"resnetlab serve did not answer within 60 s; it wrote: {output.read()}") from None
+            yield live, process
+        finally:
+            process.terminate()
+            process.wait(20)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from resnetlab.card import ModelCard
-from resnetlab.checkpoint import Checkpoint, load_checkpoint, read_checkpoint, save_atomic
+from resnetlab.checkpoint import Checkpoint, read_checkpoint, save_atomic
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from fakedata import pattern_images, write_image_folder, write_mnist_like
+from fakedata import pattern_images, write_image_folder
 from PIL import Image
 
 from resnetlab.checkpoint import load_checkpoint

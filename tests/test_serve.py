@@ -5,31 +5,53 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import logging
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fakedata import pattern_images
-from liveserver import LiveServer, free_port, running, wait_for_health
+from liveserver import LiveServer, free_port, running, serving, wait_for_health
 from PIL import Image
 
 from resnetlab.cli import main
+from resnetlab.errors import UserError
 from resnetlab.inference import TorchPredictor
-from resnetlab.serve import MAX_IMAGE_PIXELS, create_app
+from resnetlab.serve import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES, create_app
 
 UPLOAD_LIMIT = 64 * 1024  # small, so the 413 tests send little
+PEAK_MEMORY_LIMIT_MB = 1500  # for 50 concurrent 6000x6000 PNGs; it was 10.8 GB before they were decoded two at a time
 
 
 def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def gradient_image(width: int, height: int, image_format: str) -> bytes:
+    """An RGB image of smooth gradients, which compresses to little: 6000x6000 pixels are about 120 KB as PNG."""
+    ramp = Image.linear_gradient("L").resize((width, height))
+    flat = Image.new("L", (width, height), 128)
+    buffer = io.BytesIO()
+    Image.merge("RGB", (ramp, ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT), flat)).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def peak_memory_mb(pid: int) -> float:
+    """The peak resident set of a process (VmHWM in /proc/PID/status), in megabytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError("VmHWM")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +63,15 @@ def predictor(trained_run) -> TorchPredictor:
 def server(predictor) -> LiveServer:
     with running(create_app(predictor, max_upload_bytes=UPLOAD_LIMIT)) as live:
         yield live
+
+
+@pytest.fixture(scope="module")
+def served(trained_run) -> tuple[LiveServer, subprocess.Popen]:
+    """`resnetlab serve` in a process of its own, with the default limits, so its memory can be measured."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads the server's memory in /proc (Linux)")
+    with serving(trained_run, timeout=120) as live_and_process:
+        yield live_and_process
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +98,6 @@ def assert_same_top(reply_top: list[dict], expected: list[tuple[str, float]]) ->
 def test_health_model_and_openapi(server, predictor):
     assert server.get("/health").json() == {"status": "ok"}
     info = server.get("/model").json()
-    card = predictor.card
     assert info["model"] == "resnet20" and info["dataset"] == "fashion-mnist"
     assert info["classes"] == predictor.classes
     assert (info["image_size"], info["in_channels"]) == (28, 1)
@@ -233,6 +263,7 @@ def test_resnetlab_serve_command_runs_a_server(trained_run, known_images):
         wait_for_health(live, 60)
         reply = live.post_image(known_images[1].read_bytes())
         assert reply.status == 200 and reply.json()["model"] == "resnet20"
+        assert live.request("GET", "/health", headers={"Host": f"rebound.example:{port}"}).status == 400
     finally:
         process.terminate()
         output = process.communicate(timeout=20)[0]
@@ -281,3 +312,184 @@ def test_an_exported_onnx_model_is_served_like_its_checkpoint(trained_run, predi
     assert "gradcam_png" not in reply.json()  # an ONNX file has no gradients to follow
     fp32 = TorchPredictor.from_checkpoint(trained_run / "best.pt", "cpu", "fp32")  # as the ONNX model computes
     assert_same_top(reply.json()["top"], expected_top(fp32, known_images[2]))
+
+
+def test_50_concurrent_6000x6000_pngs_keep_the_server_small_and_health_answering(served):
+    """Each PNG is 120 KB but 108 MB decoded: the server decodes two at a time, and /health does not wait for them."""
+    live, process = served
+    png = gradient_image(6000, 6000, "PNG")
+    assert len(png) < 200_000
+    health: list[tuple[int, float]] = []
+    burst_over = threading.Event()
+
+    def watch_health() -> None:
+        while not burst_over.is_set():
+            start = time.perf_counter()
+            status = live.get("/health").status
+            health.append((status, time.perf_counter() - start))
+            burst_over.wait(0.1)
+
+    watcher = threading.Thread(target=watch_health)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            replies = list(pool.map(lambda _: live.post_image(png), range(50)))
+    finally:
+        burst_over.set()
+        watcher.join()
+    peak = peak_memory_mb(process.pid)
+    assert peak < PEAK_MEMORY_LIMIT_MB, f"the server's peak memory was {peak:.0f} MB"
+    assert [reply.status for reply in replies] == [200] * 50, [reply.body[:200] for reply in replies]
+    assert len(health) >= 5 and {status for status, _ in health} == {200}
+    assert max(seconds for _, seconds in health) < 1.0, health
+
+
+def test_a_36_megapixel_phone_photo_gets_200(served):
+    jpeg = gradient_image(7360, 4912, "JPEG")  # a 36 MP camera's size
+    assert len(jpeg) < MAX_UPLOAD_BYTES
+    reply = served[0].post_image(jpeg, content_type="image/jpeg")
+    assert reply.status == 200, reply.body
+    assert len(reply.json()["top"]) == 5
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_and_a_png_whole(monkeypatch):
+    """The decoding predict and serve share: a JPEG decodes at 1/2 to 1/8 scale, as small as keeps twice the model's
+    size; other formats decode whole."""
+    import resnetlab.imagefiles
+    from resnetlab.card import ModelCard
+    from resnetlab.serve import decode_image
+
+    decoded = []
+    real = resnetlab.imagefiles.ImageOps.exif_transpose  # called on the image just decoded
+    monkeypatch.setattr(resnetlab.imagefiles.ImageOps, "exif_transpose", lambda image: (
+        decoded.append(image.size), real(image))[1])  # fmt: skip
+    cards = {size: ModelCard("resnet20", ("a", "b"), 3, size, (0.5,) * 3, (0.25,) * 3) for size in (28, 500)}
+    jpeg = gradient_image(7360, 4912, "JPEG")
+    for size, image, expected in [(28, jpeg, (920, 614)),  # 1/8 scale, still at least 56x56
+                                  (500, jpeg, (1840, 1228)),  # 1/4: 1/8 would be under 1000 pixels high
+                                  (28, gradient_image(200, 100, "JPEG"), (200, 100)),  # 1/2 would be 50 high
+                                  (28, gradient_image(50, 40, "JPEG"), (50, 40)),  # under twice the size: whole
+                                  (28, gradient_image(600, 400, "PNG"), (600, 400))]:  # fmt: skip
+        assert decode_image(image, cards[size]).shape == (3, size, size)
+        assert decoded.pop() == expected
+
+
+def many_fields_form(fields: int) -> tuple[bytes, str]:
+    """A multipart/form-data body of `fields` one-byte fields."""
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="f"\r\n\r\nx\r\n'
+    return part * fields + b"--b0undary--\r\n", "multipart/form-data; boundary=b0undary"
+
+
+def test_a_form_of_more_than_16_parts_gets_400(server, known_images):
+    image = known_images[0].read_bytes()
+    fields = {f"extra{i}": b"x" for i in range(15)}
+    assert server.post_form({**fields, "file": image}).status == 200  # 16 parts
+    reply = server.post_form({**fields, "extra15": b"x", "file": image})
+    assert reply.status == 400
+    assert reply.json()["detail"] == "the form has more than 16 parts; send only the image, as the field 'file'."
+
+
+def test_health_answers_while_a_body_of_many_fields_is_parsed(served):
+    """8 MB of tiny form fields took 1.7 s of Python to parse, on the event loop: /health waited as long."""
+    live = served[0]
+    body, content_type = many_fields_form(120_000)
+    assert len(body) < MAX_UPLOAD_BYTES
+    replies = []
+    stop = threading.Event()
+
+    def send_forms() -> None:
+        while not stop.is_set():
+            replies.append(live.request("POST", "/predict", body, {"Content-Type": content_type}))
+
+    senders = [threading.Thread(target=send_forms) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    latencies = []
+    try:
+        time.sleep(0.3)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            assert live.get("/health").status == 200
+            latencies.append(time.perf_counter() - start)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join()
+    assert max(latencies) < 0.5, latencies
+    assert replies and {reply.status for reply in replies} == {400}
+    assert "more than 16 parts" in replies[0].json()["detail"]
+
+
+def test_a_malformed_form_gets_a_plain_sentence_and_no_parser_log(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    plain = ("the multipart/form-data body is malformed; let your HTTP client build the form (e.g. curl -F "
+             "file=@image.png).")  # fmt: skip
+    for body in [b"--x\r\nbad header line\r\n\r\n", b"--xyz", b"garbage\r\n--x\r\n\r\n"]:
+        reply = server.request("POST", "/predict", body, {"Content-Type": "multipart/form-data; boundary=x"})
+        assert reply.status == 400, body
+        assert reply.json()["detail"] == plain  # not the parser's "Found invalid character 32 in header at 8"
+    assert [record.getMessage() for record in caplog.records if "multipart" in record.name] == []
+
+
+def test_only_loopback_host_names_are_answered_by_default(server, known_images):
+    """A DNS-rebinding page reaches 127.0.0.1 under its own site's name: that Host gets 400."""
+    for host in ["localhost", f"localhost:{server.port}", "LocalHost.", "127.0.0.1", "127.1.2.3:99", "[::1]",
+                 "[::1]:8000", "[0:0::1]"]:  # fmt: skip
+        assert server.request("GET", "/health", headers={"Host": host}).status == 200, host
+    for host in ["rebound.example", f"rebound.example:{server.port}", "127.0.0.1.rebound.example",
+                 "localhost.rebound.example", "10.0.0.1", "[::2]", "", "user@localhost", "localhost:port"]:  # fmt: skip
+        reply = server.request("GET", "/health", headers={"Host": host})
+        assert reply.status == 400, host
+        detail = reply.json()["detail"]
+        assert "Host header" in detail and "--allowed-host" in detail and detail.count(". ") == 0, detail
+    image = known_images[0].read_bytes()
+    reply = server.request("POST", "/predict", image, {"Host": "rebound.example", "Content-Type": "image/png"})
+    assert reply.status == 400
+
+
+def test_allowed_hosts_add_names_and_none_answers_any(predictor):
+    with running(create_app(predictor, allowed_hosts=["resnet.lan", "192.168.1.5:8000", "fe80::1"])) as live:
+        for host, status in [("resnet.lan", 200), ("RESNET.LAN:8000", 200), ("192.168.1.5", 200),
+                             ("[fe80::1]:80", 200), ("localhost", 200), ("rebound.example", 400)]:  # fmt: skip
+            assert live.request("GET", "/health", headers={"Host": host}).status == status, host
+    for anyone in [None, ["*"]]:
+        with running(create_app(predictor, allowed_hosts=anyone)) as live:
+            assert live.request("GET", "/health", headers={"Host": "rebound.example"}).status == 200
+    with pytest.raises(UserError, match="'http://resnet.lan/' is not a host name"):
+        create_app(predictor, allowed_hosts=["http://resnet.lan/"])
+
+
+def test_requests_from_pages_of_other_origins_get_403(server, known_images):
+    """A page on any site may POST text/plain to 127.0.0.1 without asking first; its Origin header tells it apart."""
+    own = f"http://127.0.0.1:{server.port}"
+    port = server.port
+    for origin in ["http://evil.example", "null", f"http://127.0.0.1:{port + 1}", f"https://127.0.0.1:{port}",
+                   f"http://localhost:{port}", "http://127.0.0.1"]:  # fmt: skip
+        reply = server.request("POST", "/predict", b"hello", {"Content-Type": "text/plain", "Origin": origin})
+        assert reply.status == 403, origin
+        assert reply.json()["detail"] == ("requests from pages of other sites are refused: the Origin header is not "
+                                          "this server's own origin.")  # fmt: skip
+    assert server.request("GET", "/model", headers={"Origin": "http://evil.example"}).status == 403
+    image = known_images[0].read_bytes()
+    assert server.request("POST", "/predict", image, {"Content-Type": "image/png", "Origin": own}).status == 200
+    as_localhost = {"Content-Type": "image/png", "Origin": f"http://localhost:{server.port}",
+                    "Host": f"localhost:{server.port}"}  # fmt: skip
+    assert server.request("POST", "/predict", image, as_localhost).status == 200
+
+
+def test_serve_answers_loopback_names_unless_told_others(trained_run, monkeypatch, capsys):
+    from resnetlab.serve import answered_hosts
+
+    assert answered_hosts("127.0.0.1") == answered_hosts("::1") == answered_hosts("localhost") == []
+    assert answered_hosts("0.0.0.0") is None and answered_hosts("192.168.1.5") is None  # reached by any name
+    assert answered_hosts("0.0.0.0", ["resnet.lan"]) == answered_hosts("127.0.0.1", ["resnet.lan"]) == ["resnet.lan"]
+    assert main(["serve", str(trained_run), "--allowed-host", "http://resnet.lan/"]) == 2
+    err = capsys.readouterr().err
+    assert "--allowed-host 'http://resnet.lan/' is not a host name" in err and err.count("\n") == 1
+    calls = []
+    monkeypatch.setattr("resnetlab.serve.serve", lambda *args: calls.append(args))
+    assert main(["serve", str(trained_run), "--allowed-host", "a.lan", "--allowed-host", "b.lan"]) == 0
+    assert main(["serve", str(trained_run)]) == 0
+    assert [args[-1] for args in calls] == [["a.lan", "b.lan"], []]

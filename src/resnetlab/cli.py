@@ -153,6 +153,10 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it to the network")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     _runtime_flags(p)
+    p.add_argument("--allowed-host", action="append", default=argparse.SUPPRESS, metavar="NAME",
+                   help="a host name (or address) the server answers to besides localhost and 127.0.0.1, e.g. the "
+                   "machine's name; repeatable. Without it, a server on a network address (--host) answers to any "
+                   "name")  # fmt: skip
 
 
 def _degradation_arguments(p: argparse.ArgumentParser) -> None:
@@ -361,7 +365,7 @@ def _serve(args: argparse.Namespace) -> None:
             raise
         raise UserError(f"resnetlab serve needs the serve extra ({e.name} is missing); install it with "
                         "pip install 'resnetlab[serve]'.") from None  # fmt: skip
-    serve(args.checkpoint, args.host, args.port, args.device, args.precision)
+    serve(args.checkpoint, args.host, args.port, args.device, args.precision, getattr(args, "allowed_host", []))
 
 
 def _experiment(args: argparse.Namespace) -> None:

@@ -6,33 +6,45 @@ GET /model        what the model is: name, dataset, classes, input size, test ac
 GET /health       {"status": "ok"}
 GET /openapi.json the API described as OpenAPI (no /docs page: FastAPI's fetches Swagger UI from a CDN)
 
-Uploads stay in memory (never written to disk) and are limited in size; the model is shared by all requests and
-runs one batch at a time under a lock. With ?gradcam=true, /predict also returns a Grad-CAM heat map of the last
-stage for the top class (models with PyTorch weights; not .onnx files).
+Uploads stay in memory (never written to disk) and are limited in size, in pixels and in form parts; at most
+MAX_DECODES images are decoded at once (a small upload can decode to hundreds of megabytes), JPEGs at reduced scale;
+the model is shared by all requests and runs one batch at a time under a lock. With ?gradcam=true, /predict also
+returns a Grad-CAM heat map of the last stage for the top class (models with PyTorch weights; not .onnx files).
+
+Against other web sites: a request whose Host header is not an allowed name gets 400 (by default only loopback names,
+so a DNS-rebinding page cannot reach a server on 127.0.0.1), and one whose Origin header is another origin gets 403
+(a page elsewhere cannot POST to /predict).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import ipaddress
+import logging
 import socket
 import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import torch
 import torch.nn.functional as F
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from .card import ModelCard
@@ -43,8 +55,14 @@ from .inference import open_predictor
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # a phone photo fits; the model sees 28x28 or 32x32 pixels anyway
-MAX_IMAGE_PIXELS = 40_000_000  # decoded size: a few kilobytes of PNG can decode to gigabytes
+MAX_IMAGE_PIXELS = 40_000_000  # checked in the header: a few kilobytes of PNG can decode to gigabytes
+MAX_DECODES = 2  # images decoded at once: each can take ~4 bytes a pixel, plus its conversion to the model's mode
+MAX_FORM_PARTS = 16  # a form needs one; a body of thousands of tiny parts costs seconds of Python to parse
 FORM_FIELD = "file"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# The parser warns about each malformed body in its own words; the client gets a plain 400, the log needs nothing.
+PARSER_LOG = logging.getLogger(__name__ + ".multipart")
+PARSER_LOG.setLevel(logging.ERROR)
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'",
     "X-Content-Type-Options": "nosniff",
@@ -132,14 +150,13 @@ def model_info(predictor: ServablePredictor, max_upload_bytes: int) -> ModelInfo
     )  # fmt: skip
 
 
-def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
-    """Upload bytes as the model's uint8 input [C, H, W] (the decoding `resnetlab predict` uses), or an
-    HTTPException (400 not an image, 413 too many pixels)."""
+def check_upload(data: bytes) -> None:
+    """Refuse, from the header alone, an upload that is not an image (400) or has too many pixels (413)."""
     if not data:
         raise HTTPException(400, f"the request has no image: send it as the body or as the form field '{FORM_FIELD}'.")
     try:
-        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
-            width, height = probe.size
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height = image.size
     except Image.DecompressionBombError:
         raise HTTPException(413, f"the image has too many pixels; the limit is {MAX_IMAGE_PIXELS:,}.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
@@ -147,6 +164,13 @@ def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
                             "WebP file.") from None  # fmt: skip
     if width * height > MAX_IMAGE_PIXELS:
         raise HTTPException(413, f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels.")
+
+
+def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
+    """Upload bytes as the model's uint8 input [C, H, W], decoded as `resnetlab predict` decodes files
+    (imagefiles.decode: a JPEG of twice the model's size or more decodes at 1/2 to 1/8 scale), or an HTTPException.
+    This is the step that takes memory: run it on the decoding threads only."""
+    check_upload(data)
     try:
         return decode(io.BytesIO(data), card.in_channels, card.image_size, name="the upload")
     except ImageFileError:
@@ -199,15 +223,23 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def form_file(body: bytes, content_type: str) -> bytes:
-    """The bytes of the form field `file` of a multipart/form-data body, parsed in memory."""
+    """The bytes of the form field `file` of a multipart/form-data body, parsed in memory, or an HTTPException
+    (400: no boundary, malformed, more than MAX_FORM_PARTS parts, no `file`). Pure Python at a few microseconds a
+    part: call it off the event loop. (python-multipart itself refuses more than 8 headers in a part.)"""
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary:
         raise HTTPException(400, "the multipart/form-data body has no boundary; let your HTTP client build the form.")
     fields: dict[str, bytes] = {}
     part: dict[str, Any] = {}
+    parts = 0
 
     def on_part_begin() -> None:
+        nonlocal parts
+        parts += 1
+        if parts > MAX_FORM_PARTS:  # refused at the first part too many, before the rest is parsed
+            raise HTTPException(400, f"the form has more than {MAX_FORM_PARTS} parts; send only the image, as the "
+                                f"field '{FORM_FIELD}'.")  # fmt: skip
         part.update(headers={}, name=b"", value=b"", data=bytearray())
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
@@ -232,27 +264,131 @@ def form_file(body: bytes, content_type: str) -> bytes:
                  "on_part_data": on_part_data, "on_part_end": on_part_end}  # fmt: skip
     try:
         parser = MultipartParser(boundary, callbacks)
+        parser.logger = PARSER_LOG
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as e:
-        raise HTTPException(400, f"the multipart/form-data body is malformed ({e}).") from None
+    except MultipartParseError:  # its text is the parser's state machine ("at index 2"): no help to a client
+        raise HTTPException(400, "the multipart/form-data body is malformed; let your HTTP client build the form "
+                            f"(e.g. curl -F {FORM_FIELD}=@image.png).") from None  # fmt: skip
     if FORM_FIELD not in fields:
         raise HTTPException(400, f"the form has no field '{FORM_FIELD}'; send the image as {FORM_FIELD}=@image.png.")
     return fields[FORM_FIELD]
 
 
-def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    """The web app for one model: a Predictor-like object, or the path of a checkpoint to load."""
+def host_name(authority: str) -> str | None:
+    """The host name in a Host header (or an --allowed-host), lowercase, without port, brackets or final dot:
+    'LocalHost.:8000' -> 'localhost', '[::1]:80' -> '::1'; None when it is not host[:port]."""
+    try:
+        parts = urlsplit("//" + authority)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return None
+    name = (parts.hostname or "").rstrip(".")
+    if not name or parts.netloc != authority or "@" in authority:
+        return None
+    try:
+        return str(ipaddress.ip_address(name))  # one spelling of an address: [0:0::1] is ::1
+    except ValueError:
+        return name
+
+
+def allowed_host_names(allowed_hosts: Iterable[str] | None) -> frozenset[str] | None:
+    """create_app's allowed_hosts as host names (host_name()), None for any; a UserError for an entry that is
+    not a host name, an address or host:port."""
+    if allowed_hosts is None:
+        return None
+    names = set()
+    for entry in allowed_hosts:
+        if entry == "*":
+            return None
+        try:
+            name = str(ipaddress.ip_address(entry))  # an IPv6 address given without brackets
+        except ValueError:
+            name = host_name(entry)
+        if name is None:
+            raise UserError(f"--allowed-host {entry!r} is not a host name; give a name or address such as "
+                            "resnet.lan or 192.168.1.5, without http:// or a path.")  # fmt: skip
+        names.add(name)
+    return frozenset(names)
+
+
+def same_origin(origin: str, scheme: str, host: str) -> bool:
+    """Whether an Origin header (scheme://host[:port]) is the origin the request was sent to: `scheme` and the Host
+    header, default ports filled in. "null" (sandboxed pages, file: URLs) is no one's origin."""
+    try:
+        theirs, ours = urlsplit(origin), urlsplit(f"{scheme}://{host}")
+        return theirs.hostname is not None and (
+            theirs.scheme, theirs.hostname, theirs.port or DEFAULT_PORTS.get(theirs.scheme)
+        ) == (ours.scheme, ours.hostname, ours.port or DEFAULT_PORTS.get(ours.scheme))  # fmt: skip
+    except ValueError:
+        return False
+
+
+class HostAndOriginCheck:
+    """ASGI middleware: 400 for a Host header that names no allowed host, 403 for an Origin header of another origin.
+
+    DNS rebinding points a web site's name at 127.0.0.1, so that its pages reach a local server, with that name
+    as Host: loopback names alone keep them out. And browsers send Origin with every POST, so a page elsewhere
+    that posts an image to /predict (a "simple" request, sent without a CORS preflight) is recognized by it.
+    `allowed_hosts`: host names from allowed_host_names(), besides the loopback ones (localhost, 127.x.x.x, ::1);
+    None: any Host.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: frozenset[str] | None) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await JSONResponse({"detail": refusal[1]}, refusal[0])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        """(status, sentence) for a request to refuse, None for one to answer."""
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if self.allowed_hosts is not None:
+            name = host_name(host)
+            if name is None or not (is_loopback(name) or name in self.allowed_hosts):
+                shown = repr(name[:100]) if name else "missing or malformed"
+                return 400, (f"this server does not answer to the host name in the Host header ({shown}); open it "
+                             "as localhost or 127.0.0.1, or start it with --allowed-host NAME.")  # fmt: skip
+        origin = headers.get("origin")
+        if origin is not None and not same_origin(origin, scope.get("scheme", "http"), host):
+            return 403, ("requests from pages of other sites are refused: the Origin header is not this server's "
+                         "own origin.")  # fmt: skip
+        return None
+
+
+def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               allowed_hosts: Iterable[str] | None = ()) -> FastAPI:  # fmt: skip
+    """The web app for one model: a Predictor-like object, or the path of a checkpoint to load.
+
+    `allowed_hosts`: the names the Host header may give besides loopback ones (localhost, 127.x.x.x, [::1]), with or
+    without a port; "*" or None: any name (for a server on a network address, reached by names it cannot know).
+    """
+    names = allowed_host_names(allowed_hosts)
     if isinstance(predictor_or_path, (str, Path)):
         predictor = load_predictor(predictor_or_path)
     else:
         predictor = predictor_or_path
     info = model_info(predictor, max_upload_bytes)
     lock = threading.Lock()  # one forward pass at a time: the model and its runtime are shared
+    # Uploads are decoded by MAX_DECODES threads of their own, so at most that many full-size images are in memory
+    # (20 uploads of a 119 KB PNG of 6000x6000 pixels decoded at once took 5 GB). Threads, not a semaphore: glibc
+    # gives each thread that allocates a malloc arena of its own and keeps what is freed there, so decoding in any
+    # of the 40 request threads in turn still grew the server to 3.4 GB for 50 such uploads. Requests wait for
+    # their turn on the event loop, holding no thread.
+    decoders = ThreadPoolExecutor(MAX_DECODES, thread_name_prefix="resnetlab-decode")
 
-    def classify(data: bytes, top: int, with_input: bool, with_gradcam: bool) -> Prediction:
-        start = time.perf_counter()
-        image = decode_image(data, predictor.card)
+    def prepare(data: bytes) -> torch.Tensor:
+        """The upload as the model's input, uint8 [C, H, W]: run on `decoders`, where the full-size image lives."""
+        return decode_image(data, predictor.card)
+
+    def classify(image: torch.Tensor, start: float, top: int, with_input: bool, with_gradcam: bool) -> Prediction:
         overlay = None
         with lock:
             probabilities = predictor.probabilities(image[None])
@@ -271,23 +407,26 @@ def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_byt
         description=f"{info.model} trained on {info.dataset}: send an image, get its most probable classes.",
     )  # fmt: skip
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(HostAndOriginCheck, allowed_hosts=names)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     @app.get("/health")
-    def health() -> Health:
+    async def health() -> Health:
         return Health(status="ok")
 
     @app.get("/model")
-    def model() -> ModelInfo:
+    async def model() -> ModelInfo:
         return info
 
     @app.post(
         "/predict", response_model=Prediction, response_model_exclude_none=True,
         openapi_extra={"requestBody": IMAGE_BODY},
-        responses={400: {"description": "not an image"}, 413: {"description": "upload or image too large"}},
+        responses={400: {"description": "not an image, a malformed form, or a Host header not allowed"},
+                   403: {"description": "sent by a page of another origin"},
+                   413: {"description": "upload or image too large"}},
     )  # fmt: skip
     async def predict(
         request: Request,
@@ -298,8 +437,11 @@ def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_byt
         """Classify one image, sent as the request body (any content type) or as the multipart form field `file`."""
         body = await read_body(request, max_upload_bytes)
         if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            body = form_file(body, request.headers["content-type"])
-        return await run_in_threadpool(classify, body, min(top, len(info.classes)), input_png, gradcam)
+            # off the event loop: 8 MB of tiny parts held every other request for 1.7 s
+            body = await run_in_threadpool(form_file, body, request.headers["content-type"])
+        start = time.perf_counter()
+        image = await asyncio.wrap_future(decoders.submit(prepare, body))
+        return await run_in_threadpool(classify, image, start, min(top, len(info.classes)), input_png, gradcam)
 
     return app
 
@@ -329,11 +471,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def answered_hosts(bind_host: str, allowed_hosts: Iterable[str] = ()) -> list[str] | None:
+    """create_app's allowed_hosts for a server on `bind_host` given --allowed-host names: on a loopback address,
+    only loopback names and those; on a network address, any name (None) unless some are given."""
+    names = list(allowed_hosts)
+    return names if names or is_loopback(bind_host) else None
+
+
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
-          precision: str = "auto") -> None:  # fmt: skip
+          precision: str = "auto", allowed_hosts: Iterable[str] = ()) -> None:  # fmt: skip
     """Load a checkpoint and serve the page and the API until Ctrl+C."""
+    names = answered_hosts(host, allowed_hosts)
+    allowed_host_names(names)  # a mistake in --allowed-host is told before the model loads
     predictor = load_predictor(checkpoint, device, precision)
-    app = create_app(predictor)
+    app = create_app(predictor, allowed_hosts=names)
     sock = bind(host, port)
     port = sock.getsockname()[1]
     url_host = f"[{host}]" if ":" in host else host
