@@ -39,39 +39,40 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
     """name -> function(uint8 images) running the model over them."""
     import tutorial_recipe
 
-    from resnetlab.data import normalize
-    from resnetlab.inference import Predictor
+    from resnetlab.inference import TorchPredictor
+    from resnetlab.preprocess import PixelClassifier
 
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", precision="fp32")
-    mean, std = torch.tensor(predictor.checkpoint["mean"]), torch.tensor(predictor.checkpoint["std"])
+    predictor = TorchPredictor.from_checkpoint(checkpoint, device="cpu", precision="fp32")
+    card = predictor.card
     tutorial = tutorial_recipe.TutorialNet().eval()
 
     def tutorial_loop(x):
         tutorial_recipe.one_at_a_time(tutorial, x.float() / 255)
 
-    def batched(model, batch=1000, channels_last=True, dtype=None):
-        model = model.eval()
+    def batched(network, batch=1000, channels_last=True, dtype=None):
+        """The network fed normalized input (no test-time flip), `batch` images per forward pass."""
+        network = network.eval()
         if channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            network = network.to(memory_format=torch.channels_last)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        classifier = PixelClassifier(network, card.mean, card.std, memory_format=memory_format).eval()
 
         @torch.no_grad()
         def run(x):
             for i in range(0, len(x), batch):
-                inp = normalize(x[i : i + batch], mean, std)
-                if channels_last:
-                    inp = inp.contiguous(memory_format=torch.channels_last)
                 if dtype is None:
-                    model(inp).argmax(1)
+                    classifier(x[i : i + batch]).argmax(1)
                 else:
                     with torch.autocast("cpu", dtype=dtype):
-                        model(inp).argmax(1)
+                        classifier(x[i : i + batch]).argmax(1)
 
         return run
 
-    from resnetlab.checkpoint import build_model
-
-    unfolded = build_model(predictor.checkpoint)
-    name = predictor.checkpoint["model"]["name"]
+    unfolded = predictor.checkpoint.build_model()
+    name = card.architecture
+    # TorchPredictor.evaluate, as `resnetlab eval` runs it, at 500 images per forward pass as in the figures so far
+    # (the command's own chunk is inference.CHUNK_SIZE).
+    predictor.chunk_size = 500
 
     def resnetlab_eval(x):
         data = replace(test_data, images=x, labels=test_data.labels[: len(x)])
@@ -83,7 +84,7 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
         f"`resnetlab eval` ({name}, BN folded, channels_last, batch 500)": resnetlab_eval,
     }
     try:
-        compiled = torch.compile(predictor.model)
+        compiled = torch.compile(predictor.network)
         runner = batched(compiled, 1000, True)
         runner(images[:1000])  # compile outside the timing
         result["+ torch.compile (inductor), batch 1000"] = runner
@@ -92,7 +93,8 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
     try:
         import onnxruntime as ort
 
-        from resnetlab.export import OnnxPredictor, export_checkpoint
+        from resnetlab.export import export_checkpoint
+        from resnetlab.inference import OnnxPredictor
 
         folder = Path(tempfile.mkdtemp())
         onnx_path, int8_path = folder / "model.onnx", folder / "model.int8.onnx"
@@ -111,13 +113,13 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
         result["onnxruntime (exported, batch 1000)"] = onnx_runner(onnx_path)
         result["onnxruntime int8 (`resnetlab export --int8`, batch 1000)"] = onnx_runner(int8_path)
         for name, path in (("onnxruntime fp32", onnx_path), ("onnxruntime int8", int8_path)):
-            ACCURACY[name] = OnnxPredictor.from_file(path).evaluate(test_data)["test_accuracy"]
+            ACCURACY[name] = OnnxPredictor.from_file(path).evaluate(test_data)["accuracy"]
     except Exception as e:  # noqa: BLE001
         print(f"onnxruntime unavailable: {e}", file=sys.stderr)
     from resnetlab.runtime import cpu_has_fast_bf16
 
     if cpu_has_fast_bf16():
-        result["+ bf16 autocast (AMX/AVX512_BF16)"] = batched(predictor.model, 1000, True, torch.bfloat16)
+        result["+ bf16 autocast (AMX/AVX512_BF16)"] = batched(predictor.network, 1000, True, torch.bfloat16)
     return result
 
 
@@ -153,9 +155,9 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
 
-    from resnetlab.inference import Predictor
+    from resnetlab.inference import TorchPredictor
 
-    data = Predictor.from_checkpoint(args.checkpoint, device="cpu").load_test_data(limit=args.images)
+    data = TorchPredictor.from_checkpoint(args.checkpoint, device="cpu").load_test_data(limit=args.images)
     images = data.images
     runners = ways(args.checkpoint, images, data)
     speeds: dict[str, list[float]] = {name: [] for name in runners}
@@ -175,10 +177,10 @@ def main() -> None:
     info = machine_info()
     info["peak_gflops"] = peak = matmul_peak_gflops()
     import tutorial_recipe
-    from resnetlab.checkpoint import build_model, load_checkpoint
+    from resnetlab.checkpoint import load_checkpoint
 
     shape = tuple(images.shape[1:])
-    flops = forward_flops(build_model(load_checkpoint(args.checkpoint)), shape)
+    flops = forward_flops(load_checkpoint(args.checkpoint).build_model(), shape)
     tutorial_flops = forward_flops(tutorial_recipe.TutorialNet(), shape)
     lines = [f"| way | images/s (median of {args.repeats}) | vs tutorial loop | GFLOP/s | of peak |", "|---|---|---|---|---|"]
     for name, speed in medians.items():

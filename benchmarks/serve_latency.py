@@ -3,7 +3,7 @@
 For each checkpoint: starts `resnetlab serve` in its own process on a free loopback port, sends --requests
 sequential POST /predict requests (one PNG image of the model's input size as the body, one keep-alive
 connection, after --warmup unmeasured ones), and prints a markdown table: the round trip seen by the client, the
-server's own "milliseconds" field, and the baseline: Predictor.probabilities_of_images on the same image in this
+server's own "milliseconds" field, and the baseline: TorchPredictor.probabilities on the same image in this
 process (no HTTP, no PNG decoding), one call after each request so both see the same load on the machine, and
 in a worker thread as the server runs it (back-to-back calls from the main thread measured up to 10x slower on a
 busy 2-core machine, where OpenMP's threads wait on each other).
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from resnetlab.folder import image_to_tensor, open_image
-from resnetlab.inference import Predictor
+from resnetlab.imagefiles import decode
+from resnetlab.inference import TorchPredictor
 
 
 def cpu_model() -> str:
@@ -55,9 +55,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_image(predictor: Predictor) -> bytes:
+def test_image(predictor: TorchPredictor) -> bytes:
     """A PNG of the model's input size: a bright block on a noisy dark background."""
-    size, channels = predictor.checkpoint["image_size"], predictor.checkpoint["in_channels"]
+    size, channels = predictor.card.image_size, predictor.card.in_channels
     rng = np.random.default_rng(0)
     array = rng.integers(0, 60, (size, size, channels), dtype=np.uint8)
     array[size // 4 : 3 * size // 4, size // 3 : 2 * size // 3] = 220
@@ -66,16 +66,18 @@ def test_image(predictor: Predictor) -> bytes:
     return buffer.getvalue()
 
 
-def direct_call(predictor: Predictor, image: torch.Tensor) -> float:
+def direct_call(predictor: TorchPredictor, image: torch.Tensor) -> float:
     start = time.perf_counter()
-    predictor.top_classes(predictor.probabilities_of_images(image), 5)
+    predictor.top_classes(predictor.probabilities(image), 5)
     return (time.perf_counter() - start) * 1000
 
 
-def measure(checkpoint: str, predictor: Predictor, png: bytes, requests: int, warmup: int) -> dict[str, list[float]]:
+def measure(
+    checkpoint: str, predictor: TorchPredictor, png: bytes, requests: int, warmup: int
+) -> dict[str, list[float]]:
     """Milliseconds per request: HTTP round trip, the server's own time, and the direct call, interleaved."""
-    ckpt = predictor.checkpoint
-    image = image_to_tensor(open_image(io.BytesIO(png)), ckpt["in_channels"], ckpt["image_size"])[None]
+    card = predictor.card
+    image = decode(io.BytesIO(png), card.in_channels, card.image_size)[None]
     worker = ThreadPoolExecutor(1)
     port = free_port()
     command = [sys.executable, "-m", "resnetlab", "serve", checkpoint, "--port", str(port)]
@@ -132,13 +134,13 @@ def main() -> None:
           "| server time median / p95 (ms) | direct call median / p95 (ms) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
-        predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
-        ckpt = predictor.checkpoint
+        predictor = TorchPredictor.from_checkpoint(checkpoint, device="cpu")
+        card = predictor.card
         png = test_image(predictor)
         times = measure(checkpoint, predictor, png, args.requests, args.warmup)
-        accuracy = ckpt.get("best_test_accuracy")
-        name = f"{ckpt['model']['name']} on {ckpt['dataset']}" + (f" ({accuracy:.2%})" if accuracy else "")
-        size = f"{ckpt['in_channels']}x{ckpt['image_size']}x{ckpt['image_size']} PNG, {len(png)} B"
+        accuracy = predictor.checkpoint.best_test_accuracy
+        name = f"{card.architecture} on {card.dataset}" + (f" ({accuracy:.2%})" if accuracy else "")
+        size = f"{card.in_channels}x{card.image_size}x{card.image_size} PNG, {len(png)} B"
 
         def pair(values: list[float]) -> str:
             return f"{statistics.median(values):.1f} / {percentile(values, 95):.1f}"

@@ -57,13 +57,15 @@ def run_tutorial(data_dir: str, epochs: float) -> dict:
 
 
 def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision: str) -> dict:
+    from torch import nn
+
     from resnetlab.config import TrainConfig
     from resnetlab.engine import train
 
     rows: list[dict] = []
     started = time.perf_counter()
 
-    def on_epoch(row: dict) -> None:
+    def on_epoch(row: dict, model: nn.Module) -> None:
         rows.append({**row, "wall_seconds": time.perf_counter() - started})
         print(recipe, rows[-1], flush=True)
 

@@ -20,15 +20,15 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from resnetlab.inference import Predictor
+from resnetlab.inference import TorchPredictor
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-def pick_test_image(predictor: Predictor, data_dir: str, folder: Path) -> Path:
+def pick_test_image(predictor: TorchPredictor, data_dir: str, folder: Path) -> Path:
     data = predictor.load_test_data(data_dir, limit=1000)
-    probabilities, labels = predictor.probabilities(data)
+    probabilities, labels = predictor.probabilities(data.images), data.labels
     confidence, predicted = probabilities.max(1)
     for i in range(len(labels)):
         if predicted[i] == labels[i] and 0.6 < confidence[i] < 0.85:
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu")
+    predictor = TorchPredictor.from_checkpoint(args.checkpoint, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         image = pick_test_image(predictor, args.data_dir, Path(tmp))
         command = [sys.executable, "-m", "resnetlab", "serve", args.checkpoint, "--port", str(args.port)]
