@@ -132,11 +132,13 @@ def _check_inflation(path: Path) -> None:
 def _first_sentence(error: Exception) -> str:
     """The first sentence of torch's refusal, whole (its message runs on for paragraphs)."""
     text = " ".join(str(error).split()) or type(error).__name__
-    for marker in ("WeightsUnpickler error: ", "Unsupported global: "):
+    for marker in ("WeightsUnpickler error: ", "Unsupported global: ", "Trying to load "):
         if marker in text:
             text = text[text.index(marker) + len(marker) :]
     end = text.find(". ")
-    return text[: end if 0 < end < 200 else 200].rstrip(".")
+    if 0 < end < 200:
+        return text[:end]
+    return text.rstrip(".") if len(text) <= 200 else text[:200].rsplit(" ", 1)[0] + " ..."  # never cut a word in two
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -91,13 +91,18 @@ def decode(source: str | Path | IO[bytes], channels: int, size: int, name: str |
     and large images are box-reduced before the final antialiased resize, so memory follows the output size
     more than the file's. EXIF rotation is applied; the image is converted to grayscale or RGB.
     """
-    name = name or str(getattr(source, "name", source))
+    # A file object's name, a path's whole path (Path.name would drop its folder).
+    name = name or str(source if isinstance(source, (str, Path)) else getattr(source, "name", source))
     image = _open(source, name)
     try:
         with image:
             image.draft("L" if channels == 1 else "RGB", (2 * size, 2 * size))  # JPEG only; others ignore it
             image.load()
             image = ImageOps.exif_transpose(_to_8bit(image))
+            if image.mode in ("1", "P", "PA"):
+                # reduce() refuses these modes, and Pillow warns when a palette with alpha goes straight to RGB
+                alpha = image.mode == "PA" or "transparency" in image.info
+                image = image.convert("L" if image.mode == "1" else "RGBA" if alpha else "RGB")
             factor = min(image.size) // (2 * size)
             if factor >= 2:
                 image = image.reduce(factor)

@@ -9,8 +9,10 @@ atomically: a viewer never sees half a picture. Nothing here imports the rest of
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +20,9 @@ import torch
 
 RIGHT_COLOR = "#1a7f37"  # green
 WRONG_COLOR = "#c00000"  # red
+# Kana, CJK ideographs, Hangul and fullwidth forms: glyphs the default font (DejaVu Sans) lacks.
+CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei")
 
 
 def _figure(size: tuple[float, float], show: bool = False, **kwargs):
@@ -31,8 +36,36 @@ def _figure(size: tuple[float, float], show: bool = False, **kwargs):
     return Figure(figsize=size, **kwargs)
 
 
+@functools.cache
+def _cjk_font() -> str | None:
+    """The name of an installed font with CJK glyphs, or None."""
+    from matplotlib import font_manager
+
+    def known() -> list[str]:
+        names = sorted({font.name for font in font_manager.fontManager.ttflist})
+        return [n for n in CJK_FONTS if n in names] + [n for n in names if "CJK" in n]
+
+    if not known():  # installed after matplotlib cached its font list, which it never rescans
+        for file in font_manager.findSystemFonts():
+            if "cjk" in file.lower() or "wqy" in file.lower():
+                font_manager.fontManager.addfont(file)
+    return (known() or [None])[0]
+
+
+def _fall_back_to_cjk(fig) -> None:
+    """Text with CJK characters (class names) gets an installed CJK font as fallback, so its glyphs are drawn
+    rather than empty boxes; other text keeps the default font."""
+    from matplotlib.text import Text
+
+    texts = [text for text in fig.findobj(Text) if CJK.search(text.get_text())]
+    if texts and _cjk_font():
+        for text in texts:
+            text.set_fontfamily([*text.get_fontfamily(), _cjk_font()])
+
+
 def _save(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write the PNG beside path, then rename it over path: a viewer never sees half a picture."""
+    _fall_back_to_cjk(fig)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
