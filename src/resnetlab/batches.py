@@ -25,6 +25,7 @@ class ImageData:
     std: tuple[float, ...] = field(default=())
     source: str = ""
     notes: list[str] = field(default_factory=list)  # what the loader skipped or assumed, for the user to read
+    holdout: tuple[str, ...] = ()  # a folder without train/ and test/: the files held out for validation
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -34,6 +34,7 @@ class ModelCard:
     stem: str | None = None  # "small", "strided" or "imagenet"; None: the architecture's default
     dataset: str = ""
     data_dir: str = ""  # where the data was, for `eval` and `predict -n` without --data-dir
+    holdout: tuple[str, ...] = ()  # a folder without train/ and test/: the validation files, relative to data_dir
 
     @property
     def num_classes(self) -> int:
@@ -66,6 +67,7 @@ class ModelCard:
             "test_time_flip": self.test_time_flip,
             "dataset": self.dataset,
             "data_dir": self.data_dir,
+            "holdout": list(self.holdout),
         }  # fmt: skip
 
     @classmethod
@@ -89,6 +91,7 @@ class ModelCard:
             stem=check.one_of("model.options.stem", options.get("stem"), ("small", "strided", "imagenet", None)),
             dataset=str(values.get("dataset", "")),
             data_dir=str(values.get("data_dir") or ""),
+            holdout=check.names("holdout"),
         )  # fmt: skip
         if len(card.mean) != card.in_channels or len(card.std) != card.in_channels:
             check.fail("mean/std", f"must have one value per channel ({card.in_channels})")
@@ -134,6 +137,13 @@ class _Checker:
         if not ok:
             self.fail(field, f"is {str(value)[:40]!r}, not a list of {'positive ' if positive else ''}numbers")
         return tuple(float(v) for v in value)
+
+    def names(self, field: str) -> tuple[str, ...]:
+        """An optional list of strings (empty when missing)."""
+        value = self.values.get(field) or []
+        if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) for name in value):
+            self.fail(field, "must be a list of file names")
+        return tuple(value)
 
     def classes(self) -> tuple[str, ...]:
         value = self.values.get("classes")

@@ -58,13 +58,13 @@ def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import DEFAULT_EPOCHS, DEFAULT_RECIPE, IMAGE_SIZE_RANGE, RECIPES
+    from .config import DEFAULT_EPOCHS, DEFAULT_RECIPE, IMAGE_SIZE_RANGE, RECIPES, TrainConfig
     from .data import dataset_names
 
     recipe = RECIPES[DEFAULT_RECIPE]
     p.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(dataset_names())}")
     p.add_argument("--data-dir", default="./data", help="where datasets are kept (torchvision's root); for "
-                   "--dataset folder, the folder holding train/ and test/")  # fmt: skip
+                   "--dataset folder, the folder holding class folders (or train/ and test/)")  # fmt: skip
     p.add_argument("--model", default=None, help="model name (resnetlab models); default: the dataset's")
     p.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS, help="passes over the training set")
     p.add_argument("--batch-size", type=_positive_int, default=None,
@@ -90,6 +90,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    "it; default: the recipe's (fast: off; best: mirroring only; paper: both)")  # fmt: skip
     p.add_argument("--subset", type=_positive_int, default=None,
                    help="train on this many training images, drawn at random (a quick try)")  # fmt: skip
+    p.add_argument("--val-split", type=float, default=TrainConfig.val_split, metavar="SHARE",
+                   help="--dataset folder with class folders but no train/ and test/: the share of each class held "
+                   "out for validation (drawn with --seed; reported as the test split)")  # fmt: skip
     _quiet(p)
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files into OUT/tensorboard (the tensorboard extra)")  # fmt: skip
@@ -129,7 +132,8 @@ def _plot_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import EXPORT_CHECK_IMAGES, EXPORT_FORMATS, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES, INT8_MIN_AGREEMENT
+    from .config import (EXPORT_CHECK_IMAGES, EXPORT_FORMATS, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES,
+                         INT8_MIN_AGREEMENT)  # fmt: skip
 
     p.add_argument("checkpoint", help="a best.pt / last.pt, or a run folder")
     p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS, help="onnx runs with onnxruntime (the export "
@@ -138,7 +142,8 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
                    "best.onnx or best.torchscript.pt")  # fmt: skip
     p.add_argument("--data-dir", default=None, help="test images to check the export on; default: the folder the "
                    "checkpoint was trained from (random images where there are none)")  # fmt: skip
-    p.add_argument("--check-images", type=_positive_int, default=EXPORT_CHECK_IMAGES, help="how many images to check on")
+    p.add_argument("--check-images", type=_positive_int, default=EXPORT_CHECK_IMAGES,
+                   help="how many images to check on")  # fmt: skip
     p.add_argument("--tolerance", type=_positive_float, default=EXPORT_TOLERANCE,
                    help="largest difference in probability from PyTorch that passes the check")  # fmt: skip
     p.add_argument("--int8", action="store_true", help=f"onnx only: quantize to int8 (calibrated on "
@@ -235,7 +240,7 @@ def _train(args: argparse.Namespace) -> None:
         batch_size=args.batch_size, lr=args.lr, out=args.out, seed=args.seed, device=args.device,
         precision=args.precision, image_size=args.image_size, recipe=args.recipe, shortcut=args.shortcut,
         overwrite=args.overwrite, quiet=args.quiet, subset=args.subset, tensorboard=args.tensorboard,
-        augment=args.augment,
+        augment=args.augment, val_split=args.val_split,
     )  # fmt: skip
     train(config)
 
@@ -405,7 +410,7 @@ def _datasets(args: argparse.Namespace) -> None:
             classes = classes if len(classes) < 48 else classes[:45] + "..."
             where = spec.find(args.data_dir) or "not found (downloaded on first use)"
         else:
-            classes, where = "from folder names", "--data-dir DIR with DIR/train/<class>/ and DIR/test/<class>/"
+            classes, where = "from folder names", "--data-dir DIR with DIR/<class>/ (or DIR/train/ and DIR/test/)"
         rows.append([spec.name, spec.shape, classes, where])
     print(_format_table(["dataset", "images", "classes", "data"], rows))
 

@@ -109,6 +109,7 @@ class TrainConfig:
     augment: bool | None = None  # None: the recipe's
     subset: int | None = None  # train on this many images of the training set, drawn at random with the seed
     test_subset: int | None = None  # test on this many images of the test set, drawn at random with the seed
+    val_split: float = 0.2  # a folder without train/ and test/: the share of each class held out for validation
     overwrite: bool = False
     quiet: bool = False
     tensorboard: bool = False  # also write TensorBoard event files into OUT/tensorboard (needs the tensorboard extra)
@@ -134,6 +135,8 @@ class TrainConfig:
             raise ConfigError("image_size", f"must be between {low} and {high} pixels, not {self.image_size}")
         if self.shortcut not in (None, "A", "B"):
             raise ConfigError("shortcut", f"must be A or B, not {self.shortcut!r}")
+        if not 0 < self.val_split < 1:
+            raise ConfigError("val_split", f"must be between 0 and 1 (a share, e.g. 0.2), not {self.val_split}")
         return self
 
     @property

@@ -19,7 +19,7 @@ import torch
 
 from .batches import ImageData
 from .errors import UserError
-from .folder import FOLDER_LAYOUT, find_folder, load_folder_split
+from .folder import FOLDER_LAYOUT, Holdout, find_folder, load_folder_split
 from .preprocess import resize
 
 __all__ = ["DATASETS", "DatasetSpec", "dataset_names", "find_data", "get_spec", "load_split", "load_train_test"]
@@ -70,8 +70,9 @@ class DatasetSpec:
         system = _find_system_copy(self)
         return str(system) if system else None
 
-    def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None) -> ImageData:
-        """The train or test split in memory, downloaded first if it is nowhere to be found."""
+    def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None,
+                   holdout: Holdout | None = None) -> ImageData:  # fmt: skip
+        """The train or test split in memory, downloaded first if it is nowhere to be found. (holdout: for folders.)"""
         root = _prepare_root(self, Path(data_dir))
         try:
             # torchvision prints its download attempts on stdout; they belong with progress, on stderr.
@@ -100,8 +101,9 @@ class FolderSpec(DatasetSpec):
     def find(self, data_dir: str | Path) -> str | None:
         return find_folder(Path(data_dir))
 
-    def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None) -> ImageData:
-        return load_folder_split(Path(data_dir), train, image_size or self.image_size)
+    def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None,
+                   holdout: Holdout | None = None) -> ImageData:  # fmt: skip
+        return load_folder_split(Path(data_dir), train, image_size or self.image_size, holdout=holdout)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -216,7 +218,8 @@ def _prepare_root(spec: DatasetSpec, data_dir: Path) -> Path:
     except OSError as e:
         raise UserError(f"cannot create the data folder {data_dir} ({e.strerror}); choose another --data-dir.")
     if not os.access(data_dir, os.R_OK | os.X_OK):
-        raise UserError(f"the data folder {data_dir} is not readable; fix its permissions or choose another --data-dir.")
+        raise UserError(f"the data folder {data_dir} is not readable; fix its permissions or choose another "
+                        "--data-dir.")  # fmt: skip
     if _have_files(data_dir, spec):
         return data_dir
     system = _find_system_copy(spec)
@@ -261,9 +264,11 @@ def _as_uint8_nchw(data, channels: int) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()  # CIFAR: [N, H, W, C]
 
 
-def load_split(name: str, data_dir: str | Path, train: bool, image_size: int | None = None) -> ImageData:
-    """Load the train or test split of a dataset into memory (downloading it first if it is not there)."""
-    return get_spec(name).load_split(data_dir, train, image_size)
+def load_split(name: str, data_dir: str | Path, train: bool, image_size: int | None = None,
+               holdout: Holdout | None = None) -> ImageData:  # fmt: skip
+    """Load the train or test split of a dataset into memory (downloading it first if it is not there). holdout:
+    how a folder without train/ and test/ is split."""
+    return get_spec(name).load_split(data_dir, train, image_size, holdout)
 
 
 def load_train_test(
@@ -273,11 +278,14 @@ def load_train_test(
     subset: int | None = None,
     test_subset: int | None = None,
     seed: int = 0,
+    val_split: float = 0.2,
 ) -> tuple[ImageData, ImageData]:
     """Both splits, each optionally a random sample drawn with the seed; the test split carries the training
-    split's mean and std, which normalize both."""
-    train_data = load_split(name, data_dir, train=True, image_size=image_size)
-    test_data = load_split(name, data_dir, train=False, image_size=image_size)
+    split's mean and std, which normalize both. A folder without train/ and test/ holds out val_split of each
+    class (drawn with the seed) as its test split."""
+    train_data = load_split(name, data_dir, train=True, image_size=image_size, holdout=Holdout(val_split, seed))
+    holdout = Holdout(val_split, seed, train_data.holdout)
+    test_data = load_split(name, data_dir, train=False, image_size=image_size, holdout=holdout)
     if test_data.classes != train_data.classes:
         raise UserError("the train and test splits have different classes; make them match.")
     train_data, test_data = train_data.sample(subset, seed), test_data.sample(test_subset, seed)

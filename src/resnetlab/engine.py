@@ -93,7 +93,8 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict_logits(classifier: nn.Module, batches: TensorBatches, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_logits(classifier: nn.Module, batches: TensorBatches,
+                   runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Logits (fp32) and labels of every batch of uint8 images, from a PixelClassifier in eval mode."""
     classifier.eval()
     outputs, labels = [], []
@@ -230,7 +231,7 @@ def train(
         out = choose_out_dir(config.out, config.dataset, model_name, config.overwrite or resume_state is not None)
         torch.manual_seed(config.seed)
         train_data, test_data = load_train_test(config.dataset, config.data_dir, config.image_size, config.subset,
-                                                config.test_subset, config.seed)  # fmt: skip
+                                                config.test_subset, config.seed, config.val_split)  # fmt: skip
         job = build_job(config, model_name, train_data, test_data, runtime, dist)
         progress = job.restore(resume_state) if resume_state is not None else Progress()
         recorder = RunRecorder(out, job.card, config, main=dist.is_main, on_epoch=on_epoch)
@@ -252,7 +253,7 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
         architecture=model_name, classes=tuple(train_data.classes), in_channels=train_data.channels,
         image_size=train_data.image_size, mean=tuple(train_data.mean), std=tuple(train_data.std),
         test_time_flip=recipe.tta_flip and spec.hflip, shortcut=config.shortcut, dataset=config.dataset,
-        data_dir=str(Path(config.data_dir).resolve()),
+        data_dir=str(Path(config.data_dir).resolve()), holdout=train_data.holdout,
     )  # fmt: skip
     net = card.build_model()
     card = replace(card, shortcut=net.shortcut, stem=net.stem)  # the defaults it was built with, for the record

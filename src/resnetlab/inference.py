@@ -19,6 +19,7 @@ from .card import ModelCard
 from .checkpoint import Checkpoint, load_checkpoint, resolve_path
 from .data import find_data, load_split
 from .errors import UserError
+from .folder import Holdout
 from .imagefiles import decode
 from .metrics import score
 from .models import fold_batchnorm
@@ -32,7 +33,7 @@ ONNX_OUTPUTS = ("logits", "probabilities")
 EXPORT_FORMAT = "resnetlab-export"
 # Metadata fields stored JSON-encoded in ONNX metadata_props; the other fields are plain strings.
 ONNX_JSON_FIELDS = frozenset({"model", "classes", "num_classes", "in_channels", "image_size", "mean", "std",
-                              "test_time_flip", "version", "epoch", "best_test_accuracy"})  # fmt: skip
+                              "test_time_flip", "version", "epoch", "best_test_accuracy", "holdout"})  # fmt: skip
 
 
 class Predictor(Protocol):
@@ -85,12 +86,13 @@ class PredictorBase:
     def load_data(self, data_dir: str | None = None, limit: int | None = None, train: bool = False) -> ImageData:
         """The card's training or test split (its first `limit` images), prepared as in training."""
         folder = self.card.data_folder(data_dir)
-        data = load_split(self.card.dataset, folder, train=train, image_size=self.card.image_size)
+        holdout = Holdout(files=self.card.holdout) if self.card.holdout else None
+        data = load_split(self.card.dataset, folder, train=train, image_size=self.card.image_size, holdout=holdout)
         if data.channels != self.card.in_channels or len(data.classes) != self.card.num_classes:
             raise UserError(
                 f"the data in {folder} ({data.channels} channels, {len(data.classes)} classes) does not fit this "
-                f"checkpoint ({self.card.in_channels} channels, {self.card.num_classes} classes); give the --data-dir it "
-                "was trained on."
+                f"checkpoint ({self.card.in_channels} channels, {self.card.num_classes} classes); give the --data-dir "
+                "it was trained on."
             )
         return data.select(slice(0, limit)) if limit is not None else data
 

@@ -1,8 +1,8 @@
 """The one preprocessing path from pixels to logits, shared by train, eval, predict, export, explain and serve.
 
-Every model input starts as uint8 pixels [N, C, H, W] (0-255, already the card's size and channels). They are
-resized to the card's size with `resize`, scaled to [0, 1] and standardized per channel with the training set's mean and std; where the card says so,
-each image's logits are averaged with those of its mirror image (test-time flip).
+Every model input starts as uint8 pixels [N, C, H, W] (0-255, with the card's channels), resized to the card's
+size with `resize`, scaled to [0, 1] and standardized per channel with the training set's mean and std; where
+the card says so, each image's logits are averaged with those of its mirror image (test-time flip).
 """
 
 from __future__ import annotations

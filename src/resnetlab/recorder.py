@@ -26,7 +26,7 @@ from .plots import training_curves
 from .tensorboard_log import TensorBoardLog
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"]
-RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "summary.json", "curves.png", "tensorboard")
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "summary.json", "curves.png", "split.json", "tensorboard")
 EpochCallback = Callable[[dict[str, Any], nn.Module], None]
 
 
@@ -102,6 +102,10 @@ class RunRecorder:
         for note in notes:
             self.say(f"note: {note}")
         self.say(f"{description}; writing to {self.out}")
+        if self.main and self.card.holdout:
+            split = {"data_dir": self.card.data_dir, "val_split": self.config.val_split, "seed": self.config.seed,
+                     "validation": list(self.card.holdout)}  # fmt: skip
+            (self.out / "split.json").write_text(json.dumps(split, indent=1) + "\n")
 
     def progress_bar(self, epoch: int, epochs: int, steps: int) -> tqdm:
         return tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=self.quiet or not sys.stderr.isatty(),
@@ -146,7 +150,8 @@ class RunRecorder:
             try:
                 (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             except OSError as e:
-                raise UserError(f"could not write {self.out / 'summary.json'} ({e.strerror}); free some space.") from None
+                raise UserError(f"could not write {self.out / 'summary.json'} ({e.strerror}); free some "
+                                "space.") from None  # fmt: skip
         self.say(f"best test accuracy {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}; weights "
                  f"in {self.out / 'best.pt'} (predict with: resnetlab predict {self.out / 'best.pt'})")  # fmt: skip
         return summary

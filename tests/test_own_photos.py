@@ -1,0 +1,68 @@
+"""Folders as people keep them: DIR/<class>/<image>, with a validation share held out and remembered."""
+
+import json
+
+import pytest
+from fakedata import write_image_folder
+
+from resnetlab.checkpoint import load_checkpoint
+from resnetlab.cli import main
+
+TRAIN = ["train", "--dataset", "folder", "--epochs", "1", "--image-size", "16", "--batch-size", "8"]
+
+
+def _class_folders(tmp_path, per_class=10, classes=("cat", "dog", "fox")):
+    """write_image_folder's train/ part moved up: DIR/<class>/<image>, no train/ or test/."""
+    write_image_folder(tmp_path / "made", classes=classes, per_class=per_class, splits=("train",))
+    (tmp_path / "made" / "train").rename(tmp_path / "photos")
+    return tmp_path / "photos"
+
+
+def test_a_folder_of_class_folders_holds_out_a_stratified_share_and_remembers_it(tmp_path, capsys):
+    photos = _class_folders(tmp_path)
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--data-dir", str(photos), "--out", str(out), "--seed", "3"]) == 0
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.startswith(f"note: {photos} has no train/ and test/ folders: 6 images (20% of each class, seed 3)")
+    card = load_checkpoint(out / "best.pt").card
+    assert len(card.holdout) == 6 and all(p.split("/")[0] in ("cat", "dog", "fox") for p in card.holdout)
+    assert sorted(p.split("/")[0] for p in card.holdout) == ["cat", "cat", "dog", "dog", "fox", "fox"]
+    split = json.loads((out / "split.json").read_text())
+    assert split["validation"] == list(card.holdout) and split["val_split"] == 0.2 and split["seed"] == 3
+    # eval and predict -n use exactly the held-out images, not the rest
+    assert main(["eval", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 6
+    assert main(["predict", str(out), "-n", "4", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    # another seed holds out other images; the same seed the same ones
+    assert main([*TRAIN, "--data-dir", str(photos), "--out", str(tmp_path / "again"), "--seed", "3", "--quiet"]) == 0
+    assert load_checkpoint(tmp_path / "again" / "best.pt").card.holdout == card.holdout
+    assert main([*TRAIN, "--data-dir", str(photos), "--out", str(tmp_path / "other"), "--seed", "4", "--quiet"]) == 0
+    assert load_checkpoint(tmp_path / "other" / "best.pt").card.holdout != card.holdout
+
+
+def test_a_held_out_image_that_is_gone_is_one_sentence(tmp_path, capsys):
+    photos = _class_folders(tmp_path, per_class=5, classes=("a", "b"))
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--data-dir", str(photos), "--out", str(out), "--quiet"]) == 0
+    (photos / load_checkpoint(out / "best.pt").card.holdout[0]).unlink()
+    assert main(["eval", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "held-out images this model was validated on are no longer in" in err and err.count("\n") == 1
+
+
+def test_a_class_with_one_image_cannot_be_split(tmp_path, capsys):
+    photos = _class_folders(tmp_path, per_class=4, classes=("a", "b"))
+    for extra in list((photos / "b").iterdir())[1:]:
+        extra.unlink()
+    assert main([*TRAIN, "--data-dir", str(photos), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "the class b in" in err and "has only one image" in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+@pytest.mark.parametrize("share", ["0", "1", "1.5", "-0.2"])
+def test_val_split_must_be_a_share(tmp_path, capsys, share):
+    photos = _class_folders(tmp_path, per_class=3, classes=("a", "b"))
+    assert main([*TRAIN, "--data-dir", str(photos), "--val-split", share]) == 2
+    assert "--val-split must be between 0 and 1" in capsys.readouterr().err
