@@ -58,7 +58,7 @@ def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import DEFAULT_EPOCHS, DEFAULT_RECIPE, IMAGE_SIZE_RANGE, RECIPES, TrainConfig
+    from .config import DEFAULT_EPOCHS, DEFAULT_RECIPE, IMAGE_SIZE_RANGE, RECIPES, SMALL_DATA_STEPS, TrainConfig
     from .data import dataset_names
 
     recipe = RECIPES[DEFAULT_RECIPE]
@@ -66,9 +66,12 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="./data", help="where datasets are kept (torchvision's root); for "
                    "--dataset folder, the folder holding class folders (or train/ and test/)")  # fmt: skip
     p.add_argument("--model", default=None, help="model name (resnetlab models); default: the dataset's")
-    p.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS, help="passes over the training set")
+    p.add_argument("--epochs", type=_positive_int, default=None, help=f"passes over the training set; default: "
+                   f"{DEFAULT_EPOCHS} for the named datasets; for folders, from their size (enough for about "
+                   f"{SMALL_DATA_STEPS} optimizer steps, at least {DEFAULT_EPOCHS})")  # fmt: skip
     p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help=f"default: the recipe's ({recipe.batch_size})")  # fmt: skip
+                   help=f"default: the recipe's ({recipe.batch_size}); for small folders, about an eighth of the "
+                   "images (at least 16)")  # fmt: skip
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="peak learning rate; default: the recipe's, scaled with the batch size")  # fmt: skip
     # argparse formats help with %, so a literal % in a description is written %%.

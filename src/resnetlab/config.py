@@ -80,7 +80,12 @@ RECIPES: dict[str, Recipe] = {
 
 
 DEFAULT_RECIPE = "fast"
-DEFAULT_EPOCHS = 4  # the tutorial's
+DEFAULT_EPOCHS = 4  # the tutorial's, for the named datasets; a folder's default comes from its size
+# A folder of a few hundred images gives 2 optimizer steps an epoch at batch 128: its default batch shrinks to
+# about an eighth of the images (16 to 128, a power of two) and its default epochs grow until training takes about
+# SMALL_DATA_STEPS steps (at least DEFAULT_EPOCHS, at most SMALL_DATA_MAX_EPOCHS epochs).
+SMALL_DATA_STEPS = 300
+SMALL_DATA_MAX_EPOCHS = 60
 IMAGE_SIZE_RANGE = (8, 1024)  # pixels, for --image-size and for the image size a checkpoint may declare
 
 
@@ -96,8 +101,8 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     data_dir: str = "./data"
     model: str | None = None
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int | None = None  # None: the recipe's
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, or for folders from their size (see sized_for)
+    batch_size: int | None = None  # None: the recipe's (for folders, from their size)
     lr: float | None = None  # None: the recipe's, scaled linearly with the batch size
     out: str | None = None
     seed: int = 0
@@ -138,6 +143,25 @@ class TrainConfig:
         if not 0 < self.val_split < 1:
             raise ConfigError("val_split", f"must be between 0 and 1 (a share, e.g. 0.2), not {self.val_split}")
         return self
+
+    def sized_for(self, images: int, folder: bool) -> tuple["TrainConfig", str | None]:
+        """This config with epochs and batch size decided for `images` training images, and a note saying what
+        was chosen and why (None when nothing depended on the size). Explicit values always win."""
+        if not folder:
+            return replace(self, epochs=self.epochs or DEFAULT_EPOCHS), None
+        eighth = 1 << max(images // 8, 1).bit_length() - 1  # the power of two at or below images / 8
+        batch = self.batch_size or min(self.recipe_settings.batch_size, max(16, eighth))
+        steps_per_epoch = max(images // batch, 1)
+        epochs = self.epochs or min(max(DEFAULT_EPOCHS, -(-SMALL_DATA_STEPS // steps_per_epoch)), SMALL_DATA_MAX_EPOCHS)
+        if self.epochs and self.batch_size:
+            return self, None
+        why = "" if self.batch_size else " (the recipe's)" if batch == self.recipe_settings.batch_size else \
+            " (about an eighth of them)"  # fmt: skip
+        note = (f"{images} training images: batch {batch}{why}, "
+                f"{epochs} epochs ({epochs * steps_per_epoch} optimizer steps"
+                f"{'' if self.epochs else f', aiming at about {SMALL_DATA_STEPS}'}); --epochs and --batch-size "
+                "choose otherwise")  # fmt: skip
+        return replace(self, epochs=epochs, batch_size=batch), note
 
     @property
     def recipe_settings(self) -> Recipe:

@@ -232,10 +232,12 @@ def train(
         torch.manual_seed(config.seed)
         train_data, test_data = load_train_test(config.dataset, config.data_dir, config.image_size, config.subset,
                                                 config.test_subset, config.seed, config.val_split)  # fmt: skip
+        config, sizing = config.sized_for(len(train_data), folder=not get_spec(config.dataset).classes)
         job = build_job(config, model_name, train_data, test_data, runtime, dist)
         progress = job.restore(resume_state) if resume_state is not None else Progress()
         recorder = RunRecorder(out, job.card, config, main=dist.is_main, on_epoch=on_epoch)
-        recorder.start(_describe_start(config, job, progress, train_data, test_data), train_data.notes)
+        notes = train_data.notes + ([sizing] if sizing and resume_state is None else [])
+        recorder.start(_describe_start(config, job, progress, train_data, test_data), notes)
         with _StopRequests() as stop_requested:
             should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
             recorder.stop_signal = lambda: stop_requested.signal_number or signal.SIGINT
