@@ -101,6 +101,8 @@ def imagenet_start(model: str, progress: bool = True) -> Start:
         with contextlib.redirect_stdout(sys.stderr if progress else io.StringIO()):
             # check_hash: a download must match the hash in its file name; weights_only: a file cannot run code.
             state = weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
     except Exception as e:  # noqa: BLE001 - a failed download or an unreadable file, whatever raised it
         if not cached and not file.is_file():
             raise UserError(f"the ImageNet weights of {model} are not in {file.parent} and could not be downloaded "
