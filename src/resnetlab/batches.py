@@ -48,6 +48,17 @@ class ImageData:
             return self
         return self.select(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count])
 
+    def with_channels(self, channels: int) -> "ImageData":
+        """The split as `channels`-channel images: grayscale becomes RGB by repeating its one channel (what Pillow's
+        convert("RGB") does to a grayscale file, so training, eval and predict see the same pixels). The repeat is
+        a view, not a copy; batches copy only the images they take. Color cannot become grayscale here."""
+        if channels == self.channels:
+            return self
+        if (self.channels, channels) != (1, 3):
+            raise ValueError(f"cannot turn {self.channels}-channel images into {channels}-channel ones")
+        return replace(self, images=self.images.expand(-1, 3, -1, -1), mean=tuple(self.mean) * 3,
+                       std=tuple(self.std) * 3)  # fmt: skip
+
 
 
 def random_translate(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

@@ -58,7 +58,9 @@ def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import DEFAULT_EPOCHS, DEFAULT_RECIPE, IMAGE_SIZE_RANGE, RECIPES, SMALL_DATA_STEPS, TrainConfig
+    from .config import (DEFAULT_EPOCHS, DEFAULT_RECIPE, FINE_TUNE_BACKBONE_LR, IMAGE_SIZE_RANGE,
+                         PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, RECIPES, SMALL_DATA_STEPS,
+                         TrainConfig)  # fmt: skip
     from .data import dataset_names
 
     recipe = RECIPES[DEFAULT_RECIPE]
@@ -96,6 +98,16 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", type=float, default=TrainConfig.val_split, metavar="SHARE",
                    help="--dataset folder with class folders but no train/ and test/: the share of each class held "
                    "out for validation (drawn with --seed; reported as the test split)")  # fmt: skip
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--pretrained", action="store_true", help=f"start from torchvision's ImageNet weights "
+                       f"({', '.join(PRETRAINED_MODELS)}; default {PRETRAINED_DEFAULT_MODEL}), downloaded once into "
+                       "$TORCH_HOME/hub/checkpoints: ImageNet's stem and mean/std, RGB input (grayscale images "
+                       "repeated into 3 channels), at least 64 px unless --image-size is given, a new head for the "
+                       f"classes, the rest at {FINE_TUNE_BACKBONE_LR:g}x the learning rate")  # fmt: skip
+    start.add_argument("--init", default=None, metavar="CKPT", help="start from a resnetlab checkpoint (or run "
+                       "folder) of the same architecture, which --model defaults to: the head is kept for the same "
+                       "classes, new otherwise; mean/std are the data's; the image size defaults to the checkpoint's; "
+                       f"the rest trains at {FINE_TUNE_BACKBONE_LR:g}x the learning rate")  # fmt: skip
     _quiet(p)
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files into OUT/tensorboard (the tensorboard extra)")  # fmt: skip
@@ -243,7 +255,7 @@ def _train(args: argparse.Namespace) -> None:
         batch_size=args.batch_size, lr=args.lr, out=args.out, seed=args.seed, device=args.device,
         precision=args.precision, image_size=args.image_size, recipe=args.recipe, shortcut=args.shortcut,
         overwrite=args.overwrite, quiet=args.quiet, subset=args.subset, tensorboard=args.tensorboard,
-        augment=args.augment, val_split=args.val_split,
+        augment=args.augment, val_split=args.val_split, pretrained=args.pretrained, init=args.init,
     )  # fmt: skip
     train(config)
 

@@ -87,6 +87,15 @@ DEFAULT_EPOCHS = 4  # the tutorial's, for the named datasets; a folder's default
 SMALL_DATA_STEPS = 300
 SMALL_DATA_MAX_EPOCHS = 60
 IMAGE_SIZE_RANGE = (8, 1024)  # pixels, for --image-size and for the image size a checkpoint may declare
+# The models torchvision has ImageNet weights for (transfer.IMAGENET_WEIGHTS names which); --pretrained without
+# --model takes the smallest.
+PRETRAINED_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+PRETRAINED_DEFAULT_MODEL = "resnet18"
+# Fine-tuning (--pretrained, --init): the backbone trains at this fraction of the head's learning rate, all epochs
+# long, so the new head can settle without the trained features being washed out by its first, large gradients.
+# Chosen over freezing the backbone for a first epoch (fastai's fine_tune) because it is one optimizer with fixed
+# parameter groups, which resumes exactly. The factor, and the choice itself, are to be measured.
+FINE_TUNE_BACKBONE_LR = 0.1
 
 
 def _at_least_1(value: Any, field: str) -> None:
@@ -118,6 +127,8 @@ class TrainConfig:
     overwrite: bool = False
     quiet: bool = False
     tensorboard: bool = False  # also write TensorBoard event files into OUT/tensorboard (needs the tensorboard extra)
+    pretrained: bool = False  # start from torchvision's ImageNet weights (resnet18..152)
+    init: str | None = None  # start from this resnetlab checkpoint (or run folder) of the same architecture
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,6 +153,7 @@ class TrainConfig:
             raise ConfigError("shortcut", f"must be A or B, not {self.shortcut!r}")
         if not 0 < self.val_split < 1:
             raise ConfigError("val_split", f"must be between 0 and 1 (a share, e.g. 0.2), not {self.val_split}")
+        self._validate_start()
         return self
 
     def sized_for(self, images: int, folder: bool) -> tuple["TrainConfig", str | None]:
@@ -162,6 +174,21 @@ class TrainConfig:
                 f"{'' if self.epochs else f', aiming at about {SMALL_DATA_STEPS}'}); --epochs and --batch-size "
                 "choose otherwise")  # fmt: skip
         return replace(self, epochs=epochs, batch_size=batch), note
+
+    def _validate_start(self) -> None:
+        """--pretrained and --init: what can be told before any file is read."""
+        if self.init is not None and not self.init.strip():
+            raise ConfigError("init", "must name a checkpoint or a run folder")
+        if not self.pretrained:
+            return
+        if self.init is not None:
+            raise ConfigError("init", "cannot be combined with --pretrained; start from one or the other")
+        if self.model is not None and self.model not in PRETRAINED_MODELS:
+            raise ConfigError("pretrained", f"needs a model with ImageNet weights ({', '.join(PRETRAINED_MODELS)}), "
+                              f"not {self.model}")  # fmt: skip
+        if self.shortcut == "A":
+            raise ConfigError("shortcut", "must be B (or left out) with --pretrained: the ImageNet weights have "
+                              "projection shortcuts")  # fmt: skip
 
     @property
     def recipe_settings(self) -> Recipe:

@@ -19,7 +19,7 @@ from . import distributed
 from .batches import ImageData, TensorBatches
 from .card import ModelCard
 from .checkpoint import load_checkpoint
-from .config import Recipe, TrainConfig
+from .config import FINE_TUNE_BACKBONE_LR, Recipe, TrainConfig
 from .data import get_spec, load_train_test
 from .distributed import Distributed
 from .errors import UserError
@@ -29,6 +29,7 @@ from .preprocess import PixelClassifier
 from .job import Job, Progress
 from .recorder import EpochCallback, RunRecorder, choose_out_dir
 from .runtime import Runtime, select_runtime
+from .transfer import HEAD, Start, initialize, starting_point
 
 TEST_BATCH_SIZE = 500
 
@@ -119,21 +120,33 @@ def evaluate(
     return score(logits, labels, num_classes, time.perf_counter() - start, reduce)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv and linear weights only; BN parameters and biases are not decayed."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        (decay if parameter.ndim > 1 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def parameter_groups(model: nn.Module, weight_decay: float, lr: float,
+                     backbone_scale: float = 1.0) -> list[dict[str, Any]]:  # fmt: skip
+    """Weight decay on conv and linear weights only; BN parameters and biases are not decayed. With a
+    backbone_scale other than 1, every parameter but the head's (fc) trains at that fraction of lr.
+
+    Without it the two groups are the ones every earlier last.pt has, so those runs still resume."""
+    named = list(model.named_parameters())
+    parts = [(named, lr)]
+    if backbone_scale != 1.0:
+        parts = [([(n, p) for n, p in named if not n.startswith(HEAD)], lr * backbone_scale),
+                 ([(n, p) for n, p in named if n.startswith(HEAD)], lr)]  # fmt: skip
+    groups = []
+    for params, group_lr in parts:
+        groups.append({"params": [p for _, p in params if p.ndim > 1], "weight_decay": weight_decay, "lr": group_lr})
+        groups.append({"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": group_lr})
+    return groups
 
 
-def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, lr: float, steps: int):
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int):
+    """The recipe's schedule over `steps`, each parameter group peaking at the lr it was given."""
     if recipe.schedule == "step":
         milestones = [round(fraction * steps) for fraction in recipe.milestones]
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=recipe.warmup_fraction, anneal_strategy="linear",
-        div_factor=10.0, final_div_factor=100.0, three_phase=False,
+        optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=steps,
+        pct_start=recipe.warmup_fraction, anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0,
+        three_phase=False,
     )  # fmt: skip
 
 
@@ -204,8 +217,8 @@ def resume_config(out: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
     return replace(config, out=str(out), overwrite=True), checkpoint.train_state
 
 
-def _model_name(config: TrainConfig) -> str:
-    name = config.model or get_spec(config.dataset).default_model
+def _model_name(config: TrainConfig, start: Start | None = None) -> str:
+    name = start.architecture if start else config.model or get_spec(config.dataset).default_model
     if name not in list_models():
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}.")
     return name
@@ -223,20 +236,23 @@ def train(
     Under torchrun, each process trains on its own shard with DistributedDataParallel; metrics are summed
     over processes and only the first process writes files."""
     config.validate()
-    get_spec(config.dataset)
-    model_name = _model_name(config)
+    spec = get_spec(config.dataset)
+    start = starting_point(config)  # before the data: a missing weights file is told at once
+    model_name = _model_name(config, start)
+    image_size = config.image_size or (start.image_size_for(spec.image_size) if start else None)
     runtime = select_runtime(config.device, config.precision)
     dist = distributed.setup(runtime.device.type)
     try:
         out = choose_out_dir(config.out, config.dataset, model_name, config.overwrite or resume_state is not None)
         torch.manual_seed(config.seed)
-        train_data, test_data = load_train_test(config.dataset, config.data_dir, config.image_size, config.subset,
+        train_data, test_data = load_train_test(config.dataset, config.data_dir, image_size, config.subset,
                                                 config.test_subset, config.seed, config.val_split)  # fmt: skip
-        config, sizing = config.sized_for(len(train_data), folder=not get_spec(config.dataset).classes)
-        job = build_job(config, model_name, train_data, test_data, runtime, dist)
+        config, sizing = config.sized_for(len(train_data), folder=not spec.classes)
+        job = build_job(config, model_name, train_data, test_data, runtime, dist, start)
         progress = job.restore(resume_state) if resume_state is not None else Progress()
         recorder = RunRecorder(out, job.card, config, main=dist.is_main, on_epoch=on_epoch)
         notes = train_data.notes + ([sizing] if sizing and resume_state is None else [])
+        notes += [_start_note(start, job.card, train_data.channels)] if start else []
         recorder.start(_describe_start(config, job, progress, train_data, test_data), notes)
         with _StopRequests() as stop_requested:
             should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
@@ -247,18 +263,41 @@ def train(
         distributed.teardown(dist)
 
 
-def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_data: ImageData, runtime: Runtime,
-              dist: Distributed) -> Job:  # fmt: skip
-    """The network, its card, batches, optimizer and schedule for a run."""
+def _with_start_channels(train_data: ImageData, test_data: ImageData,
+                         start: Start | None) -> tuple[ImageData, ImageData]:  # fmt: skip
+    """Both splits with the channels the starting weights take: grayscale repeated into RGB for RGB weights."""
+    if start is None or start.in_channels == train_data.channels:
+        return train_data, test_data
+    if start.in_channels == 1:
+        raise UserError(f"--init {start.source} takes grayscale images, but {train_data.source} holds color ones; "
+                        "start from a checkpoint trained on color images, or train without --init.")  # fmt: skip
+    return train_data.with_channels(start.in_channels), test_data.with_channels(start.in_channels)
+
+
+def _card(config: TrainConfig, model_name: str, train_data: ImageData, start: Start | None) -> ModelCard:
+    """What the run's model will promise: the data's classes and size; the starting weights' options, channels
+    and, for ImageNet weights, normalization; otherwise the data's own."""
     spec, recipe = get_spec(config.dataset), config.recipe_settings
-    card = ModelCard(
+    return ModelCard(
         architecture=model_name, classes=tuple(train_data.classes), in_channels=train_data.channels,
-        image_size=train_data.image_size, mean=tuple(train_data.mean), std=tuple(train_data.std),
-        test_time_flip=recipe.tta_flip and spec.hflip, shortcut=config.shortcut, dataset=config.dataset,
-        data_dir=str(Path(config.data_dir).resolve()), holdout=train_data.holdout,
+        image_size=train_data.image_size, mean=tuple(start.mean if start and start.mean else train_data.mean),
+        std=tuple(start.std if start and start.std else train_data.std), test_time_flip=recipe.tta_flip and spec.hflip,
+        shortcut=start.shortcut if start else config.shortcut, stem=start.stem if start else None,
+        dataset=config.dataset, data_dir=str(Path(config.data_dir).resolve()), holdout=train_data.holdout,
     )  # fmt: skip
+
+
+def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_data: ImageData, runtime: Runtime,
+              dist: Distributed, start: Start | None = None) -> Job:  # fmt: skip
+    """The network, its card, batches, optimizer and schedule for a run; with `start`, the network begins from those
+    weights and its backbone trains at FINE_TUNE_BACKBONE_LR of the head's learning rate."""
+    spec, recipe = get_spec(config.dataset), config.recipe_settings
+    train_data, test_data = _with_start_channels(train_data, test_data, start)
+    card = _card(config, model_name, train_data, start)
     net = card.build_model()
     card = replace(card, shortcut=net.shortcut, stem=net.stem)  # the defaults it was built with, for the record
+    if start is not None:
+        initialize(net, card, start)
     net = net.to(runtime.device, memory_format=runtime.memory_format)
     batch_size = config.effective_batch_size
     if batch_size % dist.world_size:
@@ -272,11 +311,18 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
     test_batches = TensorBatches(dist.shard(test_data), TEST_BATCH_SIZE, device=runtime.device)
     classifier = PixelClassifier(net, card.mean, card.std, memory_format=runtime.memory_format).to(runtime.device)
     evaluator = PixelClassifier.from_card(net, card, memory_format=runtime.memory_format).to(runtime.device)
-    optimizer = torch.optim.SGD(parameter_groups(net, recipe.weight_decay), lr=config.effective_lr,
-                                momentum=recipe.momentum, nesterov=True)  # fmt: skip
-    scheduler = build_scheduler(recipe, optimizer, config.effective_lr, config.epochs * len(train_batches))
+    backbone_scale = FINE_TUNE_BACKBONE_LR if start is not None else 1.0
+    optimizer = torch.optim.SGD(parameter_groups(net, recipe.weight_decay, config.effective_lr, backbone_scale),
+                                lr=config.effective_lr, momentum=recipe.momentum, nesterov=True)  # fmt: skip
+    scheduler = build_scheduler(recipe, optimizer, config.epochs * len(train_batches))
     return Job(card, net, dist.wrap(classifier, runtime.device), evaluator, train_batches, test_batches, optimizer,
                scheduler, runtime, dist, config.epochs, recipe.label_smoothing)  # fmt: skip
+
+
+def _start_note(start: Start, card: ModelCard, data_channels: int) -> str:
+    gray = ", grayscale images repeated into RGB" if data_channels < card.in_channels else ""
+    return (f"{start.describe(card.classes)}{gray}; the backbone trains at {FINE_TUNE_BACKBONE_LR:g}x the head's "
+            "learning rate")
 
 
 def _describe_start(config: TrainConfig, job: Job, progress: Progress, train_data: ImageData,

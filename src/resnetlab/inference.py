@@ -88,6 +88,8 @@ class PredictorBase:
         folder = self.card.data_folder(data_dir)
         holdout = Holdout(files=self.card.holdout) if self.card.holdout else None
         data = load_split(self.card.dataset, folder, train=train, image_size=self.card.image_size, holdout=holdout)
+        if data.channels == 1 and self.card.in_channels == 3:
+            data = data.with_channels(3)  # a grayscale dataset that trained an RGB model (train --pretrained)
         if data.channels != self.card.in_channels or len(data.classes) != self.card.num_classes:
             raise UserError(
                 f"the data in {folder} ({data.channels} channels, {len(data.classes)} classes) does not fit this "
