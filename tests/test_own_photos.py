@@ -23,7 +23,8 @@ def test_a_folder_of_class_folders_holds_out_a_stratified_share_and_remembers_it
     out = tmp_path / "run"
     assert main([*TRAIN, "--data-dir", str(photos), "--out", str(out), "--seed", "3"]) == 0
     first_line = capsys.readouterr().out.splitlines()[0]
-    assert first_line.startswith(f"note: {photos} has no train/ and test/ folders: 6 images (20% of each class, seed 3)")
+    expected = f"note: {photos} has no train/ and test/ folders: 6 images (20% of each class, seed 3)"
+    assert first_line.startswith(expected)
     card = load_checkpoint(out / "best.pt").card
     assert len(card.holdout) == 6 and all(p.split("/")[0] in ("cat", "dog", "fox") for p in card.holdout)
     assert sorted(p.split("/")[0] for p in card.holdout) == ["cat", "cat", "dog", "dog", "fox", "fox"]
@@ -66,3 +67,25 @@ def test_val_split_must_be_a_share(tmp_path, capsys, share):
     photos = _class_folders(tmp_path, per_class=3, classes=("a", "b"))
     assert main([*TRAIN, "--data-dir", str(photos), "--val-split", share]) == 2
     assert "--val-split must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_a_small_folder_gets_enough_optimizer_steps_and_says_so(tmp_path, capsys):
+    from resnetlab.config import DEFAULT_EPOCHS, SMALL_DATA_MAX_EPOCHS, SMALL_DATA_STEPS, TrainConfig
+
+    config, note = TrainConfig(dataset="folder").sized_for(192, folder=True)
+    assert config.batch_size == 16 and config.epochs * (192 // 16) >= SMALL_DATA_STEPS
+    assert "192 training images: batch 16 (about an eighth of them)" in note
+    # the fixed default gave 2 steps an epoch here, 8 in all
+    assert TrainConfig(dataset="folder", epochs=4, batch_size=128).sized_for(192, folder=True) == \
+        (TrainConfig(dataset="folder", epochs=4, batch_size=128), None)  # fmt: skip
+    assert TrainConfig(dataset="folder", epochs=3).sized_for(192, True)[0].epochs == 3  # --epochs wins
+    assert TrainConfig(dataset="folder", batch_size=64).sized_for(192, True)[0].batch_size == 64
+    assert TrainConfig(dataset="folder").sized_for(100_000, True)[0].epochs == DEFAULT_EPOCHS
+    assert TrainConfig().sized_for(50, folder=False) == (TrainConfig(epochs=DEFAULT_EPOCHS), None)  # named datasets
+    photos = _class_folders(tmp_path, per_class=10, classes=("a", "b"))
+    assert main(["train", "--dataset", "folder", "--data-dir", str(photos), "--image-size", "16",
+                 "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "note: 16 training images: batch 16" in out and "epochs (" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["batch_size"] == 16 and summary["epochs"] == SMALL_DATA_MAX_EPOCHS  # 1 step an epoch: capped
