@@ -361,8 +361,8 @@ def test_a_large_jpeg_is_decoded_at_reduced_size_and_a_png_whole(monkeypatch):
 
     decoded = []
     real = resnetlab.imagefiles.ImageOps.exif_transpose  # called on the image just decoded
-    monkeypatch.setattr(resnetlab.imagefiles.ImageOps, "exif_transpose", lambda image: (
-        decoded.append(image.size), real(image))[1])  # fmt: skip
+    monkeypatch.setattr(resnetlab.imagefiles.ImageOps, "exif_transpose", lambda image, **options: (
+        decoded.append(image.size), real(image, **options))[1])  # fmt: skip
     cards = {size: ModelCard("resnet20", ("a", "b"), 3, size, (0.5,) * 3, (0.25,) * 3) for size in (28, 500)}
     jpeg = gradient_image(7360, 4912, "JPEG")
     for size, image, expected in [(28, jpeg, (920, 614)),  # 1/8 scale, still at least 56x56

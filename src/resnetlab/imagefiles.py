@@ -98,7 +98,8 @@ def decode(source: str | Path | IO[bytes], channels: int, size: int, name: str |
         with image:
             image.draft("L" if channels == 1 else "RGB", (2 * size, 2 * size))  # JPEG only; others ignore it
             image.load()
-            image = ImageOps.exif_transpose(_to_8bit(image))
+            image = _to_8bit(image)
+            ImageOps.exif_transpose(image, in_place=True)  # a copy would double the decoded image's memory
             if image.mode in ("1", "P", "PA"):
                 # reduce() refuses these modes, and Pillow warns when a palette with alpha goes straight to RGB
                 alpha = image.mode == "PA" or "transparency" in image.info
