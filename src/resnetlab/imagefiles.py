@@ -35,23 +35,27 @@ class ImageFileError(UserError):
     """An image file that cannot be used: not an image, damaged, or too large."""
 
 
-def _open(source: str | Path | IO[bytes], name: str) -> Image.Image:
+class ImageTooLarge(ImageFileError):
+    """An image with more pixels than the limit, told from its header."""
+
+
+def _open(source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Image.open with the pixel limit checked from the header, as one sentence."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageFileError(f"{name} has far too many pixels (over {MAX_IMAGE_PIXELS:,}); resize it to a smaller "
-                             "image.") from None  # fmt: skip
+        raise ImageTooLarge(f"{name} has far too many pixels (over {max_pixels:,}); resize it to a smaller "
+                            "image.") from None  # fmt: skip
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageFileError(f"{name} is not a readable image ({e}); remove it or replace it with a valid "
                              "image.") from None  # fmt: skip
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         image.close()
-        raise ImageFileError(f"{name} is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} resnetlab "
-                             "reads; resize it to a smaller image.")  # fmt: skip
+        raise ImageTooLarge(f"{name} is {width}x{height} pixels, more than the {max_pixels:,} resnetlab reads; "
+                            "resize it to a smaller image.")  # fmt: skip
     return image
 
 
@@ -84,7 +88,8 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(array.round(), 0, 255).astype(np.uint8), mode="L")
 
 
-def decode(source: str | Path | IO[bytes], channels: int, size: int, name: str | None = None) -> torch.Tensor:
+def decode(source: str | Path | IO[bytes], channels: int, size: int, name: str | None = None,
+           max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:  # fmt: skip
     """An image file (or file object) as uint8 pixels [channels, size, size].
 
     JPEGs are decoded at a reduced scale where that still leaves at least twice the target size (draft mode),
@@ -93,7 +98,7 @@ def decode(source: str | Path | IO[bytes], channels: int, size: int, name: str |
     """
     # A file object's name, a path's whole path (Path.name would drop its folder).
     name = name or str(source if isinstance(source, (str, Path)) else getattr(source, "name", source))
-    image = _open(source, name)
+    image = _open(source, name, max_pixels)
     try:
         with image:
             image.draft("L" if channels == 1 else "RGB", (2 * size, 2 * size))  # JPEG only; others ignore it

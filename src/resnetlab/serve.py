@@ -39,7 +39,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -50,7 +50,7 @@ from . import __version__
 from .card import ModelCard
 from .errors import UserError
 from .explain import cam_of
-from .imagefiles import ImageFileError, decode
+from .imagefiles import ImageFileError, ImageTooLarge, decode
 from .inference import open_predictor
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -150,32 +150,21 @@ def model_info(predictor: ServablePredictor, max_upload_bytes: int) -> ModelInfo
     )  # fmt: skip
 
 
-def check_upload(data: bytes) -> None:
-    """Refuse, from the header alone, an upload that is not an image (400) or has too many pixels (413)."""
+def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
+    """Upload bytes as the model's uint8 input [C, H, W], decoded as `resnetlab predict` decodes files
+    (imagefiles.decode: the pixel count checked from the header first; a JPEG of twice the model's size or more
+    decodes at 1/2 to 1/8 scale), or an HTTPException (400 not a whole image, 413 too many pixels). This is the
+    step that takes memory: run it on the decoding threads only."""
     if not data:
         raise HTTPException(400, f"the request has no image: send it as the body or as the form field '{FORM_FIELD}'.")
     try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only
-            width, height = image.size
-    except Image.DecompressionBombError:
-        raise HTTPException(413, f"the image has too many pixels; the limit is {MAX_IMAGE_PIXELS:,}.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise HTTPException(400, "the upload is not an image Pillow can read; send a PNG, JPEG, GIF, BMP, TIFF or "
-                            "WebP file.") from None  # fmt: skip
-    if width * height > MAX_IMAGE_PIXELS:
-        raise HTTPException(413, f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels.")
-
-
-def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
-    """Upload bytes as the model's uint8 input [C, H, W], decoded as `resnetlab predict` decodes files
-    (imagefiles.decode: a JPEG of twice the model's size or more decodes at 1/2 to 1/8 scale), or an HTTPException.
-    This is the step that takes memory: run it on the decoding threads only."""
-    check_upload(data)
-    try:
-        return decode(io.BytesIO(data), card.in_channels, card.image_size, name="the upload")
+        return decode(io.BytesIO(data), card.in_channels, card.image_size, name="the upload",
+                      max_pixels=MAX_IMAGE_PIXELS)  # fmt: skip
+    except ImageTooLarge as e:
+        raise HTTPException(413, str(e)) from None
     except ImageFileError:
-        raise HTTPException(400, "the upload is not a complete image (truncated or damaged); send the whole "
-                            "file.") from None  # fmt: skip
+        raise HTTPException(400, "the upload is not an image Pillow can read, or not the whole file; send a PNG, "
+                            "JPEG, GIF, BMP, TIFF or WebP file.") from None  # fmt: skip
 
 
 def supports_gradcam(predictor: ServablePredictor) -> bool:
