@@ -102,13 +102,15 @@ class _Walk:
                     found.append(entry.path)
         return sorted(found)
 
+    def classes(self, split: Path) -> list[str]:
+        """The class folders of a split, sorted (their images not listed)."""
+        return [entry.name for entry in sorted(os.scandir(split), key=lambda e: e.name)
+                if not entry.name.startswith(".") and not (entry.is_symlink() and not self._follow(entry))
+                and entry.is_dir()]  # fmt: skip
+
     def split(self, split: Path) -> tuple[list[str], list[tuple[str, int]]]:
         """The classes of a split (sorted) and its (file, class index) samples."""
-        classes = []
-        for entry in sorted(os.scandir(split), key=lambda e: e.name):
-            if entry.name.startswith(".") or (entry.is_symlink() and not self._follow(entry)) or not entry.is_dir():
-                continue
-            classes.append(entry.name)
+        classes = self.classes(split)
         samples = [(path, i) for i, name in enumerate(classes) for path in self.images(str(split / name))]
         empty = [name for i, name in enumerate(classes) if not any(label == i for _, label in samples)]
         if not classes or empty:
@@ -175,7 +177,7 @@ def decode_all(paths: list[str], channels: int, size: int) -> torch.Tensor:
 
 
 def _check_same_classes(root: Path, classes: list[str]) -> None:
-    train_classes = list_split(root, True)[0]
+    train_classes = _Walk(root).classes(_split_dir(root, True))  # the names suffice: no second walk of the images
     if classes != train_classes:
         split_dir = _split_dir(root, False)
         only_train = sorted(set(train_classes) - set(classes))
