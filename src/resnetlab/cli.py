@@ -383,8 +383,8 @@ def _serve(args: argparse.Namespace) -> None:
     except ImportError as e:
         if (e.name or "").split(".")[0] not in {"fastapi", "starlette", "pydantic", "uvicorn", "python_multipart"}:
             raise
-        raise UserError(f"resnetlab serve needs the serve extra ({e.name} is missing); install it with "
-                        "pip install 'resnetlab[serve]'.") from None  # fmt: skip
+        raise UserError(f"resnetlab serve needs the serve extra ({e.name} is missing); install it from the resnetlab "
+                        "folder with: pip install -e '.[serve]'.") from None  # fmt: skip
     serve(args.checkpoint, args.host, args.port, args.device, args.precision, getattr(args, "allowed_host", []))
 
 

@@ -12,7 +12,7 @@ Two families are built here:
   6n+2 weighted layers: resnet20/32/44/56/110, option A by default.
 - A compact net for small images, resnet8w, the default for 28x28 datasets: a stride-2 3x3 stem, then one
   basic block in each of three stages of 48/96/192 channels (8 weighted layers, option B). On 28x28 images it
-  costs three quarters of resnet20's multiply-adds, trains almost twice as fast on a CPU (wider layers use
+  costs three quarters of resnet20's multiply-adds, trains about 1.5 times as fast on a CPU (wider layers use
   the cores better) and, in 4 epochs on Fashion-MNIST, ends more accurate (benchmarks/README.md).
 - ImageNet-style nets (section 3.4, Table 1): four stages of 64..512 channels, basic or bottleneck blocks:
   resnet18/34/50/101/152, option B by default. With ``stem="imagenet"`` (7x7/2 conv + 3x3/2 max-pool) their
