@@ -5,6 +5,7 @@ Cheap checks on the text (no training), plus one run of the README's Python snip
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ README = ROOT / "README.md"
 README_ZH = ROOT / "README.zh-CN.md"
 CHINESE_DOCS = [README_ZH, ROOT / "docs" / "tutorial.zh-CN.md"]
 
-FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 CJK = "\u3400-\u4dbf\u4e00-\u9fff"
 # Half-width punctuation touching a Chinese character, in prose: each should be its full-width form
 # (，。：；（）？！). A period after a digit ("1. 谜题") and formulas such as "F(x) 推向" are not punctuation.
@@ -52,7 +53,7 @@ def prose(text: str) -> str:
 
 def headings(text: str) -> list[int]:
     """The level of each heading, in order (lines starting with # outside code)."""
-    return [len(m.group(1)) for m in re.finditer(r"^(#{1,6}) ", FENCE.sub("", text), re.M)]
+    return [len(m.group(1)) for m in re.finditer(r"^(#{1,6}) ", FENCE.sub("", text), re.MULTILINE)]
 
 
 def _command(line: str) -> str:
@@ -66,7 +67,8 @@ def commands(text: str) -> set[str]:
     found = set()
     for language, body in code_blocks(text):
         if language in ("sh", "bash", ""):
-            found |= {_command(line) for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")}
+            lines = [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            found |= {_command(line) for line in lines}
     for span in re.findall(r"`([^`\n]+)`", FENCE.sub("", text)):
         if re.match(r"(resnetlab|make|pip|python|source|torchrun|tensorboard|apt-get|dpkg) ", span):
             found.add(_command(span))
@@ -81,10 +83,10 @@ def figures(text: str) -> set[str]:
 def section(text: str, title_start: str) -> str:
     """The text of the section whose heading starts with title_start, up to the next heading of its level or
     above."""
-    match = re.search(rf"^(#+) {re.escape(title_start)}.*$", text, re.M)
+    match = re.search(rf"^(#+) {re.escape(title_start)}.*$", text, re.MULTILINE)
     assert match, title_start
     level = len(match.group(1))
-    end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, match.end())
+    end = re.compile(rf"^#{{1,{level}}} ", re.MULTILINE).search(text, match.end())
     return text[match.end() : end.start() if end else len(text)]
 
 
@@ -110,7 +112,7 @@ def test_chinese_prose_uses_full_width_punctuation(path):
 
 
 def _makefile_variables(makefile: str) -> dict[str, str]:
-    return dict(re.findall(r"^(\w+) *[?:]?= *(\S*) *$", makefile, re.M))
+    return dict(re.findall(r"^(\w+) *[?:]?= *(\S*) *$", makefile, re.MULTILINE))
 
 
 def _expand(text: str, variables: dict[str, str]) -> str:
@@ -121,7 +123,7 @@ def _expand(text: str, variables: dict[str, str]) -> str:
 
 def demo_recipe() -> tuple[list[str], dict[str, str]]:
     makefile = _read(ROOT / "Makefile")
-    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", makefile, re.M)
+    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert recipe, "no demo target in the Makefile"
     return [line.strip() for line in recipe.group(1).splitlines()], _makefile_variables(makefile)
 
@@ -133,7 +135,7 @@ def test_the_demo_run_folder_is_the_one_the_readmes_use():
     train = [line for line in lines if "resnetlab train" in line]
     assert len(train) == 1 and "--out $(DEMO_OUT)" in train[0] and "--overwrite" in train[0]
     for readme in (README, README_ZH):
-        quick_start = re.split(r"^### ", _read(readme).split("\n## ", 2)[1], flags=re.M)[0]
+        quick_start = re.split(r"^### ", _read(readme).split("\n## ", 2)[1], flags=re.MULTILINE)[0]
         blocks = [body for _, body in code_blocks(quick_start)]
         assert out in blocks[0], readme.name  # the make demo line says where it trains
         assert all(out in line for line in blocks[1].splitlines() if line.startswith("resnetlab ")), readme.name
@@ -146,7 +148,7 @@ def test_the_commands_make_demo_prints_are_the_readmes_first_examples():
     assert len(printed) == 3 and all(c.startswith(".venv/bin/resnetlab ") for c in printed)
     assert any("source $(BIN)/activate" in line for line in lines)
     for readme in (README, README_ZH):
-        quick_start = re.split(r"^### ", _read(readme).split("\n## ", 2)[1], flags=re.M)[0]
+        quick_start = re.split(r"^### ", _read(readme).split("\n## ", 2)[1], flags=re.MULTILINE)[0]
         example = code_blocks(quick_start)[1][1]
         listed = [_command(line) for line in example.splitlines() if line.strip()]
         assert listed[0] == "source .venv/bin/activate", readme.name
@@ -161,9 +163,9 @@ def test_the_python_snippets_of_the_readme_run_as_printed(readme, trained_run, t
     shutil.copytree(trained_run, tmp_path / "runs" / "demo")
     Image.new("RGB", (40, 30), (200, 180, 160)).save(tmp_path / "shoe.png")
     monkeypatch.chdir(tmp_path)
-    for snippet in snippets:
-        exec(compile(snippet, f"{readme.name} snippet", "exec"), {"__name__": "readme"})
+    for snippet in snippets:  # the README's own code, exactly as printed
+        exec(compile(snippet, f"{readme.name} snippet", "exec"), {"__name__": "readme"})  # noqa: S102
     out = capsys.readouterr().out.splitlines()
-    top = eval(out[0])  # [[(class, probability), ...]] for the one image
+    top = ast.literal_eval(out[0])  # [[(class, probability), ...]] for the one image
     assert len(top) == 1 and len(top[0]) == 3 and all(0 <= p <= 1 for _, p in top[0])
     assert out[1].startswith("resnet20 ") and "T-shirt/top" in out[1]
