@@ -23,12 +23,12 @@ CJK = "\u3400-\u4dbf\u4e00-\u9fff"
 # Half-width punctuation touching a Chinese character, in prose: each should be its full-width form
 # (，。：；（）？！). A period after a digit ("1. 谜题") and formulas such as "F(x) 推向" are not punctuation.
 HALF_WIDTH_NEXT_TO_CJK = [
-    re.compile(rf"[{CJK}]\s*[,.:;?!]"),
-    re.compile(rf"[{CJK}]\s*\("),
+    re.compile(rf"[{CJK}][ \t]*[,.:;?!]"),
+    re.compile(rf"[{CJK}][ \t]*\("),
     re.compile(rf"[{CJK}]\)"),
-    re.compile(rf"[,:;?!]\s*[{CJK}]"),
-    re.compile(rf"(?<![\d.])\.\s*[{CJK}]"),
-    re.compile(rf"\(\s*[{CJK}]"),
+    re.compile(rf"[,:;?!][ \t]*[{CJK}]"),
+    re.compile(rf"(?<![\d.])\.[ \t]*[{CJK}]"),
+    re.compile(rf"\([ \t]*[{CJK}]"),
     re.compile(rf"\)[{CJK}]"),
 ]
 
@@ -48,6 +48,7 @@ def prose(text: str) -> str:
     text = FENCE.sub("", text)
     text = re.sub(r"`[^`\n]+`", "C", text)
     text = re.sub(r"\]\([^)\s]*\)", "]", text)
+    text = text.replace("![", "[")
     return re.sub(r"https?://\S+", "", text)
 
 
