@@ -58,7 +58,7 @@ def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import (DEFAULT_EPOCHS, DEFAULT_RECIPE, FINE_TUNE_BACKBONE_LR, IMAGE_SIZE_RANGE,
+    from .config import (DATASET_RECIPES, DEFAULT_EPOCHS, DEFAULT_RECIPE, FINE_TUNE_BACKBONE_LR, IMAGE_SIZE_RANGE,
                          PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, RECIPES, SMALL_DATA_STEPS,
                          TrainConfig)  # fmt: skip
     from .data import dataset_names
@@ -77,7 +77,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="peak learning rate; default: the recipe's, scaled with the batch size")  # fmt: skip
     # argparse formats help with %, so a literal % in a description is written %%.
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES), help="; ".join(
+    by_dataset = ", ".join(f"{recipe} for {name}" for name, recipe in DATASET_RECIPES.items())
+    p.add_argument("--recipe", default=None, choices=list(RECIPES), help=f"default: {by_dataset}, else "
+                   f"{DEFAULT_RECIPE}. " + "; ".join(
         f"{r.name}: {r.description}".replace("%", "%%") for r in RECIPES.values()))  # fmt: skip
     p.add_argument("--out", default=None, help="run folder; default: a new runs/<dataset>-<model>[-N]")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace an earlier run's files")
@@ -92,7 +94,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="A: zero-padding, B: 1x1 projection; default: the model's")  # fmt: skip
     p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
                    help="random mirroring where the dataset allows, and random translation where the recipe uses "
-                   "it; default: the recipe's (fast: off; best: mirroring only; paper: both)")  # fmt: skip
+                   "it; default: the recipe's (fast: off; photo and best: mirroring only; paper: both)")  # fmt: skip
     p.add_argument("--subset", type=_positive_int, default=None,
                    help="train on this many training images, drawn at random (a quick try)")  # fmt: skip
     p.add_argument("--val-split", type=float, default=TrainConfig.val_split, metavar="SHARE",
