@@ -79,7 +79,8 @@ def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision:
         rows.append({**row, "wall_seconds": time.perf_counter() - started})
         print(recipe, rows[-1], flush=True)
 
-    config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, recipe=recipe, model=model,
+    config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, model=model,
+                         recipe=None if recipe == "default" else recipe,
                          out=str(out / f"{dataset}-{recipe}"), overwrite=True, quiet=True, precision=precision)  # fmt: skip
     summary = train(config, on_epoch=on_epoch)
     from resnetlab.data import get_spec
@@ -91,7 +92,7 @@ def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision:
     return {
         "forward_flops": flops,
         "train_gflops": 3 * flops * _median([r["train_images_per_second"] for r in rows]) / 1e9,
-        "name": f"resnetlab --recipe {recipe} ({summary['model']}, {summary['precision']})",
+        "name": f"resnetlab --recipe {summary['recipe']} ({summary['model']}, {summary['precision']})",
         "epochs": epochs,
         "rows": rows,
         "final_accuracy": rows[-1]["test_accuracy"],
@@ -144,9 +145,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="./data")
     parser.add_argument("--tutorial-epochs", type=float, default=4)
-    parser.add_argument("--recipes", nargs="*", default=["fast"])
+    parser.add_argument("--recipes", nargs="*", default=["fast"], help="recipes to run; 'default' for the dataset's own")
     parser.add_argument("--epochs", type=int, default=4, help="epochs of the fast recipe")
     parser.add_argument("--best-epochs", type=int, default=14, help="epochs of the best recipe")
+    parser.add_argument("--long-epochs", type=int, default=16, help="epochs of the photo-long recipe")
+    parser.add_argument("--tag", default="", help="added to the JSON file's name, to keep several runs")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (with the tutorial baseline) or "
@@ -166,10 +169,10 @@ def main() -> None:
         skip_md5()
         THRESHOLDS[:] = CIFAR_THRESHOLDS
     for recipe in args.recipes:
-        epochs = args.best_epochs if recipe == "best" else args.epochs
+        epochs = {"best": args.best_epochs, "photo-long": args.long_epochs}.get(recipe, args.epochs)
         results.append(run_resnetlab(args.data_dir, recipe, epochs, out / "runs", args.precision, args.dataset,
                                      args.model))  # fmt: skip
-    name = "time_to_accuracy.json" if args.dataset == "fashion-mnist" else f"time_to_accuracy_{args.dataset}.json"
+    name = "time_to_accuracy" + ("" if args.dataset == "fashion-mnist" else f"_{args.dataset}") + args.tag + ".json"
     (out / name).write_text(json.dumps({"machine": info, "results": results}, indent=2))
     print(table(results, info))
 
