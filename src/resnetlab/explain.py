@@ -85,7 +85,7 @@ def _gather(predictor: TorchPredictor, items: list[str], data_dir: str | None) -
             if i >= len(test):
                 raise UserError(f"test image {i} does not exist: the test split has {len(test)} images (0 to "
                                 f"{len(test) - 1}).")  # fmt: skip
-            images.append(test.images[i])
+            images.append(test.take(torch.tensor([i]))[0])
             names.append(f"test image {i}")
             actual.append(predictor.card.classes[int(test.labels[i])])
         else:

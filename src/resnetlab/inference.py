@@ -80,7 +80,8 @@ class PredictorBase:
     def evaluate(self, data: ImageData) -> dict[str, Any]:
         """metrics.score on a split: loss, accuracy, per-class accuracy, confusion matrix, throughput."""
         start = time.perf_counter()
-        logits = self.logits(data.images)
+        chunks = [self.logits(images) for images in data.chunks(self.chunk_size)]  # never the whole split at once
+        logits = torch.cat(chunks) if chunks else torch.empty(0, self.card.num_classes)
         return score(logits, data.labels, self.card.num_classes, time.perf_counter() - start)
 
     def load_data(self, data_dir: str | None = None, limit: int | None = None, train: bool = False) -> ImageData:
