@@ -237,6 +237,9 @@ def test_two_builders_of_one_entry_both_succeed_and_readers_never_see_half_of_it
         thread.start()
     for thread in builders:
         thread.join(timeout=120)
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:  # the reader has looked at least once since the files appeared
+        time.sleep(0.01)
     done.set()
     reader.join(timeout=10)
     assert not errors and set(results) == {"first", "second"}
