@@ -3,18 +3,24 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+# The demo's run folder, named in the README's first commands; the demo trains it again each time.
+DEMO_OUT ?= runs/demo
+# Set to https://download.pytorch.org/whl/cpu to install the CPU-only torch and torchvision first (no CUDA
+# libraries, several GB smaller): make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: demo test install data test-system clean help figures
 
 help:
-	@echo "make demo    set up, train the default model on Fashion-MNIST (4 epochs), predict 20 test images"
+	@echo "make demo    set up, train the default model on Fashion-MNIST (4 epochs) into $(DEMO_OUT), predict 20 test images"
 	@echo "make test    set up and run the test suite"
 	@echo "make figures the figures of docs/tutorial.md (the degradation experiment: about 20 minutes on 2 cores)"
+	@echo "TORCH_INDEX=https://download.pytorch.org/whl/cpu  (with make demo/test/install) the CPU-only torch"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/pip install --quiet torch torchvision --index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -26,7 +32,8 @@ data:
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
-	else echo "note: Debian's dataset-fashion-mnist is not installed; resnetlab will download Fashion-MNIST."; fi
+	else echo "note: Debian's dataset-fashion-mnist is not installed; resnetlab will download Fashion-MNIST" \
+		"(offline or without root: README.md, Datasets and offline use)."; fi
 
 # What the tests need from Debian besides the data: Chromium for the browser test of `resnetlab serve`
 # (Playwright drives it) and a font with CJK glyphs for the plots of CJK class names.
@@ -38,9 +45,17 @@ test-system:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "note: install $$missing (Debian packages) to run every test; without them some tests fail."; fi
 
+# --overwrite: the demo's own folder is trained again on each run (resnetlab train never replaces a run unasked).
+# The commands printed at the end are the README's first examples (tests/test_docs.py checks they agree).
 demo: install data
-	$(BIN)/resnetlab train --dataset fashion-mnist --out $(DEMO_OUT)
+	$(BIN)/resnetlab train --dataset fashion-mnist --out $(DEMO_OUT) --overwrite
 	$(BIN)/resnetlab predict $(DEMO_OUT)/best.pt -n 20
+	@echo ""
+	@echo "The demo's run is in $(DEMO_OUT): best.pt, metrics.csv, curves.png, predictions.png. Try next:"
+	@echo "  $(BIN)/resnetlab eval $(DEMO_OUT)"
+	@echo "  $(BIN)/resnetlab explain $(DEMO_OUT) 0 1 2 3 4 5 6 7"
+	@echo "  $(BIN)/resnetlab serve $(DEMO_OUT)"
+	@echo "(after source $(BIN)/activate, plain resnetlab works in that shell)"
 
 test: install data test-system
 	$(BIN)/python -m pytest -q
@@ -56,6 +71,7 @@ figures: install data
 	$(BIN)/resnetlab explain $(FIGURES_RUN)/degradation/resnet56 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 \
 		--out docs/images/gradcam.png
 	$(BIN)/python docs/print_blocks.py > docs/images/blocks.txt
+	$(BIN)/python docs/block_diagram.py docs/images/blocks.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,5 @@
-"""A small folder of real photographs: the old fixed default (4 epochs at batch 128) against the size-based one.
+"""A small folder of real photographs: the first fixed default (4 epochs at batch 128), the size-based one with the
+model and recipe of before (resnet20, fast), and today's default (size-based, resnet9, photo).
 
     python benchmarks/small_folder.py CIFAR-10-images/ --classes cat dog --per-class 120 --seeds 0 1 2
 
@@ -18,8 +19,12 @@ from pathlib import Path
 from resnetlab.config import TrainConfig
 from resnetlab.engine import train
 
-SETTINGS = {"fixed: 4 epochs, batch 128 (before)": {"epochs": 4, "batch_size": 128},
-            "size-based default (now)": {}}  # fmt: skip
+SETTINGS = {
+    "fixed: 4 epochs, batch 128, resnet20, fast (first)": {"epochs": 4, "batch_size": 128, "model": "resnet20",
+                                                          "recipe": "fast"},
+    "size-based, resnet20, fast (before)": {"model": "resnet20", "recipe": "fast"},
+    "size-based, resnet9, photo (the default now)": {},
+}  # fmt: skip
 
 
 def make_folder(source: Path, classes: list[str], per_class: int, root: Path) -> Path:
@@ -37,7 +42,7 @@ def main() -> None:
     parser.add_argument("--classes", nargs="+", default=["cat", "dog"])
     parser.add_argument("--per-class", type=int, default=120)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default=None, help="train this model in every setting")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         data = make_folder(args.source, args.classes, args.per_class, Path(temp) / "photos")
@@ -46,7 +51,8 @@ def main() -> None:
         for index, (label, setting) in enumerate(SETTINGS.items()):
             accuracies, shape = [], ""
             for seed in args.seeds:
-                config = TrainConfig(dataset="folder", data_dir=str(data), model=args.model, seed=seed, quiet=True,
+                setting = {**setting, "model": args.model} if args.model else setting
+                config = TrainConfig(dataset="folder", data_dir=str(data), seed=seed, quiet=True,
                                      out=str(Path(temp) / f"run-{index}-{seed}"), **setting)  # fmt: skip
                 summary = train(config)
                 accuracies.append(summary["best_test_accuracy"])

@@ -129,7 +129,7 @@ def test_missing_export_packages_are_named(trained_run, tmp_path, capsys, monkey
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
     assert main(["export", str(trained_run), "-o", str(tmp_path / "m.onnx")]) == 2
-    assert "pip install 'resnetlab[export]'" in capsys.readouterr().err
+    assert "pip install -e '.[export]'" in capsys.readouterr().err
 
 
 def _write_images(folder):

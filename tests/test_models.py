@@ -137,7 +137,26 @@ def test_compact_net_halves_the_resolution_in_its_stem_and_has_three_stages():
     assert len(weighted) - len(projections) == 8  # resnet8w: 8 weighted layers on the main path
 
 
-@pytest.mark.parametrize("name", ["resnet8w", "resnet20", "resnet50"])
+def test_resnet9_opens_stages_with_conv_and_pool_and_keeps_identity_shortcuts():
+    model = create_model("resnet9", num_classes=10, in_channels=3).eval()
+    shapes = []
+    hooks = [stage.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for stage in model.stages()]
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    for hook in hooks:
+        hook.remove()
+    assert model.conv1.out_channels == 32 and model.conv1.stride == (1, 1)
+    assert shapes == [(2, 64, 16, 16), (2, 128, 8, 8), (2, 256, 4, 4)]
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 2 and all(b.downsample is None for b in blocks)  # F(x) and x always have one shape
+    weighted = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(weighted) == 9 and all(m.kernel_size == (3, 3) for m in weighted[:-1])
+    # Page's head: max over positions, logits scaled by 1/8
+    features = model.forward_features(torch.randn(2, 3, 32, 32))
+    expected = model.fc(features.amax(dim=(2, 3))) / 8
+    torch.testing.assert_close(model.forward_head(features), expected)
+
+
+@pytest.mark.parametrize("name", ["resnet8w", "resnet9", "resnet20", "resnet50"])
 def test_folding_batchnorm_keeps_the_outputs_and_removes_every_bn(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=1, shortcut="B")

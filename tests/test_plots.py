@@ -176,5 +176,5 @@ def test_tensorboard_missing_is_one_clear_sentence_before_training(tiny_fashion,
     out = tmp_path / "run"
     assert _tiny_train(tiny_fashion, out, "--tensorboard") == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pip install 'resnetlab[tensorboard]'" in err
+    assert len(err.splitlines()) == 1 and "pip install -e '.[tensorboard]'" in err
     assert not (out / "best.pt").exists()

@@ -297,7 +297,7 @@ def test_serve_without_the_extra_says_how_to_install_it(monkeypatch, capsys, tra
     monkeypatch.delitem(sys.modules, "resnetlab.serve")
     assert main(["serve", str(trained_run)]) == 2
     err = capsys.readouterr().err
-    assert "pip install 'resnetlab[serve]'" in err and err.count("\n") == 1
+    assert "pip install -e '.[serve]'" in err and err.count("\n") == 1
 
 
 def test_an_exported_onnx_model_is_served_like_its_checkpoint(trained_run, predictor, known_images, tmp_path):

@@ -70,7 +70,7 @@ def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import (DEFAULT_EPOCHS, DEFAULT_RECIPE, FINE_TUNE_BACKBONE_LR, IMAGE_SIZE_RANGE,
+    from .config import (DATASET_RECIPES, DEFAULT_EPOCHS, DEFAULT_RECIPE, FINE_TUNE_BACKBONE_LR, IMAGE_SIZE_RANGE,
                          PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, RECIPES, SMALL_DATA_STEPS,
                          TrainConfig)  # fmt: skip
     from .data import dataset_names
@@ -90,7 +90,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="peak learning rate; default: the recipe's, scaled with the batch size")  # fmt: skip
     # argparse formats help with %, so a literal % in a description is written %%.
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES), help="; ".join(
+    by_dataset = ", ".join(f"{recipe} for {name}" for name, recipe in DATASET_RECIPES.items())
+    p.add_argument("--recipe", default=None, choices=list(RECIPES), help=f"default: {by_dataset}, else "
+                   f"{DEFAULT_RECIPE}. " + "; ".join(
         f"{r.name}: {r.description}".replace("%", "%%") for r in RECIPES.values()))  # fmt: skip
     p.add_argument("--out", default=None, help="run folder; default: a new runs/<dataset>-<model>[-N]")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace an earlier run's files")
@@ -105,7 +107,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="A: zero-padding, B: 1x1 projection; default: the model's")  # fmt: skip
     p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
                    help="random mirroring where the dataset allows, and random translation where the recipe uses "
-                   "it; default: the recipe's (fast: off; best: mirroring only; paper: both)")  # fmt: skip
+                   "it; default: the recipe's (fast: off; photo and best: mirroring only; paper: both)")  # fmt: skip
     p.add_argument("--subset", type=_positive_int, default=None,
                    help="train on this many training images, drawn at random (a quick try)")  # fmt: skip
     p.add_argument("--val-split", type=float, default=TrainConfig.val_split, metavar="SHARE",
@@ -400,8 +402,8 @@ def _serve(args: argparse.Namespace) -> None:
     except ImportError as e:
         if (e.name or "").split(".")[0] not in {"fastapi", "starlette", "pydantic", "uvicorn", "python_multipart"}:
             raise
-        raise UserError(f"resnetlab serve needs the serve extra ({e.name} is missing); install it with "
-                        "pip install 'resnetlab[serve]'.") from None  # fmt: skip
+        raise UserError(f"resnetlab serve needs the serve extra ({e.name} is missing); install it from the resnetlab "
+                        "folder with: pip install -e '.[serve]'.") from None  # fmt: skip
     serve(args.checkpoint, args.host, args.port, args.device, args.precision, getattr(args, "allowed_host", []))
 
 

@@ -131,7 +131,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "cifar10", "CIFAR10", 3, 32,
             ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "resnet20", True, 4,
+            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "resnet9", True, 4,
             tuple(f"cifar-10-batches-py/{f}" for f in
                   ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
                    "batches.meta"]),
@@ -149,7 +149,7 @@ DATASETS: dict[str, DatasetSpec] = {
                                                "unlabeled_X.bin"]),
             "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
         ),
-        FolderSpec("folder", "", 0, 32, (), (), (), "resnet20", True, 4, FOLDER_LAYOUT),
+        FolderSpec("folder", "", 0, 32, (), (), (), "resnet9", True, 4, FOLDER_LAYOUT),
     ]
 }  # fmt: skip
 

@@ -337,14 +337,14 @@ def _describe_start(config: TrainConfig, job: Job, progress: Progress, train_dat
     return (f"{action} {card.architecture} ({count_parameters(job.net) / 1e6:.2f}M parameters) on {config.dataset}: "
             f"{len(train_data)} train / {len(test_data)} test images, {card.num_classes} classes, "
             f"{card.in_channels}x{card.image_size}x{card.image_size}; {config.epochs} epochs, batch {batch}, "
-            f"recipe {config.recipe}, {job.runtime.describe()}{processes}")  # fmt: skip
+            f"recipe {config.recipe_name}, {job.runtime.describe()}{processes}")  # fmt: skip
 
 
 def _summary(config: TrainConfig, job: Job, progress: Progress, out: Path) -> dict[str, Any]:
     return {
         "model": job.card.architecture,
         "dataset": config.dataset,
-        "recipe": config.recipe,
+        "recipe": config.recipe_name,
         "epochs": config.epochs,
         "best_test_accuracy": progress.best_accuracy,
         "best_epoch": progress.best_epoch,

@@ -169,7 +169,8 @@ def require(purpose: str, *modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"{purpose} needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}, "
-                        "which is not installed; install it with: pip install 'resnetlab[export]'.")  # fmt: skip
+                        "which is not installed; install it from the resnetlab folder with: "
+                        "pip install -e '.[export]'.")  # fmt: skip
 
 
 def read_onnx_metadata(metadata: dict[str, str]) -> dict[str, Any]:

@@ -12,8 +12,13 @@ Two families are built here:
   6n+2 weighted layers: resnet20/32/44/56/110, option A by default.
 - A compact net for small images, resnet8w, the default for 28x28 datasets: a stride-2 3x3 stem, then one
   basic block in each of three stages of 48/96/192 channels (8 weighted layers, option B). On 28x28 images it
-  costs three quarters of resnet20's multiply-adds, trains almost twice as fast on a CPU (wider layers use
+  costs three quarters of resnet20's multiply-adds, trains about 1.5 times as fast on a CPU (wider layers use
   the cores better) and, in 4 epochs on Fashion-MNIST, ends more accurate (benchmarks/README.md).
+- resnet9, the default for 32x32 colour images: the residual "ResNet-9" with which D. Page trained CIFAR-10
+  fastest in DAWNBench (2018, "How to train your ResNet"), at half its width. A 3x3 stem of 32 channels, then
+  three stages of 64/128/256 channels; each stage opens with a 3x3 convolution and a 2x2 max-pool (a
+  transition, so no shortcut ever needs matching), and stages one and three add a basic block with the identity
+  shortcut. 9 weighted layers; global max-pooling and logits scaled by 1/8 as in Page's net.
 - ImageNet-style nets (section 3.4, Table 1): four stages of 64..512 channels, basic or bottleneck blocks:
   resnet18/34/50/101/152, option B by default. With ``stem="imagenet"`` (7x7/2 conv + 3x3/2 max-pool) their
   module names and shapes equal torchvision's, so torchvision state dicts load with ``strict=True``.
@@ -141,6 +146,21 @@ class Bottleneck(nn.Module):
 Block = type[BasicBlock] | type[Bottleneck]
 
 
+class PoolTransition(nn.Module):
+    """A stage's opening in resnet9: conv3x3 to the stage's width, BN, ReLU, then a 2x2 max-pool halves the
+    resolution. The blocks after it see x and F(x) of the same shape, so their shortcuts are identities."""
+
+    def __init__(self, in_planes: int, planes: int) -> None:
+        super().__init__()
+        self.conv = conv3x3(in_planes, planes)
+        self.bn = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.relu(self.bn(self.conv(x))))
+
+
 class ResNet(nn.Module):
     """A stem, stages of residual blocks, global average pooling and a linear classifier."""
 
@@ -155,6 +175,10 @@ class ResNet(nn.Module):
         stem: Stem = "small",
         residual: bool = True,
         zero_init_residual: bool = False,
+        stem_width: int | None = None,
+        transition: Literal["stride", "pool"] = "stride",
+        head_pool: Literal["avg", "max"] = "avg",
+        logit_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if len(layers) != len(widths):
@@ -162,23 +186,25 @@ class ResNet(nn.Module):
         self.residual = residual
         self.shortcut = shortcut
         self.stem = stem
-        self.in_planes = widths[0]
+        self.transition = transition
+        self.logit_scale = logit_scale
+        self.in_planes = stem_width or widths[0]
         if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, self.in_planes, kernel_size=7, stride=2, padding=3, bias=False)
         elif stem == "small":
-            self.conv1 = conv3x3(in_channels, widths[0])
+            self.conv1 = conv3x3(in_channels, self.in_planes)
         elif stem == "strided":
-            self.conv1 = conv3x3(in_channels, widths[0], stride=2)
+            self.conv1 = conv3x3(in_channels, self.in_planes, stride=2)
         else:
             raise ValueError(f"stem must be 'small', 'strided' or 'imagenet', not {stem!r}")
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.bn1 = nn.BatchNorm2d(self.in_planes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
         for i, (blocks, width) in enumerate(zip(layers, widths)):
             stage = self._make_layer(block, width, blocks, stride=1 if i == 0 else 2)
             setattr(self, f"layer{i + 1}", stage)
         self.num_stages = len(layers)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.global_pool = nn.AdaptiveAvgPool2d((1, 1)) if head_pool == "avg" else nn.AdaptiveMaxPool2d((1, 1))
         self.num_features = widths[-1] * block.expansion
         self.fc = nn.Linear(self.num_features, num_classes)
 
@@ -197,6 +223,9 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.bn2.weight)
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        if self.transition == "pool":
+            opening, self.in_planes = PoolTransition(self.in_planes, planes), planes
+            return nn.Sequential(opening, *[block(planes, planes, residual=self.residual) for _ in range(blocks)])
         out_planes = planes * block.expansion
         downsample = None
         if self.residual and (stride != 1 or self.in_planes != out_planes):
@@ -217,7 +246,8 @@ class ResNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        logits = self.fc(torch.flatten(self.global_pool(x), 1))
+        return logits * self.logit_scale if self.logit_scale != 1.0 else logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -229,6 +259,7 @@ _IMAGENET_WIDTHS = [64, 128, 256, 512]
 _ARCHS: dict[str, tuple[Block, list[int], list[int], str]] = {
     **{f"resnet{6 * n + 2}": (BasicBlock, [n] * 3, _CIFAR_WIDTHS, "cifar") for n in (3, 5, 7, 9, 18)},
     "resnet8w": (BasicBlock, [1, 1, 1], [48, 96, 192], "compact"),
+    "resnet9": (BasicBlock, [1, 0, 1], [64, 128, 256], "page"),
     "resnet18": (BasicBlock, [2, 2, 2, 2], _IMAGENET_WIDTHS, "imagenet"),
     "resnet34": (BasicBlock, [3, 4, 6, 3], _IMAGENET_WIDTHS, "imagenet"),
     "resnet50": (Bottleneck, [3, 4, 6, 3], _IMAGENET_WIDTHS, "imagenet"),
@@ -240,6 +271,8 @@ _PLAIN = [f"plain{6 * n + 2}" for n in (3, 5, 7, 9, 18)] + ["plain8w", "plain18"
 _DESCRIPTIONS = {
     "cifar": "CIFAR-style 16/32/64 channels, shortcut A",
     "compact": "compact 48/96/192 channels after a stride-2 stem, shortcut B; fast on a CPU",
+    "page": "Page's ResNet-9 at half width: 32-channel stem, conv + max-pool stages of 64/128/256, identity "
+    "shortcuts; fast to high accuracy on 32x32 colour images",
     "imagenet": "ImageNet-style 64-512 channels, shortcut B",
 }
 
@@ -279,10 +312,13 @@ def create_model(
         block, layers, widths, family, residual = _resolve(name)
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
-    if family == "cifar":
+    page = {}
+    if family in ("cifar", "page"):
         if stem == "imagenet":
-            raise ValueError(f"{name} is CIFAR-style and has only the small stem")
+            raise ValueError(f"{name} has only the small stem")
         stem = "small"
+        if family == "page":  # Page's net: stages open with conv + pool, max-pooled features, logits / 8
+            page = dict(stem_width=widths[0] // 2, transition="pool", head_pool="max", logit_scale=0.125)
     elif family == "compact":
         stem = stem or "strided"
     elif stem is None:
@@ -299,6 +335,7 @@ def create_model(
         stem=stem,
         residual=residual,
         zero_init_residual=zero_init_residual,
+        **page,
     )
 
 
@@ -332,7 +369,9 @@ def fold_batchnorm(model: ResNet) -> ResNet:
 
     fold(folded, "conv1", "bn1")
     for module in folded.modules():
-        if isinstance(module, (BasicBlock, Bottleneck)):
+        if isinstance(module, PoolTransition):
+            fold(module, "conv", "bn")
+        elif isinstance(module, (BasicBlock, Bottleneck)):
             for i in (1, 2, 3):
                 if hasattr(module, f"conv{i}"):
                     fold(module, f"conv{i}", f"bn{i}")

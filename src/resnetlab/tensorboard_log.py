@@ -28,8 +28,9 @@ class TensorBoardLog:
 
     def __init__(self, folder: str | Path) -> None:
         if importlib.util.find_spec("tensorboard") is None:
-            raise UserError("--tensorboard needs the tensorboard package, which is not installed; install it with: "
-                            "pip install 'resnetlab[tensorboard]', or train without --tensorboard.")  # fmt: skip
+            raise UserError("--tensorboard needs the tensorboard package, which is not installed; install it from the "
+                            "resnetlab folder with: pip install -e '.[tensorboard]', or train without "
+                            "--tensorboard.")  # fmt: skip
         self.folder = Path(folder)
         self._writer = None
 
