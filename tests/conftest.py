@@ -20,6 +20,24 @@ def no_network(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache_home(tmp_path_factory):
+    """The session's fixtures cache decoded image folders under a temporary folder, never in ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def cache_home(monkeypatch, tmp_path_factory):
+    """Each test caches decoded image folders in a temporary folder of its own, beside its tmp_path rather than in
+    it (a test's images are often tmp_path itself, and nothing is cached inside an image folder). Returns the
+    folder the cache files go into (config.user_cache_dir)."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home / "resnetlab"
+
+
 @pytest.fixture(autouse=True)
 def no_system_data(monkeypatch):
     """Tests see only the system copies they install themselves (RESNETLAB_SYSTEM_DATA)."""

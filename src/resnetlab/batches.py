@@ -1,8 +1,8 @@
-"""A split of a dataset in memory, and its batches: shuffled, sharded and augmented a whole batch at a time.
+"""A split of a dataset, and its batches: shuffled, sharded and augmented a whole batch at a time.
 
-Every dataset is held as one uint8 tensor [N, C, H, W]. For datasets of this size, batching and augmenting
-that tensor directly is much faster on a CPU than per-image PIL transforms in a DataLoader, and it keeps the
-training loop free of worker processes.
+Every dataset is held as one uint8 tensor [N, C, H, W], in memory or memory-mapped from a cache file (an image
+folder, imagecache.py). For datasets of this size, batching and augmenting that tensor directly is much faster
+on a CPU than per-image PIL transforms in a DataLoader, and it keeps the training loop free of worker processes.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ import torch.nn.functional as F
 
 @dataclass
 class ImageData:
-    """One split of a dataset, in memory: uint8 images [N, C, H, W] and int64 labels [N]."""
+    """One split of a dataset: uint8 images [N, C, H, W] and int64 labels [N].
 
-    images: torch.Tensor
+    The pixels may be memory-mapped from a file (a cached image folder, folder.py), larger than memory. So a
+    selection by position (select, sample, a held-out share) is kept as `rows` into them rather than copied, and
+    batches copy only their own images (take); `images` gives the split as one tensor, for small ones."""
+
+    pixels: torch.Tensor  # uint8 [M, C, H, W]: the split's images, or with rows, the images rows picks from
     labels: torch.Tensor
     classes: list[str]
     mean: tuple[float, ...] = field(default=())
@@ -26,21 +30,41 @@ class ImageData:
     source: str = ""
     notes: list[str] = field(default_factory=list)  # what the loader skipped or assumed, for the user to read
     holdout: tuple[str, ...] = ()  # a folder without train/ and test/: the files held out for validation
+    rows: torch.Tensor | None = None  # int64 [N]: the split is pixels[rows]; None: all the pixels, in order
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @property
     def channels(self) -> int:
-        return self.images.shape[1]
+        return self.pixels.shape[1]
 
     @property
     def image_size(self) -> int:
-        return self.images.shape[-1]
+        return self.pixels.shape[-1]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The split's images [N, C, H, W]: the pixels themselves (a view), or with rows a copy of the selected
+        ones; for a large split, go through take or chunks instead."""
+        return self.pixels if self.rows is None else self.pixels[self.rows]
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """A copy of the images at positions `index` of the split (what one batch holds)."""
+        return self.pixels[index if self.rows is None else self.rows[index]]
+
+    def chunks(self, size: int) -> Iterator[torch.Tensor]:
+        """The split's images in order, `size` at a time (views of the pixels where no rows are selected)."""
+        for start in range(0, len(self), size):
+            yield self.select(slice(start, start + size)).images
 
     def select(self, index: torch.Tensor | slice) -> "ImageData":
-        """The images at index (a tensor of positions or a slice), with everything else kept."""
-        return replace(self, images=self.images[index], labels=self.labels[index])
+        """The images at index (a tensor of positions or a slice), with everything else kept; nothing is copied
+        but the labels (positions become rows)."""
+        if self.rows is None and isinstance(index, slice):
+            return replace(self, pixels=self.pixels[index], labels=self.labels[index])
+        rows = torch.arange(len(self)) if self.rows is None else self.rows
+        return replace(self, rows=rows[index], labels=self.labels[index])
 
     def sample(self, count: int | None, seed: int) -> "ImageData":
         """count images drawn at random with the seed (all of them when count is None or not smaller)."""
@@ -56,9 +80,8 @@ class ImageData:
             return self
         if (self.channels, channels) != (1, 3):
             raise ValueError(f"cannot turn {self.channels}-channel images into {channels}-channel ones")
-        return replace(self, images=self.images.expand(-1, 3, -1, -1), mean=tuple(self.mean) * 3,
+        return replace(self, pixels=self.pixels.expand(-1, 3, -1, -1), mean=tuple(self.mean) * 3,
                        std=tuple(self.std) * 3)  # fmt: skip
-
 
 
 def random_translate(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -88,7 +111,7 @@ def _generator(*keys: int) -> torch.Generator:
 
 
 class TensorBatches:
-    """Batches of (uint8 images, labels) from an ImageData held in memory, on the device.
+    """Batches of (uint8 images, labels) from an ImageData, on the device; each batch copies only its own images.
 
     With shuffle=True the order of each epoch is a function of (seed, epoch) only, and the augmentation of
     each batch a function of (seed, epoch, step): an interrupted epoch resumes exactly where it stopped, and
@@ -150,7 +173,7 @@ class TensorBatches:
         order = self._order()
         for step in range(self.start_step, len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            images = self.data.images[index]
+            images = self.data.take(index)
             if self.augment:
                 generator = _generator(self.seed, self.epoch, step, self.rank)
                 if self.crop_padding:

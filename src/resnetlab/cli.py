@@ -49,8 +49,20 @@ def _runtime_flags(p: argparse.ArgumentParser, precision: bool = True) -> None:
                        help="auto: bf16 where the CPU or GPU runs it in hardware, else fp32")  # fmt: skip
 
 
+def _cache_flags(p: argparse.ArgumentParser) -> None:
+    """Where --dataset folder keeps its decoded images (folder.py, imagecache.py)."""
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--cache-dir", default=None, metavar="DIR", help="--dataset folder: where the decoded images "
+                       "are kept, memory-mapped, so that a folder is decoded once (until a file of it changes) and "
+                       "one larger than memory still trains; default: $XDG_CACHE_HOME/resnetlab, else "
+                       "~/.cache/resnetlab; '' for none")  # fmt: skip
+    cache.add_argument("--no-cache", dest="cache_dir", action="store_const", const="",
+                       help="--dataset folder: decode the images into memory and write no cache (--cache-dir '')")
+
+
 def _checkpoint_data_dir(p: argparse.ArgumentParser, extra: str = "") -> None:
     p.add_argument("--data-dir", default=None, help=f"default: the folder the checkpoint was trained from{extra}")
+    _cache_flags(p)
 
 
 def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
@@ -67,6 +79,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(dataset_names())}")
     p.add_argument("--data-dir", default="./data", help="where datasets are kept (torchvision's root); for "
                    "--dataset folder, the folder holding class folders (or train/ and test/)")  # fmt: skip
+    _cache_flags(p)
     p.add_argument("--model", default=None, help="model name (resnetlab models); default: the dataset's")
     p.add_argument("--epochs", type=_positive_int, default=None, help=f"passes over the training set; default: "
                    f"{DEFAULT_EPOCHS} for the named datasets; for folders, from their size (enough for about "
@@ -159,6 +172,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
                    "best.onnx or best.torchscript.pt")  # fmt: skip
     p.add_argument("--data-dir", default=None, help="test images to check the export on; default: the folder the "
                    "checkpoint was trained from (random images where there are none)")  # fmt: skip
+    _cache_flags(p)
     p.add_argument("--check-images", type=_positive_int, default=EXPORT_CHECK_IMAGES,
                    help="how many images to check on")  # fmt: skip
     p.add_argument("--tolerance", type=_positive_float, default=EXPORT_TOLERANCE,
@@ -188,6 +202,7 @@ def _degradation_arguments(p: argparse.ArgumentParser) -> None:
     quick = DegradationConfig()
     p.add_argument("--dataset", default=None, help=f"default: {quick.dataset}; with --full, {FULL.dataset}")
     p.add_argument("--data-dir", default=quick.data_dir, help=f"where datasets are kept (default: {quick.data_dir})")
+    _cache_flags(p)
     p.add_argument("--depths", default=None, help="comma-separated depths, each trained as plainD and resnetD; "
                    f"default: {quick.depths_text}; with --full, {FULL.depths_text}")  # fmt: skip
     p.add_argument("--epochs", type=_positive_int, default=None,
@@ -250,7 +265,8 @@ def _train(args: argparse.Namespace) -> None:
 
     if args.resume:
         config, state = resume_config(args.resume)
-        train(replace(config, quiet=args.quiet or config.quiet), resume_state=state)
+        cache_dir = config.cache_dir if args.cache_dir is None else args.cache_dir  # where, not what: may change
+        train(replace(config, quiet=args.quiet or config.quiet, cache_dir=cache_dir), resume_state=state)
         return
     config = TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir, model=args.model, epochs=args.epochs,
@@ -258,6 +274,7 @@ def _train(args: argparse.Namespace) -> None:
         precision=args.precision, image_size=args.image_size, recipe=args.recipe, shortcut=args.shortcut,
         overwrite=args.overwrite, quiet=args.quiet, subset=args.subset, tensorboard=args.tensorboard,
         augment=args.augment, val_split=args.val_split, pretrained=args.pretrained, init=args.init,
+        cache_dir=args.cache_dir,
     )  # fmt: skip
     train(config)
 
@@ -276,7 +293,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     predictor = open_predictor(args.checkpoint, args.device, args.precision)
     card = predictor.card
-    stats = with_prefix(predictor.evaluate(predictor.load_test_data(args.data_dir)), "test")
+    stats = with_prefix(predictor.evaluate(predictor.load_test_data(args.data_dir, cache_dir=args.cache_dir)), "test")
     save = Path(args.save) if args.save else resolve_path(args.checkpoint).parent / "confusion_matrix.png"
     confusion_matrix_plot(stats["confusion_matrix"], card.classes, save, f"{card.architecture} on {card.dataset}")
     if args.json:
@@ -320,7 +337,7 @@ def _predict_files(predictor, args: argparse.Namespace, say) -> tuple:
 
 
 def _predict_test_images(predictor, args: argparse.Namespace, say) -> tuple:
-    data = predictor.load_test_data(args.data_dir, limit=args.n)
+    data = predictor.load_test_data(args.data_dir, limit=args.n, cache_dir=args.cache_dir)
     tops = predictor.top_classes(predictor.probabilities(data.images), args.top)
     actual = [predictor.card.classes[i] for i in data.labels.tolist()]
     for i, (top, a) in enumerate(zip(tops, actual)):
@@ -353,7 +370,7 @@ def _predict(args: argparse.Namespace) -> None:
 def _plot(args: argparse.Namespace) -> None:
     from .redraw import redraw_run
 
-    for line in redraw_run(args.run, args.data_dir, args.device, args.precision, args.n):
+    for line in redraw_run(args.run, args.data_dir, args.device, args.precision, args.n, args.cache_dir):
         print(line)
 
 
@@ -361,7 +378,7 @@ def _export(args: argparse.Namespace) -> None:
     from .export import export_checkpoint
 
     report = export_checkpoint(args.checkpoint, args.format, args.output, args.data_dir, args.check_images,
-                               args.tolerance, args.int8)  # fmt: skip
+                               args.tolerance, args.int8, args.cache_dir)  # fmt: skip
     if args.json:
         print(json.dumps(report))
         return
@@ -402,7 +419,8 @@ def _experiment(args: argparse.Namespace) -> None:
     }  # fmt: skip
     config = degradation_config(
         args.full, data_dir=args.data_dir, seed=args.seed, device=args.device, precision=args.precision,
-        overwrite=args.overwrite, quiet=args.quiet, **{k: v for k, v in given.items() if v is not None},
+        overwrite=args.overwrite, quiet=args.quiet, cache_dir=args.cache_dir,
+        **{k: v for k, v in given.items() if v is not None},
     )  # fmt: skip
     run_degradation(config)
 
@@ -412,7 +430,8 @@ def _explain(args: argparse.Namespace) -> None:
     from .explain import describe, explain_checkpoint, gradcam_grid
 
     out = Path(args.out) if args.out else resolve_path(args.checkpoint).parent / "gradcam.png"
-    explanation = explain_checkpoint(args.checkpoint, args.images, args.data_dir, args.stage, args.device)
+    explanation = explain_checkpoint(args.checkpoint, args.images, args.data_dir, args.stage, args.device,
+                                     args.cache_dir)  # fmt: skip
     print("\n".join(describe(explanation)))
     print(f"picture: {gradcam_grid(explanation, out)}")
 

@@ -4,6 +4,7 @@ their defaults and their validation. The command line builds these dataclasses a
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -129,6 +130,15 @@ PRETRAINED_DEFAULT_MODEL = "resnet18"
 FINE_TUNE_BACKBONE_LR = 0.1
 
 
+def user_cache_dir() -> str:
+    """Where decoded image folders are cached unless --cache-dir says otherwise: $XDG_CACHE_HOME/resnetlab, or
+    ~/.cache/resnetlab (the XDG base directory rules: a relative XDG_CACHE_HOME is ignored)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "resnetlab")
+
+
 def _at_least_1(value: Any, field: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigError(field, f"must be at least 1, not {value}")
@@ -160,6 +170,7 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files into OUT/tensorboard (needs the tensorboard extra)
     pretrained: bool = False  # start from torchvision's ImageNet weights (resnet18..152)
     init: str | None = None  # start from this resnetlab checkpoint (or run folder) of the same architecture
+    cache_dir: str | None = None  # --dataset folder's decoded images: None for user_cache_dir(), "" for no cache
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -286,6 +297,7 @@ class DegradationConfig:
     precision: str = "auto"
     overwrite: bool = False
     quiet: bool = False
+    cache_dir: str | None = None  # --dataset folder's decoded images: None for user_cache_dir(), "" for no cache
 
     @property
     def depths_text(self) -> str:
@@ -303,6 +315,7 @@ class DegradationConfig:
             batch_size=self.batch_size, lr=self.lr, out=f"{self.out}/{net}", seed=self.seed,
             device=self.device, precision=self.precision, recipe=self.recipe, subset=self.subset,
             test_subset=self.test_subset, overwrite=self.overwrite, quiet=True, augment=self.augment,
+            cache_dir=self.cache_dir,
         )  # fmt: skip
 
 

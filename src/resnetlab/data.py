@@ -71,8 +71,10 @@ class DatasetSpec:
         return str(system) if system else None
 
     def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None,
-                   holdout: Holdout | None = None) -> ImageData:  # fmt: skip
-        """The train or test split in memory, downloaded first if it is nowhere to be found. (holdout: for folders.)"""
+                   holdout: Holdout | None = None, cache_dir: str | None = None,
+                   channels: int | None = None) -> ImageData:  # fmt: skip
+        """The train or test split in memory, downloaded first if it is nowhere to be found. (holdout, cache_dir
+        and channels: for folders, see folder.load_folder_split.)"""
         root = _prepare_root(self, Path(data_dir))
         try:
             # torchvision prints its download attempts on stdout; they belong with progress, on stderr.
@@ -102,8 +104,9 @@ class FolderSpec(DatasetSpec):
         return find_folder(Path(data_dir))
 
     def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None,
-                   holdout: Holdout | None = None) -> ImageData:  # fmt: skip
-        return load_folder_split(Path(data_dir), train, image_size or self.image_size, holdout=holdout)
+                   holdout: Holdout | None = None, cache_dir: str | None = None,
+                   channels: int | None = None) -> ImageData:  # fmt: skip
+        return load_folder_split(Path(data_dir), train, image_size or self.image_size, channels, holdout, cache_dir)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -265,10 +268,12 @@ def _as_uint8_nchw(data, channels: int) -> torch.Tensor:
 
 
 def load_split(name: str, data_dir: str | Path, train: bool, image_size: int | None = None,
-               holdout: Holdout | None = None) -> ImageData:  # fmt: skip
-    """Load the train or test split of a dataset into memory (downloading it first if it is not there). holdout:
-    how a folder without train/ and test/ is split."""
-    return get_spec(name).load_split(data_dir, train, image_size, holdout)
+               holdout: Holdout | None = None, cache_dir: str | None = None,
+               channels: int | None = None) -> ImageData:  # fmt: skip
+    """Load the train or test split of a dataset (downloading it first if it is not there). For folders: holdout,
+    how a folder without train/ and test/ is split; cache_dir, where the decoded images are kept (None: the user
+    cache folder, "": nowhere); channels, 1 or 3 (default: 1 when every image of the folder is grayscale)."""
+    return get_spec(name).load_split(data_dir, train, image_size, holdout, cache_dir, channels)
 
 
 def load_train_test(
@@ -279,13 +284,17 @@ def load_train_test(
     test_subset: int | None = None,
     seed: int = 0,
     val_split: float = 0.2,
+    cache_dir: str | None = None,
 ) -> tuple[ImageData, ImageData]:
     """Both splits, each optionally a random sample drawn with the seed; the test split carries the training
     split's mean and std, which normalize both. A folder without train/ and test/ holds out val_split of each
-    class (drawn with the seed) as its test split."""
-    train_data = load_split(name, data_dir, train=True, image_size=image_size, holdout=Holdout(val_split, seed))
+    class (drawn with the seed) as its test split; a folder's decoded images are cached in cache_dir (see
+    load_split), and its test split takes the training split's channels (its images' headers are read once)."""
+    train_data = load_split(name, data_dir, train=True, image_size=image_size, holdout=Holdout(val_split, seed),
+                            cache_dir=cache_dir)  # fmt: skip
     holdout = Holdout(val_split, seed, train_data.holdout)
-    test_data = load_split(name, data_dir, train=False, image_size=image_size, holdout=holdout)
+    test_data = load_split(name, data_dir, train=False, image_size=image_size, holdout=holdout, cache_dir=cache_dir,
+                           channels=train_data.channels)  # fmt: skip
     if test_data.classes != train_data.classes:
         raise UserError("the train and test splits have different classes; make them match.")
     train_data, test_data = train_data.sample(subset, seed), test_data.sample(test_subset, seed)

@@ -246,7 +246,8 @@ def train(
         out = choose_out_dir(config.out, config.dataset, model_name, config.overwrite or resume_state is not None)
         torch.manual_seed(config.seed)
         train_data, test_data = load_train_test(config.dataset, config.data_dir, image_size, config.subset,
-                                                config.test_subset, config.seed, config.val_split)  # fmt: skip
+                                                config.test_subset, config.seed, config.val_split,
+                                                config.cache_dir)  # fmt: skip
         config, sizing = config.sized_for(len(train_data), folder=not spec.classes)
         job = build_job(config, model_name, train_data, test_data, runtime, dist, start)
         progress = job.restore(resume_state) if resume_state is not None else Progress()

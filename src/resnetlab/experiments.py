@@ -56,7 +56,7 @@ def parse_depths(text: str) -> tuple[int, ...]:
 
 def _comparable(train_config: TrainConfig) -> dict[str, Any]:
     settings = asdict(train_config)
-    for key in ("overwrite", "quiet", "out"):
+    for key in ("overwrite", "quiet", "out", "cache_dir"):  # where a run is written or cached changes no result
         settings.pop(key)
     return settings
 
@@ -64,7 +64,7 @@ def _comparable(train_config: TrainConfig) -> dict[str, Any]:
 def training_sample(config: DegradationConfig) -> ImageData:
     """The training images the training error is measured on: a fixed random sample of those trained on."""
     train_data, _ = load_train_test(config.dataset, config.data_dir, None, config.subset, config.test_subset,
-                                    config.seed)  # fmt: skip
+                                    config.seed, cache_dir=config.cache_dir)  # fmt: skip
     return train_data.sample(config.train_eval_size, config.seed + 1)
 
 

@@ -74,10 +74,11 @@ def cam_of(classifier: PixelClassifier, images: torch.Tensor, stage: nn.Module,
     return grad_cam(classifier.network, classifier.prepare(images), stage, target)[0]
 
 
-def _gather(predictor: TorchPredictor, items: list[str], data_dir: str | None) -> tuple[torch.Tensor, list, list]:
+def _gather(predictor: TorchPredictor, items: list[str], data_dir: str | None,
+            cache_dir: str | None = None) -> tuple[torch.Tensor, list, list]:  # fmt: skip
     """The images to explain (test images by index, image files or folders), their names and true classes."""
     indices = [int(item) for item in items if _is_index(item)]
-    test = predictor.load_test_data(data_dir) if indices else None
+    test = predictor.load_test_data(data_dir, cache_dir=cache_dir) if indices else None
     images, names, actual = [], [], []
     for item in items:
         if _is_index(item):
@@ -85,7 +86,7 @@ def _gather(predictor: TorchPredictor, items: list[str], data_dir: str | None) -
             if i >= len(test):
                 raise UserError(f"test image {i} does not exist: the test split has {len(test)} images (0 to "
                                 f"{len(test) - 1}).")  # fmt: skip
-            images.append(test.images[i])
+            images.append(test.take(torch.tensor([i]))[0])
             names.append(f"test image {i}")
             actual.append(predictor.card.classes[int(test.labels[i])])
         else:
@@ -102,17 +103,18 @@ def explain_checkpoint(
     data_dir: str | None = None,
     stage: int | None = None,
     device: str = "auto",
+    cache_dir: str | None = None,
 ) -> Explanation:
     """Grad-CAM of a checkpoint's model for test images (given by index) and image files or folders. The
     probabilities are the ones `predict` gives (with the checkpoint's test-time flip, if any); each map is of
-    the image as given."""
+    the image as given. cache_dir: where a folder's decoded images are kept (data.load_split)."""
     # fp32: gradients of a bf16 forward pass make noisier maps, and one batch is fast either way.
     predictor = TorchPredictor.from_checkpoint(checkpoint, device, "fp32")
     stages = predictor.network.stages()
     stage = stage or len(stages)
     if not 1 <= stage <= len(stages):
         raise UserError(f"--stage must be between 1 and {len(stages)} for this model, not {stage}.")
-    batch, names, actual = _gather(predictor, items, data_dir)
+    batch, names, actual = _gather(predictor, items, data_dir, cache_dir)
     probabilities = predictor.probabilities(batch)
     confidence, predicted = probabilities.max(1)
     device_batch = batch.to(predictor.runtime.device)

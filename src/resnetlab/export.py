@@ -95,14 +95,15 @@ def _write_onnx_metadata(path: Path, description: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def _calibration_images(predictor: TorchPredictor, data_dir: str | None, count: int) -> torch.Tensor:
+def _calibration_images(predictor: TorchPredictor, data_dir: str | None, count: int,
+                        cache_dir: str | None = None) -> torch.Tensor:  # fmt: skip
     """`count` training images drawn at random (seed 0): what the int8 model's activation ranges are set from."""
     card = predictor.card
     if not predictor.has_data(data_dir):
         raise UserError(f"an int8 export calibrates on training images, and the {card.dataset} data is not in "
                         f"{card.data_folder(data_dir)}; give --data-dir the folder the checkpoint was trained "
                         "from.")  # fmt: skip
-    return predictor.load_data(data_dir, train=True).sample(count, seed=0).images
+    return predictor.load_data(data_dir, train=True, cache_dir=cache_dir).sample(count, seed=0).images
 
 
 def quantize_int8(fp32_path: Path, path: Path, calibration: torch.Tensor, description: dict[str, Any]) -> Path:
@@ -177,14 +178,15 @@ def _run_exported(path: Path, fmt: str, images: torch.Tensor) -> tuple[torch.Ten
     return logits, probabilities, description
 
 
-def _check_images(predictor: TorchPredictor, data_dir: str | None, count: int) -> tuple[torch.Tensor, str]:
+def _check_images(predictor: TorchPredictor, data_dir: str | None, count: int,
+                  cache_dir: str | None = None) -> tuple[torch.Tensor, str]:  # fmt: skip
     """Up to `count` images of the checkpoint's test split when it can be found without downloading, else
     random images; with a line saying which."""
     card = predictor.card
     reason = f"the {card.dataset} test data is not in {card.data_folder(data_dir)}"
     if predictor.has_data(data_dir):
         try:
-            data = predictor.load_test_data(data_dir, limit=count)
+            data = predictor.load_test_data(data_dir, limit=count, cache_dir=cache_dir)
             return data.images, f"{len(data)} {card.dataset} test images"
         except UserError as e:
             reason = str(e).rstrip(".")
@@ -240,6 +242,7 @@ def export_checkpoint(
     check_images: int = EXPORT_CHECK_IMAGES,
     tolerance: float = EXPORT_TOLERANCE,
     int8: bool = False,
+    cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint (or run folder's best.pt) as ONNX or TorchScript, then load the file again and
     compare it with the eager model on the checkpoint's test images.
@@ -247,7 +250,8 @@ def export_checkpoint(
     Returns a report: the file, what it was checked on, and the largest absolute differences of logits and
     probabilities. Raises ExportMismatch (writing nothing; a file already at the output path stays as it was)
     when probabilities differ by more than `tolerance`, or, for an int8 ONNX model (calibrated on training
-    images), when it keeps the top class of fewer than INT8_MIN_AGREEMENT of the check images.
+    images), when it keeps the top class of fewer than INT8_MIN_AGREEMENT of the check images. cache_dir: where a
+    folder's decoded images are kept (data.load_split).
     """
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
@@ -270,8 +274,8 @@ def export_checkpoint(
     predictor = TorchPredictor.from_checkpoint(source, device="cpu", precision="fp32")
     module = ExportedClassifier(PixelClassifier.from_card(predictor.network, predictor.card)).eval()
     description = describe(predictor)
-    calibration = _calibration_images(predictor, data_dir, INT8_CALIBRATION_IMAGES) if int8 else None
-    images, checked_on = _check_images(predictor, data_dir, check_images)
+    calibration = _calibration_images(predictor, data_dir, INT8_CALIBRATION_IMAGES, cache_dir) if int8 else None
+    images, checked_on = _check_images(predictor, data_dir, check_images, cache_dir)
     # Written beside the target and moved into place only once checked, so that a failed export leaves a file
     # the user had at that path as it was.
     draft = path.with_name(path.name + ".tmp")

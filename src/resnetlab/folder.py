@@ -6,24 +6,35 @@ with an image suffix (imagefiles.IMAGE_SUFFIXES) anywhere below it, in nested fo
 folders (names starting with ".", such as .ipynb_checkpoints or macOS's ._photo.jpg) are skipped. A file is
 counted once, however many links lead to it, and a link that leads back into the dataset, or nowhere, is
 skipped and named.
+
+Decoded images are cached on disk (imagecache.py, in config.user_cache_dir() or --cache-dir), never inside the
+image folder, and read back memory-mapped while no file of the folder has changed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import PIL
 import torch
 from tqdm import tqdm
 
+from . import imagecache
 from .batches import ImageData
+from .config import user_cache_dir
 from .errors import UserError
 from .imagefiles import IMAGE_SUFFIXES, decode, file_is_grayscale, is_image_file
 
 FOLDER_LAYOUT = ("train/<class>/<image>", "test/<class>/<image>")
+# What cached pixels depend on besides the files: imagefiles.decode's steps, preprocess.resize (antialiased
+# bilinear, squashed to size x size, no crop) and the Pillow that decodes. Change the number when either changes.
+DECODER = f"imagefiles.decode 1: EXIF rotation, 16 to 8 bits, JPEG draft 2x, reduce, squash; Pillow {PIL.__version__}"
 
 
 @dataclass(frozen=True)
@@ -128,17 +139,6 @@ def list_split(root: Path, train: bool) -> tuple[list[str], list[tuple[str, int]
     return classes, samples, walk.skipped
 
 
-def _channels_of(root: Path) -> int:
-    """1 when every image of the folder (all splits) is grayscale, else 3."""
-    names = ("train", "test", "val")
-    splits = [root / name for name in names if (root / name).is_dir()] if has_splits(root) else [root]
-    for split in splits:
-        for path, _ in _Walk(root).split(split)[1]:
-            if not file_is_grayscale(path):
-                return 3
-    return 1
-
-
 def held_out(root: Path, samples: list[tuple[str, int]], classes: list[str], holdout: Holdout) -> set[str]:
     """The validation files (relative to root): the recorded ones, or a stratified random share of each class."""
     if holdout.files:
@@ -160,22 +160,6 @@ def held_out(root: Path, samples: list[tuple[str, int]], classes: list[str], hol
     return chosen
 
 
-def decode_all(paths: list[str], channels: int, size: int) -> torch.Tensor:
-    """Decode image files into one uint8 tensor [N, C, size, size], on every core (Pillow's decoders release the
-    GIL), with a progress bar on a terminal."""
-    images = torch.empty(len(paths), channels, size, size, dtype=torch.uint8)
-
-    def put(i: int) -> None:
-        images[i] = decode(paths[i], channels, size)
-
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        work = pool.map(put, range(len(paths)))
-        for _ in tqdm(work, total=len(paths), desc="decoding images", unit="img", leave=False, file=sys.stderr,
-                      disable=not sys.stderr.isatty() or len(paths) < 1000):  # fmt: skip
-            pass
-    return images
-
-
 def _check_same_classes(root: Path, classes: list[str]) -> None:
     train_classes = _Walk(root).classes(_split_dir(root, True))  # the names suffice: no second walk of the images
     if classes != train_classes:
@@ -188,22 +172,39 @@ def _check_same_classes(root: Path, classes: list[str]) -> None:
         )
 
 
-def _select(root: Path, train: bool, holdout: Holdout) -> tuple[list[str], list[tuple[str, int]], list[str], tuple]:
-    """Classes, samples, notes and held-out files of one split: from train/ and test/, or held out of DIR/<class>."""
+@dataclass(frozen=True)
+class _Listing:
+    """One split as listed: every image of the folder it comes from, and which of them are the split's."""
+
+    source: Path  # the folder listed: DIR/train, DIR/test (or DIR/val), or DIR itself
+    classes: list[str]
+    samples: list[tuple[str, int]]  # every image of source, with its class index
+    rows: list[int] | None  # positions in samples of the split's images (held out, or not); None: all of them
+    notes: list[str]
+    held: tuple[str, ...]
+
+    @property
+    def selected(self) -> list[tuple[str, int]]:
+        return self.samples if self.rows is None else [self.samples[i] for i in self.rows]
+
+
+def _select(root: Path, train: bool, holdout: Holdout) -> _Listing:
+    """One split: train/ or test/, or, without them, the images of DIR/<class> held out (or not) for validation."""
     if has_splits(root):
+        source = _split_dir(root, train)
         classes, samples, skipped = list_split(root, train)
         if not train:
             _check_same_classes(root, classes)
-        held: tuple[str, ...] = ()
+        held, rows = (), None
     else:
         if not root.is_dir():
             _split_dir(root, train)  # says the folder does not exist
-        walk = _Walk(root)
+        source, walk = root, _Walk(root)
         classes, samples = walk.split(root)
         skipped = walk.skipped
         held = tuple(sorted(held_out(root, samples, classes, holdout)))
         keep = set(held)
-        samples = [(p, i) for p, i in samples if (os.path.relpath(p, root) in keep) != train]
+        rows = [i for i, (path, _) in enumerate(samples) if (os.path.relpath(path, root) in keep) != train]
     notes = [f"skipped {len(skipped)} link(s) that lead back into the dataset or nowhere: "
              f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}"] if skipped else []  # fmt: skip
     if held and train:
@@ -212,24 +213,150 @@ def _select(root: Path, train: bool, holdout: Holdout) -> tuple[list[str], list[
         notes.insert(0, f"{root} has no train/ and test/ folders: {len(held)} images ({how}) are held out for "
                      "validation and reported as the test split; the list is kept in the checkpoint and in the run "
                      "folder's split.json")  # fmt: skip
-    return classes, samples, notes, held
+    return _Listing(source, classes, samples, rows, notes, held)
+
+
+def _fingerprint(source: Path, samples: list[tuple[str, int]]) -> list[str]:
+    """One line per image: its path under source, its class, its size and modification time (for the cache key)."""
+    prefix, lines = str(source) + os.sep, []
+    for path, label in samples:
+        try:
+            stat = os.stat(path)
+        except OSError as e:
+            raise UserError(f"cannot read {path} ({e.strerror}); fix its permissions or remove it.") from None
+        name = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, source)
+        lines.append(f"{name}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return lines
+
+
+def _channels_of(root: Path, listing: _Listing, cache: Path | None, prints: list[str] | None) -> int:
+    """1 when every image of the folder (all splits) is grayscale, else 3: from the images' headers, or from the
+    cache while no file of any split has changed. The split being loaded is not listed a second time."""
+    names = ("train", "test", "val")
+    splits = [root / name for name in names if (root / name).is_dir()] if has_splits(root) else [root]
+    found = {listing.source: listing.samples}  # first: an RGB image there ends the search soonest
+    found.update({split: _Walk(root).split(split)[1] for split in splits if split != listing.source})
+    entry = None
+    if cache is not None:
+        lines = (line for split, samples in found.items()
+                 for line in [f"{split.name}/", *(prints if split == listing.source else _fingerprint(split, samples))])
+        entry = imagecache.entry_for(cache, os.path.realpath(root), ["channels"], [DECODER], lines)
+        known = imagecache.read_value(entry)
+        if known in ("1", "3"):
+            return int(known)
+    channels = 3 if any(not file_is_grayscale(path) for samples in found.values() for path, _ in samples) else 1
+    if entry is not None:
+        with contextlib.suppress(OSError):  # a cache folder that cannot be written is told once, by the pixels
+            imagecache.write_value(entry, str(channels))
+    return channels
+
+
+def decode_all(paths: list[str], channels: int, size: int, images: torch.Tensor | None = None,
+               sums: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Decode image files into uint8 [N, C, size, size] (into `images` when given, such as a tensor mapped onto
+    a cache file) on every core (Pillow's decoders release the GIL), with a progress bar on a terminal. Also
+    returns, per image and channel, the sums of the pixels and of their squares (int64 [N, C, 2], see mean_std)."""
+    images = torch.empty(len(paths), channels, size, size, dtype=torch.uint8) if images is None else images
+    sums = torch.empty(len(paths), channels, 2, dtype=torch.int64) if sums is None else sums
+
+    def put(i: int) -> None:
+        pixels = decode(paths[i], channels, size)
+        images[i] = pixels
+        flat = pixels.reshape(channels, -1).to(torch.int64)
+        sums[i, :, 0] = flat.sum(1)
+        sums[i, :, 1] = (flat * flat).sum(1)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        work = pool.map(put, range(len(paths)))
+        for _ in tqdm(work, total=len(paths), desc="decoding images", unit="img", leave=False, file=sys.stderr,
+                      disable=not sys.stderr.isatty() or len(paths) < 1000):  # fmt: skip
+            pass
+    return images, sums
+
+
+def mean_std(sums: torch.Tensor, pixels_per_image: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per channel, the mean and std (with n - 1, as torch.std) of the pixels scaled to [0, 1], from the per-image
+    sums of decode_all: exact, whatever the order, and without reading the pixels again."""
+    n = len(sums) * pixels_per_image
+    means, stds = [], []
+    for total, squares in sums.sum(0).tolist():
+        variance = (n * squares - total * total) / (n * (n - 1)) / 255**2 if n > 1 else 0.0  # exact integers first
+        means.append(total / n / 255)
+        stds.append(max(math.sqrt(max(variance, 0.0)), 1e-3))
+    return tuple(means), tuple(stds)
+
+
+def _cache_folder(cache_dir: str | None, root: Path) -> tuple[Path | None, list[str]]:
+    """The folder to cache the decoded images in (None: no cache), and a note when the one given is refused."""
+    if cache_dir == "":
+        return None, []
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else Path(user_cache_dir())
+    if _inside(os.path.realpath(folder), os.path.realpath(root)):
+        note = (f"the cache folder {folder} is inside the image folder {root}, where resnetlab writes nothing, so "
+                "the images were decoded into memory; give --cache-dir another folder")  # fmt: skip
+        return None, [note]
+    return folder, []
+
+
+def _decode_cached(cache: Path, listing: _Listing, prints: list[str], channels: int, size: int,
+                   notes: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+    """Pixels and sums of every image of listing.source: from the cache, or decoded into it. None when the cache
+    cannot be written (the notes get one line saying why): decode the split into memory instead."""
+    shape = (len(listing.samples), channels, size, size)
+    entry = imagecache.entry_for(cache, os.path.realpath(listing.source), [size, channels],
+                                 [DECODER, listing.classes], prints)  # fmt: skip
+    found = imagecache.read(entry, shape)
+    if found is not None:
+        return found
+    if entry.pixels_path.exists():
+        notes.append(f"the cached images {entry.pixels_path} were damaged (truncated, or not this folder's); "
+                     "decoded them again")  # fmt: skip
+    try:
+        writer = imagecache.Writer(entry, shape)
+    except OSError as e:
+        notes.append(_cache_warning(cache, e))
+        return None
+    try:
+        decode_all([path for path, _ in listing.samples], channels, size, writer.pixels, writer.sums)
+        try:
+            return writer.commit()
+        except OSError as e:  # the decoded pixels stay mapped, from the deleted temporary file
+            notes.append(_cache_warning(cache, e))
+            return writer.pixels, writer.sums
+    finally:
+        writer.close()
+
+
+def _cache_warning(folder: Path, error: OSError) -> str:
+    return (f"could not cache the decoded images in {folder} ({error.strerror or error}), so they were decoded "
+            "into memory this time; --cache-dir chooses another folder, --no-cache turns the cache off")
 
 
 def load_folder_split(root: Path, train: bool, image_size: int, channels: int | None = None,
-                      holdout: Holdout | None = None) -> ImageData:  # fmt: skip
-    """Load one split of an image folder into memory.
+                      holdout: Holdout | None = None, cache_dir: str | None = None) -> ImageData:  # fmt: skip
+    """Load one split of an image folder.
 
     Images are grayscale when every image of the folder (all splits) is, RGB otherwise, unless channels is
     given. The mean and std are measured on this split; a test split is normalized with the train split's.
     Without train/ and test/ folders, the split is `holdout`'s (by default 20% of each class, seed 0).
+
+    The decoded images are kept in cache_dir (None: config.user_cache_dir(); "": nowhere) and memory-mapped from
+    there (imagecache.py): decoded once, until a file of the folder changes. For a folder without train/ and
+    test/, the cache holds every image and the split is a selection of rows (ImageData.rows), not a copy. Where
+    the cache cannot be written, a note says so and the split is decoded into memory, as it is without a cache.
     """
-    classes, samples, notes, held = _select(root, train, holdout or Holdout())
-    if channels is None:
-        channels = _channels_of(root)
-    images = decode_all([path for path, _ in samples], channels, image_size)
-    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
-    pixels = images.float().div_(255).transpose(0, 1).reshape(channels, -1)
-    mean = tuple(pixels.mean(1).tolist())
-    std = tuple(pixels.std(1).clamp_min(1e-3).tolist())
-    source = str(_split_dir(root, train)) if has_splits(root) else str(root)
-    return ImageData(images, labels, classes, mean, std, source=source, notes=notes, holdout=held)
+    listing = _select(root, train, holdout or Holdout())
+    cache, notes = _cache_folder(cache_dir, root)
+    prints = _fingerprint(listing.source, listing.samples) if cache is not None else None
+    channels = channels or _channels_of(root, listing, cache, prints)
+    decoded = _decode_cached(cache, listing, prints, channels, image_size, notes) if cache is not None else None
+    if decoded is None:
+        pixels, sums = decode_all([path for path, _ in listing.selected], channels, image_size)
+        rows = None
+    else:
+        (pixels, sums), rows = decoded, listing.rows
+    mean, std = mean_std(sums if rows is None else sums[rows], image_size * image_size)
+    labels = torch.tensor([label for _, label in listing.selected], dtype=torch.int64)
+    return ImageData(pixels, labels, listing.classes, mean, std, source=str(listing.source),
+                     notes=listing.notes + notes, holdout=listing.held,
+                     rows=None if rows is None else torch.tensor(rows, dtype=torch.int64))  # fmt: skip

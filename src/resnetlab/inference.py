@@ -80,14 +80,18 @@ class PredictorBase:
     def evaluate(self, data: ImageData) -> dict[str, Any]:
         """metrics.score on a split: loss, accuracy, per-class accuracy, confusion matrix, throughput."""
         start = time.perf_counter()
-        logits = self.logits(data.images)
+        chunks = [self.logits(images) for images in data.chunks(self.chunk_size)]  # never the whole split at once
+        logits = torch.cat(chunks) if chunks else torch.empty(0, self.card.num_classes)
         return score(logits, data.labels, self.card.num_classes, time.perf_counter() - start)
 
-    def load_data(self, data_dir: str | None = None, limit: int | None = None, train: bool = False) -> ImageData:
-        """The card's training or test split (its first `limit` images), prepared as in training."""
+    def load_data(self, data_dir: str | None = None, limit: int | None = None, train: bool = False,
+                  cache_dir: str | None = None) -> ImageData:  # fmt: skip
+        """The card's training or test split (its first `limit` images), prepared as in training. cache_dir: where
+        a folder's decoded images are kept (data.load_split)."""
         folder = self.card.data_folder(data_dir)
         holdout = Holdout(files=self.card.holdout) if self.card.holdout else None
-        data = load_split(self.card.dataset, folder, train=train, image_size=self.card.image_size, holdout=holdout)
+        data = load_split(self.card.dataset, folder, train=train, image_size=self.card.image_size, holdout=holdout,
+                          cache_dir=cache_dir)  # fmt: skip
         if data.channels == 1 and self.card.in_channels == 3:
             data = data.with_channels(3)  # a grayscale dataset that trained an RGB model (train --pretrained)
         if data.channels != self.card.in_channels or len(data.classes) != self.card.num_classes:
@@ -98,8 +102,9 @@ class PredictorBase:
             )
         return data.select(slice(0, limit)) if limit is not None else data
 
-    def load_test_data(self, data_dir: str | None = None, limit: int | None = None) -> ImageData:
-        return self.load_data(data_dir, limit, train=False)
+    def load_test_data(self, data_dir: str | None = None, limit: int | None = None,
+                       cache_dir: str | None = None) -> ImageData:  # fmt: skip
+        return self.load_data(data_dir, limit, train=False, cache_dir=cache_dir)
 
     def has_data(self, data_dir: str | None = None) -> bool:
         """Whether the card's dataset can be found without downloading it."""

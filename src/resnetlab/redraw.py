@@ -10,11 +10,13 @@ from .plots import confusion_matrix_plot, prediction_grid, read_metrics, trainin
 
 
 def redraw_run(
-    run: str | Path, data_dir: str | None = None, device: str = "auto", precision: str = "auto", n: int = 20
+    run: str | Path, data_dir: str | None = None, device: str = "auto", precision: str = "auto", n: int = 20,
+    cache_dir: str | None = None,
 ) -> list[str]:
     """Draw every picture of a run folder again from its files: curves.png from metrics.csv, and, when the
     test data can be found without downloading it, confusion_matrix.png and predictions.png (the first n test
-    images) from best.pt. Returns one line per picture: where it was written, or why it was skipped."""
+    images) from best.pt. Returns one line per picture: where it was written, or why it was skipped. cache_dir: where
+    a folder's decoded images are kept (data.load_split)."""
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"{run} is not a folder; give the run folder that resnetlab train wrote.")
@@ -37,7 +39,7 @@ def redraw_run(
         lines.append(f"skipped confusion_matrix.png and predictions.png: the {card.dataset} test data is not in "
                      f"{card.data_folder(data_dir)}; give --data-dir")  # fmt: skip
         return lines
-    data = predictor.load_test_data(data_dir)
+    data = predictor.load_test_data(data_dir, cache_dir=cache_dir)
     stats = predictor.evaluate(data)
     lines.append(str(confusion_matrix_plot(stats["confusion_matrix"], predictor.classes,
                                            run / "confusion_matrix.png", title)))  # fmt: skip
