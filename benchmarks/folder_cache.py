@@ -115,10 +115,26 @@ def child(options: dict) -> dict:
     }  # fmt: skip
 
 
-def run_child(options: dict) -> dict:
+CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+
+
+def memory_cgroup(limit_mb: int) -> Path:
+    """A cgroup (v1 memory controller; needs root) that holds its processes to limit_mb of memory, page cache
+    included: mapped cache pages are reclaimed under the limit, anonymous memory is not."""
+    group = CGROUP_V1_MEMORY / f"resnetlab-bench-{os.getpid()}"
+    group.mkdir(exist_ok=True)
+    (group / "memory.limit_in_bytes").write_text(str(limit_mb * 2**20))
+    return group
+
+
+def run_child(options: dict, cgroup: Path | None = None) -> dict:
+    """The child's figures, or {"failed": how} when it did not finish (killed under a memory limit)."""
+    enter = (lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid()))) if cgroup else None
     result = subprocess.run([sys.executable, __file__, "--child", json.dumps(options)], capture_output=True,
-                            text=True, check=False)  # fmt: skip
+                            text=True, check=False, preexec_fn=enter)  # fmt: skip
     if result.returncode != 0:
+        if cgroup is not None:
+            return {"failed": f"exit status {result.returncode} (killed under the limit)"}
         sys.exit(f"the {options['cache_dir']!r} run failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -141,6 +157,9 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="write the synthetic folder here and keep it (reused when it is already there)")
+    parser.add_argument("--memory-limit", type=int, default=None, metavar="MB",
+                        help="also run the in-memory and the warm cached path in a cgroup limited to MB (root, cgroup "
+                        "v1 memory controller)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -164,6 +183,15 @@ def main() -> None:
         for label, kind in RUNS.items():
             print(f"running: {label}", file=sys.stderr)
             results[label] = run_child({**options, "cache_dir": "" if kind == "none" else str(cache)})
+        if args.memory_limit:
+            group = memory_cgroup(args.memory_limit)
+            try:
+                for label, kind in [("in memory (--no-cache)", "none"), ("cached (warm)", "warm")]:
+                    label = f"{label}, limited to {args.memory_limit:,} MB"
+                    print(f"running: {label}", file=sys.stderr)
+                    results[label] = run_child({**options, "cache_dir": "" if kind == "none" else str(cache)}, group)
+            finally:
+                group.rmdir()
         report(args, data, cache, results, machine_info())
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -180,9 +208,13 @@ def report(args: argparse.Namespace, data: Path, cache: Path, results: dict, mac
     print("| run | load (both splits) s | start to first batch s | steps s | peak RssAnon MB | VmHWM MB |")
     print("|---|---|---|---|---|---|")
     for label, r in results.items():
+        if "failed" in r:
+            print(f"| {label} | {r['failed']} | | | | |")
+            continue
         print(f"| {label} | {r['load_s']:.2f} | {r['first_batch_s']:.2f} | {r['steps_s']:.2f} | "
               f"{r['peak_rss_anon'] / 1e6:,.0f} | {r['vm_hwm'] / 1e6:,.0f} |")  # fmt: skip
-    notes = {note for r in results.values() for note in r["notes"] if "could not cache" in note or "cached" in note}
+    notes = {note for r in results.values() for note in r.get("notes", [])
+             if "could not cache" in note or "cached" in note}  # fmt: skip
     for note in sorted(notes):
         print(f"\nnote: {note}")
     print(f"\nmachine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "

@@ -318,7 +318,7 @@ def create_model(
             raise ValueError(f"{name} has only the small stem")
         stem = "small"
         if family == "page":  # Page's net: stages open with conv + pool, max-pooled features, logits / 8
-            page = dict(stem_width=widths[0] // 2, transition="pool", head_pool="max", logit_scale=0.125)
+            page = {"stem_width": widths[0] // 2, "transition": "pool", "head_pool": "max", "logit_scale": 0.125}
     elif family == "compact":
         stem = stem or "strided"
     elif stem is None:
