@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", default=["fast"], help="recipes to run; 'default' for the dataset's own")
     parser.add_argument("--epochs", type=int, default=4, help="epochs of the fast recipe")
     parser.add_argument("--best-epochs", type=int, default=14, help="epochs of the best recipe")
-    parser.add_argument("--long-epochs", type=int, default=16, help="epochs of the photo-long recipe")
+    parser.add_argument("--long-epochs", type=int, default=14, help="epochs of the photo-long recipe")
     parser.add_argument("--tag", default="", help="added to the JSON file's name, to keep several runs")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", default="benchmarks/results")

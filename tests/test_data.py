@@ -172,3 +172,21 @@ def test_batches_normalize_cover_everything_once_and_shuffle(tmp_path):
     assert torch.equal(images, data.images)  # pixels as loaded; the model's first step normalizes them
     expected = (data.images.float() / 255 - 0.1307) / 0.3081
     torch.testing.assert_close(PixelClassifier(torch.nn.Identity(), data.mean, data.std).prepare(images), expected)
+
+
+def test_cifar10_trains_resnet9_with_the_photo_recipe_by_default_and_recipe_wins(tmp_path, skip_md5):
+    from resnetlab.checkpoint import load_checkpoint
+    from resnetlab.config import TrainConfig
+    from resnetlab.engine import train
+
+    write_cifar10(tmp_path / "data", n_train=64, n_test=16)
+    runs = {}
+    for name, recipe in [("default", None), ("fast", "fast")]:
+        config = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), epochs=1, recipe=recipe,
+                             out=str(tmp_path / name), quiet=True, precision="fp32")  # fmt: skip
+        runs[name] = (train(config), load_checkpoint(tmp_path / name / "best.pt"))
+    summary, checkpoint = runs["default"]
+    assert (summary["model"], summary["recipe"], summary["batch_size"]) == ("resnet9", "photo", 128)
+    assert checkpoint.card.architecture == "resnet9" and checkpoint.card.test_time_flip  # photo mirrors at test time
+    summary, checkpoint = runs["fast"]
+    assert (summary["model"], summary["recipe"]) == ("resnet9", "fast") and not checkpoint.card.test_time_flip
