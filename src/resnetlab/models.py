@@ -6,7 +6,7 @@ shape (a stage that halves the resolution and widens the channels), the shortcut
 - option A: subsample x with the block's stride and pad the new channels with zeros (no parameters);
 - option B: a projection shortcut, a strided 1x1 convolution + BN.
 
-Two families are built here:
+The families built here:
 
 - CIFAR-style nets (section 4.2): a 3x3 stem, three stages of 16/32/64 channels, n basic blocks per stage,
   6n+2 weighted layers: resnet20/32/44/56/110, option A by default.
@@ -162,7 +162,7 @@ class PoolTransition(nn.Module):
 
 
 class ResNet(nn.Module):
-    """A stem, stages of residual blocks, global average pooling and a linear classifier."""
+    """A stem, stages of residual blocks, global pooling (average; max in resnet9) and a linear classifier."""
 
     def __init__(
         self,
