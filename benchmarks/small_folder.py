@@ -27,6 +27,20 @@ SETTINGS = {
 }  # fmt: skip
 
 
+def table_head(seeds: list[int]) -> str:
+    return ("| setting | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | epochs, batch |\n|---|"
+            + "---|" * (len(seeds) + 2))  # fmt: skip
+
+
+def seeds_row(label: str, configs: list[TrainConfig]) -> str:
+    """Train each config (one per seed); a markdown row of their best test accuracies and the mean."""
+    summaries = [train(config) for config in configs]
+    accuracies = [summary["best_test_accuracy"] for summary in summaries]
+    cells = " | ".join(f"{a:.2%}" for a in accuracies)
+    shape = f"{summaries[-1]['epochs']}, {summaries[-1]['batch_size']}"
+    return f"| {label} | {cells} | **{statistics.mean(accuracies):.2%}** | {shape} |"
+
+
 def make_folder(source: Path, classes: list[str], per_class: int, root: Path) -> Path:
     for name in classes:
         (root / "train" / name).mkdir(parents=True)
@@ -46,19 +60,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         data = make_folder(args.source, args.classes, args.per_class, Path(temp) / "photos")
-        print("| setting | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | epochs, batch |")
-        print("|---|" + "---|" * (len(args.seeds) + 2))
+        print(table_head(args.seeds))
         for index, (label, setting) in enumerate(SETTINGS.items()):
-            accuracies, shape = [], ""
-            for seed in args.seeds:
-                setting = {**setting, "model": args.model} if args.model else setting
-                config = TrainConfig(dataset="folder", data_dir=str(data), seed=seed, quiet=True,
-                                     out=str(Path(temp) / f"run-{index}-{seed}"), **setting)  # fmt: skip
-                summary = train(config)
-                accuracies.append(summary["best_test_accuracy"])
-                shape = f"{summary['epochs']}, {summary['batch_size']}"
-            cells = " | ".join(f"{a:.2%}" for a in accuracies)
-            print(f"| {label} | {cells} | **{statistics.mean(accuracies):.2%}** | {shape} |", flush=True)
+            setting = {**setting, "model": args.model} if args.model else setting
+            configs = [TrainConfig(dataset="folder", data_dir=str(data), seed=seed, quiet=True,
+                                   out=str(Path(temp) / f"run-{index}-{seed}"), **setting) for seed in args.seeds]
+            print(seeds_row(label, configs), flush=True)
     print(f"\n{len(args.classes)} classes ({', '.join(args.classes)}), {args.per_class} training photographs each; "
           "tested on all their test photographs.")
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from small_folder import seeds_row, table_head
 
 from resnetlab.config import TrainConfig
 from resnetlab.engine import train
@@ -53,18 +54,12 @@ def main() -> None:
               f"{summary['epochs']} epochs, best test accuracy {summary['best_test_accuracy']:.2%} "
               f"({time.perf_counter() - started:.0f} s)\n", flush=True)  # fmt: skip
         target_data = make_folder(args.source, TARGET, args.per_class, args.test_per_class, work / "target")
-        print("| start | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | epochs, batch |")
-        print("|---|" + "---|" * (len(args.seeds) + 2))
+        print(table_head(args.seeds).replace("setting", "start", 1))
         for label, init in [("random weights", None), ("--init the source run", str(work / "source-run"))]:
-            accuracies, shape = [], ""
-            for seed in args.seeds:
-                config = TrainConfig(dataset="folder", data_dir=str(target_data), seed=seed, init=init, quiet=True,
-                                     out=str(work / f"target-{seed}-{init is not None}"), cache_dir=cache)  # fmt: skip
-                result = train(config)
-                accuracies.append(result["best_test_accuracy"])
-                shape = f"{result['epochs']}, {result['batch_size']}"
-            cells = " | ".join(f"{a:.2%}" for a in accuracies)
-            print(f"| {label} | {cells} | **{statistics.mean(accuracies):.2%}** | {shape} |", flush=True)
+            configs = [TrainConfig(dataset="folder", data_dir=str(target_data), seed=seed, init=init, quiet=True,
+                                   out=str(work / f"target-{seed}-{init is not None}"), cache_dir=cache)
+                       for seed in args.seeds]  # fmt: skip
+            print(seeds_row(label, configs), flush=True)
     print(f"\ntarget: {', '.join(TARGET)}, {args.per_class} training photographs each; tested on "
           f"{args.test_per_class} test photographs of each.")
 
