@@ -72,6 +72,12 @@ def _split_dir(root: Path, train: bool) -> Path:
     raise UserError(f"{root} has no {wanted} folder; put images in {root}/{names[0]}/<class name>/.")
 
 
+def _relative(path: str, folder: str | Path) -> str:
+    """path under folder, as os.path.relpath gives it, without its cost for the paths the walk made from folder."""
+    prefix = str(folder).rstrip(os.sep) + os.sep
+    return path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, folder)
+
+
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
@@ -96,9 +102,10 @@ class _Walk:
         found, pending, visited = [], [folder], set()
         while pending:
             current = pending.pop()
-            if os.path.realpath(current) in visited:
+            real_current = os.path.realpath(current)
+            if real_current in visited:
                 continue
-            visited.add(os.path.realpath(current))
+            visited.add(real_current)
             try:
                 entries = sorted(os.scandir(current), key=lambda e: e.name)
             except OSError as e:
@@ -108,9 +115,12 @@ class _Walk:
                     continue
                 if entry.is_dir():
                     pending.append(entry.path)
-                elif entry.is_file() and is_image_file(entry.name) and os.path.realpath(entry.path) not in self.seen:
-                    self.seen.add(os.path.realpath(entry.path))
-                    found.append(entry.path)
+                elif entry.is_file() and is_image_file(entry.name):
+                    # a plain file's real path is its folder's real path and its name; only links need resolving
+                    real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_current, entry.name)
+                    if real not in self.seen:
+                        self.seen.add(real)
+                        found.append(entry.path)
         return sorted(found)
 
     def classes(self, split: Path) -> list[str]:
@@ -151,7 +161,7 @@ def held_out(root: Path, samples: list[tuple[str, int]], classes: list[str], hol
     generator = torch.Generator().manual_seed(holdout.seed)
     chosen = set()
     for label, name in enumerate(classes):
-        files = [os.path.relpath(path, root) for path, i in samples if i == label]
+        files = [_relative(path, root) for path, i in samples if i == label]
         if len(files) < 2:
             raise UserError(f"the class {name} in {root} has only one image, and holding out a validation share "
                             "needs at least two per class; add images, or give train/ and test/ folders.")  # fmt: skip
@@ -204,7 +214,7 @@ def _select(root: Path, train: bool, holdout: Holdout) -> _Listing:
         skipped = walk.skipped
         held = tuple(sorted(held_out(root, samples, classes, holdout)))
         keep = set(held)
-        rows = [i for i, (path, _) in enumerate(samples) if (os.path.relpath(path, root) in keep) != train]
+        rows = [i for i, (path, _) in enumerate(samples) if (_relative(path, root) in keep) != train]
     notes = [f"skipped {len(skipped)} link(s) that lead back into the dataset or nowhere: "
              f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}"] if skipped else []  # fmt: skip
     if held and train:
@@ -218,14 +228,13 @@ def _select(root: Path, train: bool, holdout: Holdout) -> _Listing:
 
 def _fingerprint(source: Path, samples: list[tuple[str, int]]) -> list[str]:
     """One line per image: its path under source, its class, its size and modification time (for the cache key)."""
-    prefix, lines = str(source) + os.sep, []
+    lines = []
     for path, label in samples:
         try:
             stat = os.stat(path)
         except OSError as e:
             raise UserError(f"cannot read {path} ({e.strerror}); fix its permissions or remove it.") from None
-        name = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, source)
-        lines.append(f"{name}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}")
+        lines.append(f"{_relative(path, source)}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}")
     return lines
 
 
