@@ -11,7 +11,14 @@ from fakedata import pattern_images
 from PIL import Image
 
 from resnetlab.cli import main
-from resnetlab.plots import confusion_matrix_plot, prediction_grid, read_metrics, training_curves
+from resnetlab.plots import (
+    confusion_matrix_plot,
+    degradation_curves,
+    degradation_figure,
+    prediction_grid,
+    read_metrics,
+    training_curves,
+)
 
 
 def _size(path):
@@ -66,6 +73,24 @@ def test_prediction_grid_marks_wrong_predictions_in_red(tmp_path):
     assert _red_pixels(right) == 0
     assert _red_pixels(wrong) > 500  # three red frames
     assert _size(files)[0] >= 500
+
+
+def test_the_degradation_figure_hides_no_point_above_its_scale(tmp_path):
+    # plain56's first epoch far above the rest, as in docs/images/degradation.csv (82% against at most 45%).
+    errors = {"plain20": [0.27, 0.26, 0.21], "resnet20": [0.40, 0.33, 0.20], "plain56": [0.82, 0.45, 0.40],
+              "resnet56": [0.44, 0.22, 0.20]}  # fmt: skip
+    rows = [{"net": net, "kind": "plain" if net.startswith("plain") else "residual", "depth": int(net[-2:]),
+             "epoch": epoch, "train_error": error, "test_error": error - 0.01}
+            for net, values in errors.items() for epoch, error in enumerate(values, 1)]  # fmt: skip
+    figure = degradation_figure(rows)
+    for ax in figure.axes:
+        low, high = ax.get_ylim()
+        values = [y for line in ax.lines for y in line.get_ydata()]
+        above = [y for y in values if y > high]
+        assert len(above) == 1 and low <= min(values)  # plain56's first epoch only: the scale still fits the rest
+        assert high < 60  # not stretched to the first epoch
+        assert [text.get_text() for text in ax.texts] == [f"{y:.0f}%" for y in above]
+    assert _size(degradation_curves(rows, tmp_path / "degradation.png"))[0] > 600
 
 
 def test_eval_draws_the_confusion_matrix_beside_the_checkpoint(trained_run, tmp_path, capsys):

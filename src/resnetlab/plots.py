@@ -271,41 +271,68 @@ def gradcam_grid(images: torch.Tensor, maps: torch.Tensor, labels: list[str], wr
     return _save(fig, path)
 
 
-def degradation_curves(rows: list[dict[str, Any]], path: str | Path, subtitle: str = "") -> Path:
-    """Training error (left) and test error (right) per epoch: plain nets dashed, residual nets solid, one
-    colour per depth, as in Figures 1 and 6 of He et al. 2015. rows: degradation.csv's."""
+def _line_style(net: str, colours: dict[str, Any]) -> dict[str, Any]:
+    """How a net is drawn in every experiment's picture: plain nets dashed, residual nets solid, one colour per
+    depth (the name less its "plain"/"resnet"), as in Figures 1, 6 and 7 of He et al. 2015. colours: the colour
+    of each depth so far, added to."""
     from matplotlib import colormaps
+
+    plain = net.startswith("plain")
+    size = net.removeprefix("plain").removeprefix("resnet")
+    colours.setdefault(size, colormaps["tab10"](len(colours) % 10))
+    return {"color": colours[size], "linestyle": "--" if plain else "-", "linewidth": 1.8, "marker": "o",
+            "markersize": 3, "label": f"{'plain' if plain else 'ResNet'}-{size}" if size.isdigit() else net}  # fmt: skip
+
+
+def _mark_clipped(ax, top: float) -> None:
+    """Each point above the y axis's top gets an arrow at the top edge and its value, in its line's colour, so no
+    point is hidden by the scale; values of the same epoch are stacked."""
+    stacked: dict[float, int] = {}
+    for line in list(ax.lines):
+        for x, y in zip(line.get_xdata(), line.get_ydata()):
+            if y > top:
+                stacked[x] = stacked.get(x, 0) + 1
+                ax.annotate(f"{y:.0f}%", xy=(x, top), xytext=(6, -12 * stacked[x]), textcoords="offset points",
+                            color=line.get_color(), fontsize=9, va="center", annotation_clip=False,
+                            arrowprops={"arrowstyle": "->", "color": line.get_color(), "linewidth": 0.8})  # fmt: skip
+
+
+def degradation_figure(rows: list[dict[str, Any]], subtitle: str = ""):
+    """Training error (left) and test error (right) per epoch: plain nets dashed, residual nets solid, one
+    colour per depth, as in Figures 1 and 6 of He et al. 2015. rows: degradation.csv's. The y axis is scaled to
+    the epochs after the first, whose errors are far above the rest; a point above it is marked with its value."""
     from matplotlib.figure import Figure
 
-    depths = sorted({row["depth"] for row in rows})
-    colours = {d: colormaps["tab10"](i % 10) for i, d in enumerate(depths)}
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
     curves: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r["depth"]):
         curves.setdefault(row["net"], []).append(row)
+    colours: dict[str, Any] = {}
     top = 0.0
-    for curve in curves.values():
+    for net, curve in curves.items():
         curve = sorted(curve, key=lambda r: r["epoch"])
-        first = curve[0]
-        plain = first["kind"] == "plain"
-        style = {"color": colours[first["depth"]], "linestyle": "--" if plain else "-", "linewidth": 1.8,
-                 "marker": "o", "markersize": 3, "label": f"{'plain' if plain else 'ResNet'}-{first['depth']}"}
+        style = _line_style(net, colours)
         epochs = [r["epoch"] for r in curve]
         for ax, key in zip(axes, ("train_error", "test_error")):
             values = [100 * r[key] for r in curve]
             ax.plot(epochs, values, **style)
-            # Skip the first epoch when scaling the y axis: its error is far above the rest.
             top = max(top, max(values[1:] or values))
     for ax, title in zip(axes, ("training error", "test error")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel("error (%)")
         ax.set_ylim(0, math.ceil(top * 1.1))
+        _mark_clipped(ax, ax.get_ylim()[1])
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[1].legend(title="dashed: plain, solid: residual", fontsize=9, title_fontsize=9)
     fig.suptitle("Plain nets (dashed) and residual nets (solid) of growing depth, trained alike", fontsize=12)
     if subtitle:
         fig.supxlabel(subtitle, fontsize=8, color="#555555")
-    return _save(fig, path)
+    return fig
+
+
+def degradation_curves(rows: list[dict[str, Any]], path: str | Path, subtitle: str = "") -> Path:
+    """degradation_figure written to path (PNG)."""
+    return _save(degradation_figure(rows, subtitle), path)
