@@ -42,9 +42,11 @@ __all__ = [
     "Bottleneck",
     "ResNet",
     "ZeroPadShortcut",
+    "block_3x3_layers",
     "create_model",
     "list_models",
     "model_info",
+    "weighted_layers",
 ]
 
 
@@ -350,6 +352,23 @@ def model_info(name: str) -> str:
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
+
+def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every convolution and linear layer with its name, in network order: the stem first, then each block's
+    convolutions (and its projection shortcut, if any), the classifier (fc) last."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def block_3x3_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
+    """The 3x3 convolutions of the blocks (plain or residual) in network order, each with its name and the BN
+    after it. That BN's output, before the ReLU and before the shortcut is added, is the layer's response in the
+    paper's analysis of layer responses (section 4.2, Figure 7)."""
+    convs_3x3 = {BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")), Bottleneck: (("conv2", "bn2"),)}
+    layers = []
+    for name, block in model.named_modules():
+        pairs = convs_3x3.get(type(block), ())
+        layers += [(f"{name}.{conv}", getattr(block, conv), getattr(block, bn)) for conv, bn in pairs]
+    return layers
 
 
 def fold_batchnorm(model: ResNet) -> ResNet:
