@@ -9,6 +9,7 @@ from resnetlab.cli import main
 from resnetlab.config import RECIPES, TrainConfig
 from resnetlab.engine import train
 from resnetlab.experiments import degradation_config, markdown_table, read_csv
+from resnetlab.models import create_model
 
 NETS = ["plain20", "resnet20", "plain32", "resnet32"]
 
@@ -149,3 +150,116 @@ def test_the_paper_recipe_divides_the_lr_by_10_at_half_and_three_quarters(tiny_f
     # Two steps per epoch, and metrics.csv has the lr of each epoch's last step: steps 1-4 (the first half of
     # 8) run at the peak, steps 5-6 at a tenth of it, steps 7-8 at a hundredth.
     assert lrs == pytest.approx([peak, peak, peak / 10, peak / 100])
+
+
+# The gradients experiment: tiny batches of a tiny Fashion-MNIST; depth 18 has projection shortcuts, 20 has none.
+
+
+@pytest.fixture(scope="module")
+def gradients_run(tmp_path_factory):
+    """One tiny gradients experiment; returns (data dir, out dir, stdout)."""
+    import io
+    from contextlib import redirect_stdout
+
+    base = tmp_path_factory.mktemp("gradients")
+    write_mnist_like(base / "data", "FashionMNIST", n_train=100, n_test=20)
+    stdout = io.StringIO()
+    with redirect_stdout(stdout):
+        assert main(["experiment", "gradients", "--data-dir", str(base / "data"), "--depths", "18,20", "--batches",
+                     "2", "--batch-size", "8", "--device", "cpu", "--out", str(base / "out")]) == 0  # fmt: skip
+    return base / "data", base / "out", stdout.getvalue()
+
+
+def _csv_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _by_net(rows):
+    nets = {}
+    for row in rows:
+        nets.setdefault(row["net"], []).append(row)
+    return nets
+
+
+def test_gradients_has_a_row_per_conv_layer_and_the_classifier_of_each_net(gradients_run):
+    from torch import nn
+
+    from resnetlab.models import create_model
+
+    _, out, _ = gradients_run
+    nets = _by_net(_csv_rows(out / "gradients.csv"))
+    assert list(nets) == ["plain18", "resnet18", "plain20", "resnet20"]
+    for net, rows in nets.items():
+        weighted = [m for m in create_model(net, 10, 1).modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        assert [int(r["layer"]) for r in rows] == list(range(1, len(weighted) + 1))
+        assert rows[0]["name"] == "conv1" and rows[-1]["name"] == "fc"
+        assert all(0 < float(r["grad_norm"]) < float("inf") for r in rows)
+    with Image.open(out / "gradients.png") as picture:
+        assert picture.size[0] > 600
+
+
+def test_gradients_plain_and_residual_nets_differ_only_by_their_shortcut_layers(gradients_run):
+    _, out, _ = gradients_run
+    names = {net: [r["name"] for r in rows] for net, rows in _by_net(_csv_rows(out / "gradients.csv")).items()}
+    assert names["plain20"] == names["resnet20"]  # option A: shortcuts without weights
+    assert [n for n in names["resnet18"] if "downsample" not in n] == names["plain18"]
+    assert len(names["resnet18"]) - len(names["plain18"]) == 3  # a projection where each of 3 stages widens
+
+
+def test_gradients_are_those_of_the_loss_on_the_same_images_and_weights(gradients_run):
+    """Each norm, computed again by hand: same seed, same images, batch by batch, averaged."""
+    import torch
+    import torch.nn.functional as F
+
+    from resnetlab.data import load_train_test
+    from resnetlab.experiments import fresh_network
+    from resnetlab.preprocess import normalize
+
+    data_dir, out, _ = gradients_run
+    reported = [float(r["grad_norm"]) for r in _by_net(_csv_rows(out / "gradients.csv"))["resnet20"]]
+    train_data, _ = load_train_test("fashion-mnist", data_dir, subset=16, seed=0)
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, 1).to(memory_format=torch.channels_last).train()
+    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    norms = torch.zeros(len(weights), dtype=torch.float64)
+    mean, std = torch.tensor(train_data.mean), torch.tensor(train_data.std)
+    for start in (0, 8):
+        model.zero_grad()
+        x = normalize(train_data.images[start : start + 8], mean, std).contiguous(memory_format=torch.channels_last)
+        F.cross_entropy(model(x), train_data.labels[start : start + 8]).backward()
+        norms += torch.stack([w.grad.double().norm() for w in weights]) / 2
+    assert reported == pytest.approx(norms.tolist(), rel=1e-4)
+    # plainD and resnetD start from the same weights: only the shortcuts differ.
+    plain, residual = fresh_network("plain20", 10, 1, 0).state_dict(), fresh_network("resnet20", 10, 1, 0).state_dict()
+    assert plain.keys() == residual.keys() and all(torch.equal(plain[k], residual[k]) for k in plain)
+
+
+def test_gradients_verdict_is_computed_from_the_norms(gradients_run):
+    from resnetlab.experiments import gradients_verdict
+
+    _, out, stdout = gradients_run
+    for net, rows in _by_net(_csv_rows(out / "gradients.csv")).items():
+        first, last = float(rows[0]["grad_norm"]), float(rows[-2]["grad_norm"])
+        assert f"{net}: the first conv layer's gradient norm is {first:.3g}, the last conv layer's {last:.3g}" in stdout
+    # Made-up norms say what they show: a first layer 1000x below the last conv layer's is vanishing.
+    rows = [{"net": "plain56", "name": name, "grad_norm": norm} for name, norm in
+            (("conv1", 1e-4), ("layer3.8.conv2", 0.1), ("fc", 1.0))]  # fmt: skip
+    verdict = gradients_verdict(rows)
+    assert "0.001 times as large" in verdict and "shrinks" in verdict and "In plain56 the first layer's" in verdict
+
+
+@pytest.mark.parametrize("flags, flag", [(["--depths", "21"], "--depths"), (["--batches", "0"], "--batches")])
+def test_gradients_refuses_what_it_cannot_do_in_one_sentence(tmp_path, capsys, flags, flag):
+    assert main(["experiment", "gradients", *flags, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("experiment, default", [("gradients", "(default: 56)")])
+def test_the_new_experiments_explain_their_flags(capsys, experiment, default):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", experiment, "--help"])
+    assert exit_info.value.code == 0
+    assert default in " ".join(capsys.readouterr().out.split())

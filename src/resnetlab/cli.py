@@ -233,11 +233,38 @@ def _degradation_arguments(p: argparse.ArgumentParser) -> None:
     _quiet(p)
 
 
+def _gradients_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import GradientsConfig
+    from .data import dataset_names
+
+    default = GradientsConfig()
+    p.add_argument("--dataset", default=default.dataset, help=f"one of: {', '.join(dataset_names())} (default: "
+                   f"{default.dataset})")  # fmt: skip
+    p.add_argument("--data-dir", default=default.data_dir,
+                   help=f"where datasets are kept (default: {default.data_dir})")  # fmt: skip
+    _cache_flags(p)
+    p.add_argument("--depths", default=default.depths_text, help="comma-separated depths, each built as plainD and "
+                   f"resnetD (default: {default.depths_text})")  # fmt: skip
+    p.add_argument("--batches", type=_positive_int, default=default.batches, help="training batches the gradient "
+                   f"norms are averaged over (default: {default.batches})")  # fmt: skip
+    p.add_argument("--batch-size", type=_positive_int, default=default.batch_size,
+                   help=f"images per batch (default: {default.batch_size})")  # fmt: skip
+    p.add_argument("--seed", type=int, default=default.seed, help="random seed of the initial weights, the same for "
+                   f"every net, and of the images drawn (default: {default.seed})")  # fmt: skip
+    p.add_argument("--out", default=default.out, help=f"folder for gradients.csv and gradients.png (default: "
+                   f"{default.out})")  # fmt: skip
+    _runtime_flags(p, precision=False)
+    _quiet(p)
+
+
 def _experiment_arguments(p: argparse.ArgumentParser) -> None:
     experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=_Parser, required=True)
     _degradation_arguments(experiments.add_parser(
         "degradation", help="plain and residual nets of growing depth: training and test error per epoch (He et "
         "al. 2015, Figures 1 and 6)"))  # fmt: skip
+    _gradients_arguments(experiments.add_parser(
+        "gradients", help="the gradient norm of each layer of plain and residual nets at the start of training: "
+        "do the gradients vanish?"))  # fmt: skip
 
 
 def _explain_arguments(p: argparse.ArgumentParser) -> None:
@@ -408,6 +435,11 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> None:
+    experiments = {"degradation": _degradation, "gradients": _gradients}
+    experiments[args.experiment](args)
+
+
+def _degradation(args: argparse.Namespace) -> None:
     from .config import degradation_config
     from .experiments import parse_depths, run_degradation
 
@@ -423,6 +455,18 @@ def _experiment(args: argparse.Namespace) -> None:
         **{k: v for k, v in given.items() if v is not None},
     )  # fmt: skip
     run_degradation(config)
+
+
+def _gradients(args: argparse.Namespace) -> None:
+    from .config import GradientsConfig
+    from .experiments import parse_depths, run_gradients
+
+    run_gradients(GradientsConfig(
+        dataset=args.dataset, data_dir=args.data_dir, depths=parse_depths(args.depths), batches=args.batches,
+        batch_size=args.batch_size, seed=args.seed, out=args.out, device=args.device, quiet=args.quiet,
+        cache_dir=args.cache_dir,
+    ))  # fmt: skip
+
 
 
 def _explain(args: argparse.Namespace) -> None:

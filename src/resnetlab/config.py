@@ -318,3 +318,29 @@ FULL_DEGRADATION = DegradationConfig(
 def degradation_config(full: bool = False, **overrides: Any) -> DegradationConfig:
     """The quick budget (or with full=True the paper's), with the given fields replaced."""
     return replace(FULL_DEGRADATION if full else DegradationConfig(), **overrides)
+
+
+@dataclass(frozen=True)
+class GradientsConfig:
+    """Everything `run_gradients` needs: which nets to build freshly initialised, and the few training batches
+    whose loss gradients are measured."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str = "./data"
+    depths: tuple[int, ...] = (56,)
+    batches: int = 4
+    batch_size: int = 128
+    seed: int = 0  # the same initial weights for every net of a depth, and the same images
+    out: str = "runs/gradients"
+    device: str = "auto"
+    quiet: bool = False
+    cache_dir: str | None = None  # --dataset folder's decoded images: None for user_cache_dir(), "" for no cache
+
+    @property
+    def depths_text(self) -> str:
+        return ",".join(map(str, self.depths))
+
+    def validate(self) -> GradientsConfig:
+        _at_least_1(self.batches, "batches")
+        _at_least_1(self.batch_size, "batch_size")
+        return self

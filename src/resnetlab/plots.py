@@ -1,5 +1,5 @@
 """Every picture resnetlab draws: training curves, confusion matrix, prediction grid, Grad-CAM grid and the
-degradation experiment's error curves.
+experiments' pictures (error curves, gradient norms).
 
 Each is drawn on a bare matplotlib Figure, without pyplot (except a window asked for with --show), so that
 training or evaluating inside a notebook neither changes its backend nor opens windows, and each is written
@@ -280,8 +280,18 @@ def _line_style(net: str, colours: dict[str, Any]) -> dict[str, Any]:
     plain = net.startswith("plain")
     size = net.removeprefix("plain").removeprefix("resnet")
     colours.setdefault(size, colormaps["tab10"](len(colours) % 10))
+    label = f"{'plain' if plain else 'ResNet'}-{size}" if size.isdigit() else net
     return {"color": colours[size], "linestyle": "--" if plain else "-", "linewidth": 1.8, "marker": "o",
-            "markersize": 3, "label": f"{'plain' if plain else 'ResNet'}-{size}" if size.isdigit() else net}  # fmt: skip
+            "markersize": 3, "label": label}  # fmt: skip
+
+
+def _curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """An experiment's rows grouped by net, the nets ordered by depth (the number in the name), plain first."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        curves.setdefault(row["net"], []).append(row)
+    depth = {net: int((re.findall(r"\d+", net) or ["0"])[0]) for net in curves}
+    return dict(sorted(curves.items(), key=lambda item: (depth[item[0]], not item[0].startswith("plain"))))
 
 
 def _mark_clipped(ax, top: float) -> None:
@@ -305,12 +315,9 @@ def degradation_figure(rows: list[dict[str, Any]], subtitle: str = ""):
 
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for row in sorted(rows, key=lambda r: r["depth"]):
-        curves.setdefault(row["net"], []).append(row)
     colours: dict[str, Any] = {}
     top = 0.0
-    for net, curve in curves.items():
+    for net, curve in _curves(rows).items():
         curve = sorted(curve, key=lambda r: r["epoch"])
         style = _line_style(net, colours)
         epochs = [r["epoch"] for r in curve]
@@ -336,3 +343,24 @@ def degradation_figure(rows: list[dict[str, Any]], subtitle: str = ""):
 def degradation_curves(rows: list[dict[str, Any]], path: str | Path, subtitle: str = "") -> Path:
     """degradation_figure written to path (PNG)."""
     return _save(degradation_figure(rows, subtitle), path)
+
+
+def gradient_norms_plot(rows: list[dict[str, Any]], path: str | Path, subtitle: str = "") -> Path:
+    """The gradient norm of each weighted layer's weights (log scale) against its place in the network, one line
+    per net: plain nets dashed, residual nets solid. rows: gradients.csv's."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.8), layout="constrained")
+    ax = fig.subplots()
+    colours: dict[str, Any] = {}
+    for net, curve in _curves(rows).items():
+        ax.plot([r["layer"] for r in curve], [r["grad_norm"] for r in curve], **_line_style(net, colours))
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (1: the first convolution; last: the classifier)")
+    ax.set_ylabel("gradient norm of the layer's weights")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="dashed: plain, solid: residual", fontsize=9, title_fontsize=9)
+    fig.suptitle("Gradient norm of each layer at the start of training", fontsize=12)
+    if subtitle:
+        fig.supxlabel(subtitle, fontsize=8, color="#555555")
+    return _save(fig, path)
