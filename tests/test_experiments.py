@@ -257,7 +257,90 @@ def test_gradients_refuses_what_it_cannot_do_in_one_sentence(tmp_path, capsys, f
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("experiment, default", [("gradients", "(default: 56)")])
+# The responses experiment, on the degradation experiment's tiny runs (a run folder or a checkpoint file).
+
+
+@pytest.fixture(scope="module")
+def responses_run(degradation_run):
+    """responses of the four nets of degradation_run; returns (data dir, checkpoints, out dir, stdout)."""
+    import io
+    from contextlib import redirect_stdout
+
+    data, runs, _ = degradation_run
+    checkpoints = [runs / "plain20", runs / "resnet20", runs / "plain32", runs / "resnet32" / "best.pt"]
+    stdout = io.StringIO()
+    with redirect_stdout(stdout):
+        assert main(["experiment", "responses", *map(str, checkpoints), "--device", "cpu",
+                     "--out", str(runs.parent / "responses")]) == 0  # fmt: skip
+    return data, checkpoints, runs.parent / "responses", stdout.getvalue()
+
+
+def test_responses_has_a_row_per_3x3_convolution_of_the_blocks(responses_run):
+    from torch import nn
+
+    _, checkpoints, out, _ = responses_run
+    nets = _by_net(_csv_rows(out / "responses.csv"))
+    assert list(nets) == NETS
+    for net, checkpoint in zip(NETS, checkpoints):
+        model = load_checkpoint(checkpoint).build_model()
+        convs_3x3 = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert len(nets[net]) == len(convs_3x3) - 1 == 6 * ((int(net[-2:]) - 2) // 6)  # all but the stem
+        assert [int(r["layer"]) for r in nets[net]] == list(range(1, len(convs_3x3)))
+        assert all(0 < float(r["response_std"]) < float("inf") for r in nets[net])
+    with Image.open(out / "responses.png") as picture:
+        assert picture.size[1] > 600  # two panels, one above the other
+
+
+def test_responses_are_the_std_of_the_bn_output_before_relu_and_addition(responses_run):
+    """Two layers' std computed again by hand, with a hook on the BN after the 3x3 convolution: bn1 (a ReLU
+    runs in place on its output) and bn2 (the shortcut is added to its output)."""
+    import torch
+
+    from resnetlab.data import load_split
+    from resnetlab.preprocess import normalize
+
+    data_dir, checkpoints, out, _ = responses_run
+    reported = {r["name"]: float(r["response_std"]) for r in _by_net(_csv_rows(out / "responses.csv"))["resnet32"]}
+    checkpoint = load_checkpoint(checkpoints[3])
+    model = checkpoint.build_model()
+    seen = {}
+    for name, bn in (("layer1.0.conv1", model.layer1[0].bn1), ("layer2.1.conv2", model.layer2[1].bn2)):
+        bn.register_forward_hook(lambda module, inputs, output, name=name: seen.update({name: output.clone()}))
+    test = load_split("fashion-mnist", data_dir, train=False)  # 60 images: all of them under --test-subset 1000
+    with torch.no_grad():
+        model(normalize(test.images, torch.tensor(checkpoint.card.mean), torch.tensor(checkpoint.card.std)))
+    for name, output in seen.items():
+        assert reported[name] == pytest.approx(output.double().std().item(), rel=1e-4)
+        assert (output < 0).any()  # before the ReLU
+
+
+def test_responses_prints_each_nets_mean_and_what_the_means_show(responses_run):
+    from resnetlab.experiments import responses_verdict
+
+    _, _, out, stdout = responses_run
+    means = {net: sum(float(r["response_std"]) for r in rows) / len(rows)
+             for net, rows in _by_net(_csv_rows(out / "responses.csv")).items()}  # fmt: skip
+    for net, mean in means.items():
+        assert f"{net}: mean response std {mean:.3f}" in stdout
+    for net, other in (("resnet20", "plain20"), ("resnet32", "plain32"), ("resnet32", "resnet20")):
+        change = "smaller" if means[net] < means[other] else "larger"
+        assert f"{net}'s responses are {change} than {other}'s" in stdout
+    # Made-up means that contradict the paper are reported as they are.
+    verdict = responses_verdict({"plain20": 0.5, "resnet20": 0.8, "resnet56": 0.9})
+    assert "resnet20's responses are larger than plain20's" in verdict
+    assert "resnet56's responses are larger than resnet20's" in verdict
+
+
+def test_responses_of_a_missing_checkpoint_is_one_sentence(responses_run, tmp_path, capsys):
+    _, checkpoints, _, _ = responses_run
+    missing = tmp_path / "runs" / "plain56"
+    assert main(["experiment", "responses", str(checkpoints[0]), str(missing), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("experiment, default", [("gradients", "(default: 56)"), ("responses", "(default: 1000)")])
 def test_the_new_experiments_explain_their_flags(capsys, experiment, default):
     with pytest.raises(SystemExit) as exit_info:
         main(["experiment", experiment, "--help"])

@@ -257,6 +257,24 @@ def _gradients_arguments(p: argparse.ArgumentParser) -> None:
     _quiet(p)
 
 
+def _responses_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import ResponsesConfig
+
+    default = ResponsesConfig()
+    p.add_argument("checkpoints", nargs="+", metavar="RUN_OR_CKPT", help="trained checkpoints (best.pt / last.pt) "
+                   "or run folders, e.g. the degradation experiment's runs/degradation/plain20 and "
+                   "runs/degradation/resnet20")  # fmt: skip
+    _checkpoint_data_dir(p, ", for each checkpoint its own")
+    p.add_argument("--test-subset", type=_positive_int, default=default.test_subset, help="test images the "
+                   "responses are measured on, drawn at random with --seed (default: "
+                   f"{default.test_subset})")  # fmt: skip
+    p.add_argument("--seed", type=int, default=default.seed, help=f"random seed (default: {default.seed})")
+    p.add_argument("--out", default=default.out, help=f"folder for responses.csv and responses.png (default: "
+                   f"{default.out})")  # fmt: skip
+    _runtime_flags(p, precision=False)
+    _quiet(p)
+
+
 def _experiment_arguments(p: argparse.ArgumentParser) -> None:
     experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=_Parser, required=True)
     _degradation_arguments(experiments.add_parser(
@@ -265,6 +283,9 @@ def _experiment_arguments(p: argparse.ArgumentParser) -> None:
     _gradients_arguments(experiments.add_parser(
         "gradients", help="the gradient norm of each layer of plain and residual nets at the start of training: "
         "do the gradients vanish?"))  # fmt: skip
+    _responses_arguments(experiments.add_parser(
+        "responses", help="the std of each 3x3 layer's response in trained nets (He et al. 2015, "
+        "Figure 7)"))  # fmt: skip
 
 
 def _explain_arguments(p: argparse.ArgumentParser) -> None:
@@ -435,7 +456,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> None:
-    experiments = {"degradation": _degradation, "gradients": _gradients}
+    experiments = {"degradation": _degradation, "gradients": _gradients, "responses": _responses}
     experiments[args.experiment](args)
 
 
@@ -467,6 +488,15 @@ def _gradients(args: argparse.Namespace) -> None:
         cache_dir=args.cache_dir,
     ))  # fmt: skip
 
+
+def _responses(args: argparse.Namespace) -> None:
+    from .config import ResponsesConfig
+    from .experiments import run_responses
+
+    run_responses(ResponsesConfig(
+        checkpoints=tuple(args.checkpoints), data_dir=args.data_dir, test_subset=args.test_subset, seed=args.seed,
+        out=args.out, device=args.device, quiet=args.quiet, cache_dir=args.cache_dir,
+    ))  # fmt: skip
 
 
 def _explain(args: argparse.Namespace) -> None:

@@ -344,3 +344,21 @@ class GradientsConfig:
         _at_least_1(self.batches, "batches")
         _at_least_1(self.batch_size, "batch_size")
         return self
+
+
+@dataclass(frozen=True)
+class ResponsesConfig:
+    """Everything `run_responses` needs: the trained checkpoints (or run folders) and the test images."""
+
+    checkpoints: tuple[str, ...] = ()
+    data_dir: str | None = None  # None: the folder each checkpoint was trained from
+    test_subset: int | None = 1000  # test images, drawn at random with the seed; None: the whole test split
+    seed: int = 0
+    out: str = "runs/responses"
+    device: str = "auto"
+    quiet: bool = False
+    cache_dir: str | None = None  # --dataset folder's decoded images: None for user_cache_dir(), "" for no cache
+
+    def validate(self) -> ResponsesConfig:
+        _at_least_1(self.test_subset, "test_subset")
+        return self

@@ -1,5 +1,6 @@
 """Experiments of He et al. 2015 run on the user's own machine: the degradation of plain nets (Figures 1 and 6),
-and one that looks for its cause: the gradients of each layer at the start of training.
+and two that look for its cause: the gradients of each layer at the start of training, and the responses of
+each layer of trained nets (Figure 7).
 
 The degradation experiment: plain and residual nets of the same depths are trained with the same recipe, data
 and seed. A deeper plain net has a *higher training error* than a shallower one: it is not overfitting, it is
@@ -16,15 +17,20 @@ with the same initial weights and the norm of each layer's loss gradient is meas
 batches, before any step is taken. Where the gradient grows a lot towards the input (plain56), so do small
 differences: the first layers' norms change by a tenth or more with the order in which floating-point sums are
 taken (threads, memory layout), while the ratio between layers keeps its order of magnitude.
+
+The responses experiment: the paper's "analysis of layer responses" (section 4.2, Figure 7). The response of
+a 3x3 layer is the output of the BN after it, before the ReLU and before the shortcut is added; residual
+functions are expected to be closer to zero than the plain nets' layers, so their responses smaller.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from dataclasses import asdict
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +39,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import ImageData, TensorBatches
+from .checkpoint import load_checkpoint, resolve_path
 from .config import (
     FULL_DEGRADATION,
     DegradationConfig,
     GradientsConfig,
+    ResponsesConfig,
     TrainConfig,
     degradation_config,
 )
 from .data import load_train_test
 from .engine import evaluate, train
 from .errors import UserError
-from .models import create_model, list_models, weighted_layers
-from .plots import degradation_curves, gradient_norms_plot
+from .inference import TorchPredictor
+from .models import block_3x3_layers, create_model, list_models, weighted_layers
+from .plots import degradation_curves, gradient_norms_plot, layer_responses_plot
 from .preprocess import PixelClassifier
 from .runtime import Runtime, select_runtime
 
 __all__ = ["FULL_DEGRADATION", "DegradationConfig", "degradation_config", "parse_depths", "run_degradation",
-           "run_gradients"]  # fmt: skip
+           "run_gradients", "run_responses"]  # fmt: skip
 
 CSV_COLUMNS = ["net", "kind", "depth", "epoch", "train_error", "train_error_augmented", "test_error", "lr", "seconds"]
 
@@ -332,4 +341,99 @@ def gradients_verdict(rows: list[dict[str, Any]]) -> str:
     else:
         sentences.append(f"In no net is the first layer's gradient below 1/{VANISHING_FACTOR} of the last conv "
                          "layer's: at the start of training the gradients do not vanish.")  # fmt: skip
+    return "\n".join(sentences)
+
+
+# The responses experiment.
+
+RESPONSE_COLUMNS = ["net", "layer", "name", "response_std"]
+RESPONSE_BATCH = 500  # test images per forward pass
+
+
+@torch.no_grad()
+def response_stds(predictor: TorchPredictor, data: ImageData) -> list[tuple[str, float]]:
+    """(name, std) of each 3x3 layer of the blocks (models.block_3x3_layers, named by its convolution): the
+    standard deviation of its response, the output of the BN after it, over every value of it (images, channels
+    and positions) for data's images. The network runs as trained, in eval mode (BN with its running statistics);
+    the predictor's network must not have BN folded into the convolutions."""
+    layers = block_3x3_layers(predictor.network)
+    moments = torch.zeros(len(layers), 3, dtype=torch.float64)  # count, sum, sum of squares
+
+    def record(i: int):
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            # Read now: the ReLU after bn1 runs in place once the hook returns.
+            values = output.detach().double()
+            moments[i] += torch.stack([values.new_tensor(values.numel()), values.sum(), values.square().sum()]).cpu()
+
+        return hook
+
+    handles = [bn.register_forward_hook(record(i)) for i, (_, _, bn) in enumerate(layers)]
+    try:
+        for images in data.chunks(RESPONSE_BATCH):
+            predictor.network(predictor.classifier.prepare(images.to(predictor.runtime.device)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    count, total, squares = moments.unbind(1)
+    stds = ((squares - total**2 / count) / (count - 1)).clamp_min(0).sqrt()
+    return [(name, std) for (name, _, _), std in zip(layers, stds.tolist())]
+
+
+def _labels(architectures: list[str], paths: list[Path]) -> list[str]:
+    """Each checkpoint's architecture, with its path where two have the same one."""
+    return [a if architectures.count(a) == 1 else f"{a} ({p})" for a, p in zip(architectures, paths)]
+
+
+def run_responses(config: ResponsesConfig) -> dict[str, Any]:
+    """The std of each 3x3 layer's response for each trained checkpoint (or run folder) on its test images; write
+    responses.csv and responses.png into config.out and print each net's mean std and what the means show.
+    Returns {"rows", "means", "verdict", "files", "seconds"}."""
+    config.validate()
+    started = time.perf_counter()
+    out = Path(config.out)
+    paths = [resolve_path(path) for path in config.checkpoints]  # every path checked before any work
+    checkpoints = [load_checkpoint(path) for path in paths]
+    labels = _labels([c.card.architecture for c in checkpoints], paths)
+    runtime = select_runtime(config.device, "fp32")
+    _log(f"responses experiment: {', '.join(labels)}; writing to {out}", config.quiet)
+    rows: list[dict[str, Any]] = []
+    means: dict[str, float] = {}
+    test_sets = set()
+    for label, path, checkpoint in zip(labels, paths, checkpoints):
+        predictor = TorchPredictor(checkpoint, checkpoint.build_model(str(path)), runtime)  # BN not folded
+        data = predictor.load_test_data(config.data_dir, cache_dir=config.cache_dir)
+        data = data.sample(config.test_subset, config.seed)
+        stds = response_stds(predictor, data)
+        rows += [{"net": label, "layer": i, "name": name, "response_std": std} for i, (name, std) in enumerate(stds, 1)]
+        means[label] = sum(std for _, std in stds) / len(stds)
+        test_sets.add(f"{len(data)} {checkpoint.card.dataset} test images")
+        _log(f"{label}: mean response std {means[label]:.3f} over its {len(stds)} 3x3 layers ({path}, "
+             f"{len(data)} test images)", config.quiet)  # fmt: skip
+    report = responses_verdict(means)
+    settings = (f"std of each 3x3 layer's response (its BN's output, before the ReLU and the addition) on "
+                f"{', '.join(sorted(test_sets))}")  # fmt: skip
+    files = {
+        "csv": write_csv(rows, out / "responses.csv", RESPONSE_COLUMNS),
+        "plot": layer_responses_plot(rows, out / "responses.png", settings),
+    }
+    seconds = time.perf_counter() - started
+    listing = f"files: {', '.join(str(p) for p in files.values())} ({seconds:.0f} s)"
+    _log(f"\n{report}\n\n{listing}" if report else f"\n{listing}", config.quiet)
+    return {"rows": rows, "means": means, "verdict": report, "files": files, "seconds": seconds}
+
+
+def _compare(net: str, other: str, means: dict[str, float]) -> str:
+    a, b = means[net], means[other]
+    change = "smaller than" if a < b else "larger than" if a > b else "the same as"
+    return f"{net}'s responses are {change} {other}'s (mean std {a:.3f} against {b:.3f})."
+
+
+def responses_verdict(means: dict[str, float]) -> str:
+    """What the mean response stds show: each resnetD against plainD, and each residual net against the next
+    shallower one (the paper: residual functions respond less, and less still in deeper residual nets)."""
+    named = {net: m for net in means if (m := re.fullmatch(r"(plain|resnet)(\d+)", net))}
+    sentences = [_compare(net, f"plain{m[2]}", means) for net, m in named.items()
+                 if m[1] == "resnet" and f"plain{m[2]}" in means]  # fmt: skip
+    residual = sorted((int(m[2]), net) for net, m in named.items() if m[1] == "resnet")
+    sentences += [_compare(deep, shallow, means) for (_, shallow), (_, deep) in pairwise(residual)]
     return "\n".join(sentences)

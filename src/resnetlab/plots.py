@@ -1,5 +1,5 @@
 """Every picture resnetlab draws: training curves, confusion matrix, prediction grid, Grad-CAM grid and the
-experiments' pictures (error curves, gradient norms).
+experiments' pictures (error curves, gradient norms, layer responses).
 
 Each is drawn on a bare matplotlib Figure, without pyplot (except a window asked for with --show), so that
 training or evaluating inside a notebook neither changes its backend nor opens windows, and each is written
@@ -361,6 +361,33 @@ def gradient_norms_plot(rows: list[dict[str, Any]], path: str | Path, subtitle: 
     ax.grid(alpha=0.3, which="both")
     ax.legend(title="dashed: plain, solid: residual", fontsize=9, title_fontsize=9)
     fig.suptitle("Gradient norm of each layer at the start of training", fontsize=12)
+    if subtitle:
+        fig.supxlabel(subtitle, fontsize=8, color="#555555")
+    return _save(fig, path)
+
+
+def layer_responses_plot(rows: list[dict[str, Any]], path: str | Path, subtitle: str = "") -> Path:
+    """As Figure 7 of He et al. 2015: the std of each 3x3 layer's response by its place in the network (top) and
+    sorted by magnitude (bottom), one line per net: plain nets dashed, residual nets solid. rows: responses.csv's."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 7.5), layout="constrained")
+    by_layer, by_size = fig.subplots(2, 1)
+    colours: dict[str, Any] = {}
+    for net, curve in _curves(rows).items():
+        style = _line_style(net, colours)
+        stds = [r["response_std"] for r in sorted(curve, key=lambda r: r["layer"])]
+        by_layer.plot(range(1, len(stds) + 1), stds, **style)
+        by_size.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
+    by_layer.set_xlabel("layer index (original)")
+    by_size.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (by_layer, by_size):
+        ax.set_ylabel("std")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    by_layer.legend(title="dashed: plain, solid: residual", fontsize=9, title_fontsize=9)
+    fig.suptitle("Standard deviation of the responses of each 3x3 layer (after BN, before ReLU and addition)",
+                 fontsize=11)  # fmt: skip
     if subtitle:
         fig.supxlabel(subtitle, fontsize=8, color="#555555")
     return _save(fig, path)
