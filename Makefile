@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 help:
 	@echo "make demo    set up, train the default model on Fashion-MNIST (4 epochs) into $(DEMO_OUT), predict 20 test images"
 	@echo "make test    set up and run the test suite"
-	@echo "make figures the figures of docs/tutorial.md (the degradation experiment: about 20 minutes on 2 cores)"
+	@echo "make figures the figures of docs/tutorial.md (the degradation experiment: about 20 minutes on 2 cores; then gradients and layer responses)"
 	@echo "TORCH_INDEX=https://download.pytorch.org/whl/cpu  (with make demo/test/install) the CPU-only torch"
 
 $(STAMP): pyproject.toml
@@ -60,14 +60,21 @@ demo: install data
 test: install data test-system
 	$(BIN)/python -m pytest -q
 
-# The figures of docs/tutorial.md. The experiment reuses the nets already trained in FIGURES_RUN with the same
-# settings, so a second run only redraws.
+# The figures of docs/tutorial.md. The degradation experiment reuses the nets already trained in FIGURES_RUN with
+# the same settings, so a second run only redraws; the gradients of fresh nets (seconds) and the layer responses of
+# the trained ones (Figure 7) follow it.
 FIGURES_RUN ?= runs/figures
+FIGURES_NETS := plain20 plain56 resnet20 resnet56
 figures: install data
 	$(BIN)/resnetlab experiment degradation --out $(FIGURES_RUN)/degradation
+	$(BIN)/resnetlab experiment gradients --depths 20,56 --out $(FIGURES_RUN)/gradients
+	$(BIN)/resnetlab experiment responses $(addprefix $(FIGURES_RUN)/degradation/,$(FIGURES_NETS)) \
+		--out $(FIGURES_RUN)/responses
 	mkdir -p docs/images
 	cp $(FIGURES_RUN)/degradation/degradation.png $(FIGURES_RUN)/degradation/degradation.csv \
 		$(FIGURES_RUN)/degradation/degradation.md docs/images/
+	cp $(FIGURES_RUN)/gradients/gradients.png $(FIGURES_RUN)/gradients/gradients.csv \
+		$(FIGURES_RUN)/responses/responses.png $(FIGURES_RUN)/responses/responses.csv docs/images/
 	$(BIN)/resnetlab explain $(FIGURES_RUN)/degradation/resnet56 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 \
 		--out docs/images/gradcam.png
 	$(BIN)/python docs/print_blocks.py > docs/images/blocks.txt
