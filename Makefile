@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 help:
 	@echo "make demo    set up, train the default model on Fashion-MNIST (4 epochs) into $(DEMO_OUT), predict 20 test images"
 	@echo "make test    set up and run the test suite"
-	@echo "make figures the figures of docs/tutorial.md (the degradation experiment: about 20 minutes on 2 cores; then gradients and layer responses)"
+	@echo "make figures the figures of the READMEs and docs/tutorial.md (the degradation experiment: about 20 minutes on 2 cores; gradients, layer responses; a default run's pictures)"
 	@echo "TORCH_INDEX=https://download.pytorch.org/whl/cpu  (with make demo/test/install) the CPU-only torch"
 
 $(STAMP): pyproject.toml
@@ -65,7 +65,13 @@ test: install data test-system
 # the trained ones (Figure 7) follow it.
 FIGURES_RUN ?= runs/figures
 FIGURES_NETS := plain20 plain56 resnet20 resnet56
-figures: install data
+# The README's pictures of a run (curves, confusion matrix, predictions, the serve page) come from a default
+# Fashion-MNIST run, trained once (about 3 minutes).
+FIGURES_DEFAULT := $(FIGURES_RUN)/fashion-mnist
+$(FIGURES_DEFAULT)/best.pt:
+	$(BIN)/resnetlab train --dataset fashion-mnist --out $(FIGURES_DEFAULT) --overwrite
+
+figures: install data test-system $(FIGURES_DEFAULT)/best.pt
 	$(BIN)/resnetlab experiment degradation --out $(FIGURES_RUN)/degradation
 	$(BIN)/resnetlab experiment gradients --depths 20,56 --out $(FIGURES_RUN)/gradients
 	$(BIN)/resnetlab experiment responses $(addprefix $(FIGURES_RUN)/degradation/,$(FIGURES_NETS)) \
@@ -79,6 +85,10 @@ figures: install data
 		--out docs/images/gradcam.png
 	$(BIN)/python docs/print_blocks.py > docs/images/blocks.txt
 	$(BIN)/python docs/block_diagram.py docs/images/blocks.png
+	$(BIN)/resnetlab eval $(FIGURES_DEFAULT)
+	$(BIN)/resnetlab predict $(FIGURES_DEFAULT) -n 16 --save docs/images/predictions.png
+	cp $(FIGURES_DEFAULT)/curves.png $(FIGURES_DEFAULT)/confusion_matrix.png docs/images/
+	$(BIN)/python docs/serve_screenshot.py $(FIGURES_DEFAULT) --out docs/images/serve.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache
