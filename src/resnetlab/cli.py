@@ -552,8 +552,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command("write a checkpoint as ONNX or TorchScript for other programs, checked against PyTorch",
                       _export_arguments, _export),  # fmt: skip
     "serve": Command("a local web page and an HTTP API for a trained model", _serve_arguments, _serve),
-    "experiment": Command("run one of the paper's experiments with resnetlab's own training", _experiment_arguments,
-                          _experiment, show_defaults=False),  # fmt: skip
+    "experiment": Command("run an experiment about the ResNet paper: degradation, gradients or responses",
+                          _experiment_arguments, _experiment, show_defaults=False),  # fmt: skip
     "explain": Command("Grad-CAM: which part of the image decided the class", _explain_arguments, _explain, False),
     "datasets": Command("list datasets and where their data was found", _datasets_arguments, _datasets, False),
     "models": Command("list models with their parameter counts", _no_arguments, _models, False),
