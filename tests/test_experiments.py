@@ -104,12 +104,13 @@ def test_full_is_the_papers_cifar10_setting():
     assert RECIPES["fast"].schedule == "onecycle"
 
 
-def test_the_experiment_augments_although_the_fast_recipe_does_not(capsys):
+def test_the_quick_budget_fits_without_augmentation_and_the_paper_budget_augments(capsys):
     from resnetlab.config import degradation_config
 
-    assert RECIPES["fast"].augment is False
-    assert degradation_config().train_config("plain20").augment is True  # as in the measured budget
+    assert RECIPES["paper"].augment is True
+    assert degradation_config().train_config("plain20").augment is False  # as in the measured budget
     assert degradation_config(full=True).train_config("plain20").augment is True  # as in the paper
+    assert degradation_config(augment=True).train_config("resnet20").augment is True  # the flag wins
     assert main(["experiment", "degradation", "--no-augment", "--depths", "7"]) == 2  # parsed, then refused
     assert "--no-augment" not in capsys.readouterr().err
 

@@ -217,8 +217,8 @@ def _degradation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
                    help=f"default: {quick.recipe}; with --full, {FULL.recipe}")  # fmt: skip
     p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
-                   help="the recipe's augmentation (see train --augment) while training; default: on, whatever the "
-                   "recipe")  # fmt: skip
+                   help="the recipe's augmentation (see train --augment) while training; default: off (on with "
+                   "--full, as in the paper)")  # fmt: skip
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help=f"default: {quick.batch_size}; with --full, the recipe's ({RECIPES[FULL.recipe].batch_size})")
     p.add_argument("--lr", type=_positive_float, default=None, help="default: the recipe's, scaled with the batch size")
