@@ -32,9 +32,9 @@ def table_head(seeds: list[int]) -> str:
             + "---|" * (len(seeds) + 2))  # fmt: skip
 
 
-def seeds_row(label: str, configs: list[TrainConfig]) -> str:
+def seeds_row(label: str, configs: list[TrainConfig], on_epoch=None) -> str:
     """Train each config (one per seed); a markdown row of their best test accuracies and the mean."""
-    summaries = [train(config) for config in configs]
+    summaries = [train(config, on_epoch=on_epoch) for config in configs]
     accuracies = [summary["best_test_accuracy"] for summary in summaries]
     cells = " | ".join(f"{a:.2%}" for a in accuracies)
     shape = f"{summaries[-1]['epochs']}, {summaries[-1]['batch_size']}"

@@ -8,11 +8,16 @@ size) on all training photographs of --source-classes. Each target run trains on
 photographs of each --target-class, from random weights or from the source run (--init: new head, backbone at
 0.1x the learning rate), with the size-based defaults, and is tested on --test-per-class test photographs of each
 target class. Prints the best test accuracy of each run and the means, in a markdown table.
+
+--schedules also fine-tunes with other schedules than the tool's, to choose between them: `same-lr` (the backbone
+at the head's learning rate), and `frozen-N` (fastai's fine_tune: the backbone frozen for the first N epochs,
+then trained at the head's learning rate). The benchmark sets them by patching the engine, the tool has one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import time
@@ -20,8 +25,10 @@ from pathlib import Path
 
 from small_folder import seeds_row, table_head
 
-from resnetlab.config import TrainConfig
+from resnetlab import engine
+from resnetlab.config import FINE_TUNE_BACKBONE_LR, TrainConfig
 from resnetlab.engine import train
+from resnetlab.transfer import HEAD
 
 SOURCE = ["airplane", "automobile", "bird", "cat", "deer"]
 TARGET = ["dog", "frog", "horse", "ship", "truck"]
@@ -36,18 +43,57 @@ def make_folder(source: Path, classes: list[str], per_class: int | None, test_pe
     return root
 
 
+def describe(name: str) -> str:
+    if name.startswith("frozen-"):
+        return f"backbone frozen for {name.removeprefix('frozen-')} epochs, then at the same lr"
+    return {"tool": f"backbone at {FINE_TUNE_BACKBONE_LR:g}x lr (the tool's)", "same-lr": "backbone at the same lr"}[name]
+
+
+@contextlib.contextmanager
+def schedule(name: str):
+    """Fine-tune with schedule `name` instead of the tool's (see the module's help)."""
+    if name == "tool":
+        yield None
+        return
+    initialize, scale = engine.initialize, engine.FINE_TUNE_BACKBONE_LR
+    frozen_epochs = int(name.removeprefix("frozen-")) if name.startswith("frozen-") else 0
+    backbone: list = []
+
+    def initialize_frozen(net, card, start):
+        initialize(net, card, start)
+        backbone[:] = [p for n, p in net.named_parameters() if not n.startswith(HEAD)]
+        for p in backbone:
+            p.requires_grad_(False)  # no gradient: SGD skips them (no step, no decay, no momentum)
+
+    def unfreeze(row, network):
+        if row["epoch"] == frozen_epochs:
+            for p in backbone:
+                p.requires_grad_(True)
+
+    engine.FINE_TUNE_BACKBONE_LR = 1.0
+    if frozen_epochs:
+        engine.initialize = initialize_frozen
+    try:
+        yield unfreeze if frozen_epochs else None
+    finally:
+        engine.initialize, engine.FINE_TUNE_BACKBONE_LR = initialize, scale
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="a folder with train/<class>/*.jpg and test/<class>/*.jpg")
     parser.add_argument("--per-class", type=int, default=50)
     parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--source-per-class", type=int, default=None, help="default: all (5,000 in CIFAR-10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--schedules", nargs="+", default=["tool"],
+                        help="fine-tuning schedules of the --init runs: tool, same-lr, frozen-N")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
         cache = str(work / "cache")
         started = time.perf_counter()
-        source_data = make_folder(args.source, SOURCE, None, args.test_per_class, work / "source")
+        source_data = make_folder(args.source, SOURCE, args.source_per_class, args.test_per_class, work / "source")
         summary = train(TrainConfig(dataset="folder", data_dir=str(source_data), out=str(work / "source-run"),
                                     quiet=True, cache_dir=cache))  # fmt: skip
         print(f"source run: {', '.join(SOURCE)}, all training photographs: {summary['model']}, "
@@ -55,11 +101,15 @@ def main() -> None:
               f"({time.perf_counter() - started:.0f} s)\n", flush=True)  # fmt: skip
         target_data = make_folder(args.source, TARGET, args.per_class, args.test_per_class, work / "target")
         print(table_head(args.seeds).replace("setting", "start", 1))
-        for label, init in [("random weights", None), ("--init the source run", str(work / "source-run"))]:
+        runs = [("random weights", None, "tool")] + [
+            (f"--init the source run, {describe(name)}", str(work / "source-run"), name)
+            for name in args.schedules]  # fmt: skip
+        for label, init, name in runs:
             configs = [TrainConfig(dataset="folder", data_dir=str(target_data), seed=seed, init=init, quiet=True,
-                                   out=str(work / f"target-{seed}-{init is not None}"), cache_dir=cache)
+                                   out=str(work / f"target-{seed}-{init is not None}-{name}"), cache_dir=cache)
                        for seed in args.seeds]  # fmt: skip
-            print(seeds_row(label, configs), flush=True)
+            with schedule(name) as on_epoch:
+                print(seeds_row(label, configs, on_epoch), flush=True)
     print(f"\ntarget: {', '.join(TARGET)}, {args.per_class} training photographs each; tested on "
           f"{args.test_per_class} test photographs of each.")
 

@@ -70,9 +70,9 @@ def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import (DATASET_RECIPES, DEFAULT_EPOCHS, DEFAULT_RECIPE, FINE_TUNE_BACKBONE_LR, IMAGE_SIZE_RANGE,
+    from .config import (DATASET_RECIPES, DEFAULT_EPOCHS, DEFAULT_RECIPE, IMAGE_SIZE_RANGE,
                          PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, RECIPES, SMALL_DATA_STEPS,
-                         TrainConfig)  # fmt: skip
+                         TrainConfig, fine_tune_rates)  # fmt: skip
     from .data import dataset_names
 
     recipe = RECIPES[DEFAULT_RECIPE]
@@ -118,11 +118,11 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                        f"({', '.join(PRETRAINED_MODELS)}; default {PRETRAINED_DEFAULT_MODEL}), downloaded once into "
                        "$TORCH_HOME/hub/checkpoints: ImageNet's stem and mean/std, RGB input (grayscale images "
                        "repeated into 3 channels), at least 64 px unless --image-size is given, a new head for the "
-                       f"classes, the rest at {FINE_TUNE_BACKBONE_LR:g}x the learning rate")  # fmt: skip
+                       f"classes; {fine_tune_rates()}")  # fmt: skip
     start.add_argument("--init", default=None, metavar="CKPT", help="start from a resnetlab checkpoint (or run "
                        "folder) of the same architecture, which --model defaults to: the head is kept for the same "
                        "classes, new otherwise; mean/std are the data's; the image size defaults to the checkpoint's; "
-                       f"the rest trains at {FINE_TUNE_BACKBONE_LR:g}x the learning rate")  # fmt: skip
+                       f"{fine_tune_rates()}")  # fmt: skip
     _quiet(p)
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files into OUT/tensorboard (the tensorboard extra)")  # fmt: skip

@@ -19,7 +19,7 @@ from . import distributed
 from .batches import ImageData, TensorBatches
 from .card import ModelCard
 from .checkpoint import load_checkpoint
-from .config import FINE_TUNE_BACKBONE_LR, Recipe, TrainConfig
+from .config import FINE_TUNE_BACKBONE_LR, Recipe, TrainConfig, fine_tune_rates
 from .data import get_spec, load_train_test
 from .distributed import Distributed
 from .errors import UserError
@@ -249,7 +249,8 @@ def train(
                                                 config.test_subset, config.seed, config.val_split,
                                                 config.cache_dir)  # fmt: skip
         config, sizing = config.sized_for(len(train_data), folder=not spec.classes)
-        job = build_job(config, model_name, train_data, test_data, runtime, dist, start)
+        job = build_job(config, model_name, train_data, test_data, runtime, dist, start,
+                        _saved_backbone_scale(resume_state))  # fmt: skip
         progress = job.restore(resume_state) if resume_state is not None else Progress()
         recorder = RunRecorder(out, job.card, config, main=dist.is_main, on_epoch=on_epoch)
         notes = train_data.notes + ([sizing] if sizing and resume_state is None else [])
@@ -289,9 +290,10 @@ def _card(config: TrainConfig, model_name: str, train_data: ImageData, start: St
 
 
 def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_data: ImageData, runtime: Runtime,
-              dist: Distributed, start: Start | None = None) -> Job:  # fmt: skip
+              dist: Distributed, start: Start | None = None, backbone_scale: float | None = None) -> Job:  # fmt: skip
     """The network, its card, batches, optimizer and schedule for a run; with `start`, the network begins from those
-    weights and its backbone trains at FINE_TUNE_BACKBONE_LR of the head's learning rate."""
+    weights and its backbone trains at backbone_scale (default FINE_TUNE_BACKBONE_LR) of the head's learning
+    rate."""
     spec, recipe = get_spec(config.dataset), config.recipe_settings
     train_data, test_data = _with_start_channels(train_data, test_data, start)
     card = _card(config, model_name, train_data, start)
@@ -312,7 +314,8 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
     test_batches = TensorBatches(dist.shard(test_data), TEST_BATCH_SIZE, device=runtime.device)
     classifier = PixelClassifier(net, card.mean, card.std, memory_format=runtime.memory_format).to(runtime.device)
     evaluator = PixelClassifier.from_card(net, card, memory_format=runtime.memory_format).to(runtime.device)
-    backbone_scale = FINE_TUNE_BACKBONE_LR if start is not None else 1.0
+    if backbone_scale is None:
+        backbone_scale = FINE_TUNE_BACKBONE_LR if start is not None else 1.0
     optimizer = torch.optim.SGD(parameter_groups(net, recipe.weight_decay, config.effective_lr, backbone_scale),
                                 lr=config.effective_lr, momentum=recipe.momentum, nesterov=True)  # fmt: skip
     scheduler = build_scheduler(recipe, optimizer, config.epochs * len(train_batches))
@@ -320,10 +323,18 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
                scheduler, runtime, dist, config.epochs, recipe.label_smoothing)  # fmt: skip
 
 
+def _saved_backbone_scale(state: dict[str, Any] | None) -> float | None:
+    """The backbone's share of the learning rate in the run that `state` resumes. Runs started when fine-tuning
+    trained the backbone at 0.1x have four parameter groups (parameter_groups), the backbone's first."""
+    if state is None:
+        return None
+    groups = state["optimizer"]["param_groups"]
+    return groups[0]["initial_lr"] / groups[-1]["initial_lr"] if len(groups) == 4 else 1.0
+
+
 def _start_note(start: Start, card: ModelCard, data_channels: int) -> str:
     gray = ", grayscale images repeated into RGB" if data_channels < card.in_channels else ""
-    return (f"{start.describe(card.classes)}{gray}; the backbone trains at {FINE_TUNE_BACKBONE_LR:g}x the head's "
-            "learning rate")
+    return f"{start.describe(card.classes)}{gray}; {fine_tune_rates()}"
 
 
 def _describe_start(config: TrainConfig, job: Job, progress: Progress, train_data: ImageData,
