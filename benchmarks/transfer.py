@@ -5,13 +5,16 @@ photographs of each of the 5 others, with and without --init, several seeds.
 
 The source run trains `resnetlab train --dataset folder` (the defaults: resnet9, --recipe photo, 4 epochs at its
 size) on all training photographs of --source-classes. Each target run trains on the first --per-class training
-photographs of each --target-class, from random weights or from the source run (--init: new head, backbone at
-0.1x the learning rate), with the size-based defaults, and is tested on --test-per-class test photographs of each
-target class. Prints the best test accuracy of each run and the means, in a markdown table.
+photographs of each --target-class, from random weights or from the source run (--init: a new head), with the
+size-based defaults, and is tested on --test-per-class test photographs of each target class. Prints the best
+test accuracy of each run and the means, in a markdown table.
 
---schedules also fine-tunes with other schedules than the tool's, to choose between them: `same-lr` (the backbone
-at the head's learning rate), and `frozen-N` (fastai's fine_tune: the backbone frozen for the first N epochs,
-then trained at the head's learning rate). The benchmark sets them by patching the engine, the tool has one.
+--schedules also fine-tunes with other schedules than the tool's, to choose between them: `lr-X` (the backbone at X
+times the head's learning rate, e.g. lr-0.1), and `frozen-N` (fastai's fine_tune: the backbone frozen for the first
+N epochs, then trained at the head's learning rate). The benchmark sets them by patching the engine; the tool has
+one (config.FINE_TUNE_BACKBONE_LR).
+
+    python benchmarks/transfer.py CIFAR-10-images/ --schedules tool lr-0.1 frozen-1 frozen-10
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 from small_folder import seeds_row, table_head
 
 from resnetlab import engine
-from resnetlab.config import FINE_TUNE_BACKBONE_LR, TrainConfig
+from resnetlab.config import TrainConfig, fine_tune_rates
 from resnetlab.engine import train
 from resnetlab.transfer import HEAD
 
@@ -45,8 +48,10 @@ def make_folder(source: Path, classes: list[str], per_class: int | None, test_pe
 
 def describe(name: str) -> str:
     if name.startswith("frozen-"):
-        return f"backbone frozen for {name.removeprefix('frozen-')} epochs, then at the same lr"
-    return {"tool": f"backbone at {FINE_TUNE_BACKBONE_LR:g}x lr (the tool's)", "same-lr": "backbone at the same lr"}[name]
+        return f"backbone frozen for {name.removeprefix('frozen-')} epochs, then at the head's lr"
+    if name.startswith("lr-"):
+        return f"backbone at {name.removeprefix('lr-')}x the head's lr"
+    return f"the tool's: {fine_tune_rates()}"
 
 
 @contextlib.contextmanager
@@ -70,7 +75,7 @@ def schedule(name: str):
             for p in backbone:
                 p.requires_grad_(True)
 
-    engine.FINE_TUNE_BACKBONE_LR = 1.0
+    engine.FINE_TUNE_BACKBONE_LR = float(name.removeprefix("lr-")) if name.startswith("lr-") else 1.0
     if frozen_epochs:
         engine.initialize = initialize_frozen
     try:
@@ -87,7 +92,7 @@ def main() -> None:
     parser.add_argument("--source-per-class", type=int, default=None, help="default: all (5,000 in CIFAR-10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--schedules", nargs="+", default=["tool"],
-                        help="fine-tuning schedules of the --init runs: tool, same-lr, frozen-N")  # fmt: skip
+                        help="fine-tuning schedules of the --init runs: tool, lr-X, frozen-N")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
