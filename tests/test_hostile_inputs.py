@@ -217,7 +217,7 @@ def test_cmyk_jpeg_and_rgba_png_decode_to_their_colours(tmp_path):
 
 def test_exif_orientation_is_applied(tmp_path):
     stored = np.zeros((32, 64), dtype=np.uint8)
-    stored[:16, :16] = 255  # a wide picture, white in its top-left corner only
+    stored[:16, 16:32] = 255  # a wide picture, white at the top of the left half of its centre square only
     picture = Image.fromarray(stored).convert("RGB")
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: shown turned 90 degrees clockwise
@@ -227,6 +227,18 @@ def test_exif_orientation_is_applied(tmp_path):
     turned = decode(tmp_path / "turned.jpg", 3, 16).float()
     assert (turned - decode(tmp_path / "upright.png", 3, 16).float()).abs().mean() < 8
     assert (turned - decode(tmp_path / "as_stored.png", 3, 16).float()).abs().mean() > 50
+
+
+def test_a_photo_that_is_not_square_is_cut_to_the_centre_square_of_its_shorter_side(tmp_path):
+    """Not squashed: the outer thirds of a 3:1 picture (red, green) are cut off, the blue middle fills the input."""
+    wide = np.zeros((30, 90, 3), dtype=np.uint8)
+    wide[:, :30], wide[:, 30:60], wide[:, 60:] = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(wide.transpose(1, 0, 2).copy()).save(tmp_path / "tall.png")
+    for name in ("wide.png", "tall.png"):
+        pixels = decode(tmp_path / name, 3, 8)
+        assert pixels.shape == (3, 8, 8)
+        assert pixels.reshape(3, -1).T.unique(dim=0).tolist() == [[0, 0, 255]], name
 
 
 # 9. Crafted checkpoints

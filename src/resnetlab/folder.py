@@ -33,8 +33,9 @@ from .imagefiles import IMAGE_SUFFIXES, decode, file_is_grayscale, is_image_file
 
 FOLDER_LAYOUT = ("train/<class>/<image>", "test/<class>/<image>")
 # What cached pixels depend on besides the files: imagefiles.decode's steps, preprocess.resize (antialiased
-# bilinear, squashed to size x size, no crop) and the Pillow that decodes. Change the number when either changes.
-DECODER = f"imagefiles.decode 1: EXIF rotation, 16 to 8 bits, JPEG draft 2x, reduce, squash; Pillow {PIL.__version__}"
+# bilinear) and the Pillow that decodes. Change the number when either changes.
+DECODER = (f"imagefiles.decode 2: EXIF rotation, 16 to 8 bits, JPEG draft 2x, reduce, centre square, resize; "
+           f"Pillow {PIL.__version__}")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -88,13 +88,25 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(array.round(), 0, 255).astype(np.uint8), mode="L")
 
 
+def centre_square(image: Image.Image) -> Image.Image:
+    """The centre square of the image's shorter side (the image itself when it is square)."""
+    width, height = image.size
+    if width == height:
+        return image
+    short = min(width, height)
+    left, top = (width - short) // 2, (height - short) // 2
+    return image.crop((left, top, left + short, top + short))
+
+
 def decode(source: str | Path | IO[bytes], channels: int, size: int, name: str | None = None,
            max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:  # fmt: skip
     """An image file (or file object) as uint8 pixels [channels, size, size].
 
     JPEGs are decoded at a reduced scale where that still leaves at least twice the target size (draft mode),
     and large images are box-reduced before the final antialiased resize, so memory follows the output size
-    more than the file's. EXIF rotation is applied; the image is converted to grayscale or RGB.
+    more than the file's. EXIF rotation is applied; the image is converted to grayscale or RGB. An image that is
+    not square is cut to the centre square of its shorter side, then resized (measured against squashing the
+    whole image to a square: benchmarks/resize_policy.py, 64.11% against 63.19% on 4:3 photographs, 3 seeds).
     """
     # A file object's name, a path's whole path (Path.name would drop its folder).
     name = name or str(source if isinstance(source, (str, Path)) else getattr(source, "name", source))
@@ -112,7 +124,7 @@ def decode(source: str | Path | IO[bytes], channels: int, size: int, name: str |
             factor = min(image.size) // (2 * size)
             if factor >= 2:
                 image = image.reduce(factor)
-            image = image.convert("L" if channels == 1 else "RGB")
+            image = centre_square(image).convert("L" if channels == 1 else "RGB")
     except ImageFileError:
         raise
     except (OSError, SyntaxError, ValueError) as e:
