@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 help:
 	@echo "make demo    set up, train the default model on Fashion-MNIST (4 epochs) into $(DEMO_OUT), predict 20 test images"
 	@echo "make test    set up and run the test suite"
-	@echo "make figures the figures of the READMEs and docs/tutorial.md (the degradation experiment: about 20 minutes on 2 cores; gradients, layer responses; a default run's pictures)"
+	@echo "make figures the figures of the READMEs and docs/tutorial.md (about 10 minutes on 2 cores: a default run, the degradation experiment, gradients, layer responses)"
 	@echo "TORCH_INDEX=https://download.pytorch.org/whl/cpu  (with make demo/test/install) the CPU-only torch"
 
 $(STAMP): pyproject.toml
