@@ -1,4 +1,6 @@
 import csv
+import io
+from contextlib import redirect_stdout
 
 import pytest
 from fakedata import write_mnist_like
@@ -14,6 +16,14 @@ from resnetlab.models import create_model
 NETS = ["plain20", "resnet20", "plain32", "resnet32"]
 
 
+def _printed(args: list[str]) -> str:
+    """What `resnetlab ARGS` prints; it must succeed."""
+    stdout = io.StringIO()
+    with redirect_stdout(stdout):
+        assert main(args) == 0
+    return stdout.getvalue()
+
+
 def _args(data, out, *extra):
     return ["experiment", "degradation", "--dataset", "fashion-mnist", "--data-dir", str(data), "--depths", "20,32",
             "--epochs", "2", "--subset", "32", "--test-subset", "20", "--train-eval-size", "16", "--batch-size", "16",
@@ -23,15 +33,9 @@ def _args(data, out, *extra):
 @pytest.fixture(scope="module")
 def degradation_run(tmp_path_factory):
     """One tiny degradation experiment, shared by the tests below; returns (data dir, out dir, stdout)."""
-    import io
-    from contextlib import redirect_stdout
-
     base = tmp_path_factory.mktemp("degradation")
     write_mnist_like(base / "data", "FashionMNIST", n_train=200, n_test=60)
-    stdout = io.StringIO()
-    with redirect_stdout(stdout):
-        assert main(_args(base / "data", base / "out")) == 0
-    return base / "data", base / "out", stdout.getvalue()
+    return base / "data", base / "out", _printed(_args(base / "data", base / "out"))
 
 
 def test_degradation_writes_its_files(degradation_run):
@@ -159,16 +163,11 @@ def test_the_paper_recipe_divides_the_lr_by_10_at_half_and_three_quarters(tiny_f
 @pytest.fixture(scope="module")
 def gradients_run(tmp_path_factory):
     """One tiny gradients experiment; returns (data dir, out dir, stdout)."""
-    import io
-    from contextlib import redirect_stdout
-
     base = tmp_path_factory.mktemp("gradients")
     write_mnist_like(base / "data", "FashionMNIST", n_train=100, n_test=20)
-    stdout = io.StringIO()
-    with redirect_stdout(stdout):
-        assert main(["experiment", "gradients", "--data-dir", str(base / "data"), "--depths", "18,20", "--batches",
-                     "2", "--batch-size", "8", "--device", "cpu", "--out", str(base / "out")]) == 0  # fmt: skip
-    return base / "data", base / "out", stdout.getvalue()
+    printed = _printed(["experiment", "gradients", "--data-dir", str(base / "data"), "--depths", "18,20", "--batches",
+                        "2", "--batch-size", "8", "--device", "cpu", "--out", str(base / "out")])  # fmt: skip
+    return base / "data", base / "out", printed
 
 
 def _csv_rows(path):
@@ -264,16 +263,11 @@ def test_gradients_refuses_what_it_cannot_do_in_one_sentence(tmp_path, capsys, f
 @pytest.fixture(scope="module")
 def responses_run(degradation_run):
     """responses of the four nets of degradation_run; returns (data dir, checkpoints, out dir, stdout)."""
-    import io
-    from contextlib import redirect_stdout
-
     data, runs, _ = degradation_run
     checkpoints = [runs / "plain20", runs / "resnet20", runs / "plain32", runs / "resnet32" / "best.pt"]
-    stdout = io.StringIO()
-    with redirect_stdout(stdout):
-        assert main(["experiment", "responses", *map(str, checkpoints), "--device", "cpu",
-                     "--out", str(runs.parent / "responses")]) == 0  # fmt: skip
-    return data, checkpoints, runs.parent / "responses", stdout.getvalue()
+    printed = _printed(["experiment", "responses", *map(str, checkpoints), "--device", "cpu",
+                        "--out", str(runs.parent / "responses")])  # fmt: skip
+    return data, checkpoints, runs.parent / "responses", printed
 
 
 def test_responses_has_a_row_per_3x3_convolution_of_the_blocks(responses_run):
