@@ -7,7 +7,8 @@ and seed. A deeper plain net has a *higher training error* than a shallower one:
 harder to optimize. With identity shortcuts the deeper net trains at least as well as the shallower one.
 
 The training error the paper plots is the error on the training set. The `train_accuracy` that `train`
-records is measured during each epoch, on augmented images, while the weights still change; here each
+records is measured during each epoch, on the images as trained on (augmented when augmentation is on), while
+the weights still change (degradation.csv keeps it as train_error_augmented); here each
 epoch's weights (the run's last.pt) are evaluated again on a fixed sample of the training images, without
 augmentation, which gives the clean curve of the paper.
 
