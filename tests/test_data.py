@@ -11,7 +11,7 @@ from fakedata import (
 )
 from PIL import Image
 
-from resnetlab.batches import TensorBatches, random_translate
+from resnetlab.batches import ImageData, TensorBatches, random_translate
 from resnetlab.data import find_data, get_spec, load_split
 from resnetlab.preprocess import PixelClassifier
 from resnetlab.errors import UserError
@@ -159,6 +159,37 @@ def test_random_translate_moves_each_image_within_padding():
     positions = {tuple((m[0] == 255).nonzero()[0].tolist()) for m in moved}
     assert len(positions) > 5
     assert all(1 <= r <= 5 and 1 <= c <= 5 for r, c in positions)
+
+
+def test_reflect_translation_fills_the_border_from_the_image_not_with_zeros():
+    images = (torch.arange(64, dtype=torch.uint8).view(1, 1, 8, 8) + 1).repeat(32, 1, 1, 1)
+    zeros = random_translate(images, 2, torch.Generator().manual_seed(0))
+    assert (zeros == 0).any()
+    moved = random_translate(images, 2, torch.Generator().manual_seed(0), reflect=True)
+    padded = torch.nn.functional.pad(images[:1].float(), (2,) * 4, mode="reflect").to(torch.uint8)[0]
+    crops = [padded[:, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
+    assert all(any(torch.equal(m, crop) for crop in crops) for m in moved)
+    assert len({m.numpy().tobytes() for m in moved}) > 5
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch():
+    n = 40
+    pixels = torch.randint(0, 256, (n, 1, 6, 6), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    data = ImageData(pixels, torch.arange(n), [str(i) for i in range(n)])
+    batches = TensorBatches(data, 16, shuffle=True, augment=True, hflip=True, alternate_flips=True, seed=2)
+
+    def mirrored(epoch: int) -> torch.Tensor:
+        batches.set_epoch(epoch)
+        flipped = torch.zeros(n, dtype=torch.bool)
+        for images, labels in batches:
+            for image, i in zip(images, labels):
+                assert torch.equal(image, pixels[i]) or torch.equal(image, pixels[i].flip(2))
+                flipped[i] = torch.equal(image, pixels[i].flip(2))
+        return flipped
+
+    first, second, third = mirrored(1), mirrored(2), mirrored(3)
+    assert 0.25 < first.float().mean() < 0.75
+    assert torch.equal(second, ~first) and torch.equal(third, first)
 
 
 def test_batches_normalize_cover_everything_once_and_shuffle(tmp_path):

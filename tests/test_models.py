@@ -41,7 +41,12 @@ def test_every_model_and_shortcut_runs_forward_and_backward(name, shortcut):
     out = model(x)
     assert out.shape == (2, 7)
     out.sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    if name == "resnet9w":  # the whitening stem and BN's scales stay fixed
+        assert "conv1.weight" in frozen and all(n == "conv1.weight" or ".bn" in n for n in frozen)
+    else:
+        assert not frozen
 
 
 def test_three_channel_input_and_many_classes():
@@ -156,7 +161,7 @@ def test_resnet9_opens_stages_with_conv_and_pool_and_keeps_identity_shortcuts():
     torch.testing.assert_close(model.forward_head(features), expected)
 
 
-@pytest.mark.parametrize("name", ["resnet8w", "resnet9", "resnet20", "resnet50"])
+@pytest.mark.parametrize("name", ["resnet8w", "resnet9", "resnet9w", "resnet20", "resnet50"])
 def test_folding_batchnorm_keeps_the_outputs_and_removes_every_bn(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=1, shortcut="B")
@@ -171,3 +176,35 @@ def test_folding_batchnorm_keeps_the_outputs_and_removes_every_bn(name):
     x = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_resnet9w_whitening_stem_decorrelates_the_patches_of_the_images_it_was_set_from():
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.randn(100, 3, 8, 8), size=16, mode="bilinear")
+    images = smooth * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1) + smooth.mean(1, keepdim=True) \
+        + 0.1 * torch.randn(100, 3, 16, 16)  # fmt: skip
+    model = create_model("resnet9w")
+    model.init_whitening(images)
+    with torch.no_grad():
+        out = model.conv1(images)
+    assert out.shape[1] == 24 and not model.conv1.weight.requires_grad
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    torch.testing.assert_close(half.T @ half / len(half), torch.eye(12), atol=0.05, rtol=0)
+    torch.testing.assert_close(out[:, 12:], -out[:, :12])  # the negatives, so the GELU after it keeps both signs
+    raw = images[:, :, :2, :2].reshape(100, 12)  # without the stem the same patches are far from decorrelated
+    assert (raw.T @ raw / 100 - torch.eye(12)).abs().max() > 1
+    with pytest.raises(ValueError, match="whitening"):
+        create_model("resnet9").init_whitening(images)
+
+
+def test_resnet9w_starts_each_3x3_conv_as_the_identity_and_trains_only_bn_biases():
+    model = create_model("resnet9w")
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model.layer1[1].conv1(x), x)  # Dirac init
+        torch.testing.assert_close(model.layer2[0].conv(x)[:, :64], x)  # the first in_channels of 256 filters
+        assert model.layer2[0].conv(x)[:, 64:].abs().sum() > 0
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 7 and all(not m.weight.requires_grad and m.bias.requires_grad for m in norms)
+    with pytest.raises(ValueError, match="16 pixels"):
+        create_model("resnet9w", image_size=12)

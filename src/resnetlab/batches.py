@@ -84,10 +84,14 @@ class ImageData:
                        std=tuple(self.std) * 3)  # fmt: skip
 
 
-def random_translate(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero-padding, per image, done for the whole batch with one gather."""
+def random_translate(images: torch.Tensor, padding: int, generator: torch.Generator,
+                     reflect: bool = False) -> torch.Tensor:  # fmt: skip
+    """Random crop after zero-padding (or padding by reflection), per image, for the whole batch with one gather."""
     n, c, h, w = images.shape
-    padded = F.pad(images, (padding,) * 4)
+    if reflect:  # reflect padding is not implemented for uint8
+        padded = F.pad(images.float(), (padding,) * 4, mode="reflect").to(images.dtype)
+    else:
+        padded = F.pad(images, (padding,) * 4)
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # [n, 1, h, 1]
@@ -98,7 +102,10 @@ def random_translate(images: torch.Tensor, padding: int, generator: torch.Genera
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(images.shape[0], generator=generator) < 0.5
+    return hflip_where(images, torch.rand(images.shape[0], generator=generator) < 0.5)
+
+
+def hflip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
@@ -129,6 +136,8 @@ class TensorBatches:
         augment: bool = False,
         crop_padding: int = 0,
         hflip: bool = False,
+        reflect: bool = False,
+        alternate_flips: bool = False,
         drop_last: bool = False,
         seed: int = 0,
         rank: int = 0,
@@ -141,6 +150,8 @@ class TensorBatches:
         self.augment = augment
         self.crop_padding = crop_padding
         self.hflip = hflip
+        self.reflect = reflect
+        self.alternate_flips = alternate_flips
         self.drop_last = drop_last
         self.seed = seed
         self.rank = rank
@@ -169,6 +180,12 @@ class TensorBatches:
             order = order[self.rank :: self.world_size][: self._shard_size()]
         return order
 
+    def _alternating_flips(self) -> torch.Tensor:
+        """airbench's alternating flip: which images are mirrored in this epoch. A random half in epoch 1, and
+        every image mirrored in every other epoch from then on, so that each pair of epochs sees both sides."""
+        first = torch.rand(len(self.data), generator=_generator(self.seed, -1)) < 0.5
+        return first ^ bool((self.epoch - 1) % 2)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order()
         for step in range(self.start_step, len(self)):
@@ -177,8 +194,10 @@ class TensorBatches:
             if self.augment:
                 generator = _generator(self.seed, self.epoch, step, self.rank)
                 if self.crop_padding:
-                    images = random_translate(images, self.crop_padding, generator)
-                if self.hflip:
+                    images = random_translate(images, self.crop_padding, generator, self.reflect)
+                if self.hflip and self.alternate_flips:
+                    images = hflip_where(images, self._alternating_flips()[index])
+                elif self.hflip:
                     images = random_hflip(images, generator)
             labels = self.data.labels[index]
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

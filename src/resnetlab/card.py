@@ -31,7 +31,7 @@ class ModelCard:
     std: tuple[float, ...]
     test_time_flip: bool = False  # average each image's logits with its mirror's
     shortcut: str | None = None  # "A" or "B"; None: the architecture's default
-    stem: str | None = None  # "small", "strided" or "imagenet"; None: the architecture's default
+    stem: str | None = None  # "small", "strided", "imagenet" or "whiten"; None: the architecture's default
     dataset: str = ""
     data_dir: str = ""  # where the data was, for `eval` and `predict -n` without --data-dir
     holdout: tuple[str, ...] = ()  # a folder without train/ and test/: the validation files, relative to data_dir
@@ -88,7 +88,7 @@ class ModelCard:
             std=check.numbers("std", positive=True),
             test_time_flip=bool(values.get("test_time_flip", False)),
             shortcut=check.one_of("model.options.shortcut", options.get("shortcut"), ("A", "B", None)),
-            stem=check.one_of("model.options.stem", options.get("stem"), ("small", "strided", "imagenet", None)),
+            stem=check.one_of("model.options.stem", options.get("stem"), ("small", "strided", "imagenet", "whiten", None)),
             dataset=str(values.get("dataset", "")),
             data_dir=str(values.get("data_dir") or ""),
             holdout=check.names("holdout"),

@@ -32,6 +32,42 @@ from .runtime import Runtime, select_runtime
 from .transfer import HEAD, Start, initialize, starting_point
 
 TEST_BATCH_SIZE = 500
+WHITEN_IMAGES = 5000  # the training images a whitening stem is set from (airbench's number)
+
+
+class Lookahead:
+    """airbench's lookahead (after Zhang et al. 2019): every 5 optimizer steps the weights (and BN statistics) move
+    to an exponential moving average of themselves, whose decay rises from 0 to 0.95^5 as (step / steps)^3, so
+    that late in training the weights average over the last few hundred steps; after the last step they become
+    that average."""
+
+    EVERY = 5
+
+    def __init__(self, net: nn.Module, total_steps: int) -> None:
+        self.net, self.total_steps, self.steps = net, total_steps, 0
+        self.average = {k: v.detach().clone() for k, v in net.state_dict().items() if v.dtype.is_floating_point}
+
+    def decay(self, step: int) -> float:
+        return 0.95**self.EVERY * (step / self.total_steps) ** 3
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps % self.EVERY and self.steps < self.total_steps:
+            return
+        decay = 1.0 if self.steps >= self.total_steps else self.decay(self.steps)
+        state = self.net.state_dict()
+        for name, average in self.average.items():
+            average.lerp_(state[name], 1 - decay)
+            state[name].copy_(average)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "average": {k: v.cpu() for k, v in self.average.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = state["steps"]
+        for name, average in self.average.items():
+            average.copy_(state["average"][name])
 
 
 def train_one_epoch(
@@ -44,6 +80,7 @@ def train_one_epoch(
     progress: tqdm | None = None,
     should_stop: Callable[[], bool] | None = None,
     totals: dict[str, float] | None = None,
+    lookahead: Lookahead | None = None,
 ) -> dict[str, Any]:
     """One pass over the training batches (uint8 images; from batches.start_step on). Returns the mean loss,
     accuracy and throughput, and the running totals. Stops early, with interrupted=True, when should_stop() says so."""
@@ -72,6 +109,8 @@ def train_one_epoch(
         optimizer.step()
         last_lr = optimizer.param_groups[0]["lr"]  # the rate this step used; the scheduler moves on below
         scheduler.step()
+        if lookahead is not None:
+            lookahead.step()
         total_loss += loss.double() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen, step = seen + len(y), step + 1
@@ -120,21 +159,30 @@ def evaluate(
     return score(logits, labels, num_classes, time.perf_counter() - start, reduce)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, lr: float,
-                     backbone_scale: float = 1.0) -> list[dict[str, Any]]:  # fmt: skip
+def parameter_groups(model: nn.Module, weight_decay: float, lr: float, backbone_scale: float = 1.0,
+                     bn_scale: float = 1.0) -> list[dict[str, Any]]:  # fmt: skip
     """Weight decay on conv and linear weights only; BN parameters and biases are not decayed. With a
-    backbone_scale other than 1, every parameter but the head's (fc) trains at that fraction of lr.
+    backbone_scale other than 1, every parameter but the head's (fc) trains at that fraction of lr. With a bn_scale
+    other than 1 (airbench), BN parameters get a group of their own at that multiple of lr, decayed by the same
+    share per step as the weights.
 
-    Without it the two groups are the ones every earlier last.pt has, so those runs still resume."""
+    Without either, the two groups are the ones every earlier last.pt has, so those runs still resume."""
     named = list(model.named_parameters())
     parts = [(named, lr)]
     if backbone_scale != 1.0:
         parts = [([(n, p) for n, p in named if not n.startswith(HEAD)], lr * backbone_scale),
                  ([(n, p) for n, p in named if n.startswith(HEAD)], lr)]  # fmt: skip
+    norm = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
+    if bn_scale == 1.0:
+        norm = set()
     groups = []
     for params, group_lr in parts:
         groups.append({"params": [p for _, p in params if p.ndim > 1], "weight_decay": weight_decay, "lr": group_lr})
-        groups.append({"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": group_lr})
+        groups.append({"params": [p for _, p in params if p.ndim <= 1 and id(p) not in norm], "weight_decay": 0.0,
+                       "lr": group_lr})  # fmt: skip
+        if norm:
+            groups.append({"params": [p for _, p in params if id(p) in norm], "weight_decay": weight_decay / bn_scale,
+                           "lr": group_lr * bn_scale})  # fmt: skip
     return groups
 
 
@@ -145,8 +193,9 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=steps,
-        pct_start=recipe.warmup_fraction, anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0,
-        three_phase=False,
+        pct_start=recipe.warmup_fraction, anneal_strategy="linear", div_factor=1 / recipe.start_lr_factor,
+        final_div_factor=recipe.start_lr_factor / recipe.end_lr_factor, three_phase=False,
+        cycle_momentum=recipe.cycle_momentum,
     )  # fmt: skip
 
 
@@ -159,7 +208,7 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         job.train_batches.set_epoch(epoch, progress.step)
         with recorder.progress_bar(epoch, job.epochs, len(job.train_batches)) as bar:
             stats = train_one_epoch(job.model, job.train_batches, job.optimizer, job.scheduler, job.runtime,
-                                    job.label_smoothing, bar, should_stop, progress.totals)  # fmt: skip
+                                    job.label_smoothing, bar, should_stop, progress.totals, job.lookahead)  # fmt: skip
         elapsed = before + time.perf_counter() - started
         if stats["interrupted"]:
             recorder.interrupted(job, replace(progress, step=stats["steps"], totals=stats["totals"], elapsed=elapsed))
@@ -218,7 +267,8 @@ def resume_config(out: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
 
 
 def _model_name(config: TrainConfig, start: Start | None = None) -> str:
-    name = start.architecture if start else config.model or get_spec(config.dataset).default_model
+    name = start.architecture if start else \
+        config.model or config.recipe_settings.model or get_spec(config.dataset).default_model  # fmt: skip
     if name not in list_models():
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}.")
     return name
@@ -297,18 +347,24 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
     spec, recipe = get_spec(config.dataset), config.recipe_settings
     train_data, test_data = _with_start_channels(train_data, test_data, start)
     card = _card(config, model_name, train_data, start)
-    net = card.build_model()
+    try:
+        net = card.build_model()
+    except ValueError as e:
+        raise UserError(f"{e}; choose another --model or --image-size.") from None
     card = replace(card, shortcut=net.shortcut, stem=net.stem)  # the defaults it was built with, for the record
     if start is not None:
         initialize(net, card, start)
+    elif net.stem == "whiten":  # from WHITEN_IMAGES training images, as airbench (a resumed run loads its own)
+        sample = train_data.sample(WHITEN_IMAGES, config.seed)
+        net.init_whitening(PixelClassifier(net, card.mean, card.std).prepare(sample.take(torch.arange(len(sample)))))
     net = net.to(runtime.device, memory_format=runtime.memory_format)
     batch_size = config.effective_batch_size
     if batch_size % dist.world_size:
         raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes.")
     train_batches = TensorBatches(
         train_data, batch_size // dist.world_size, shuffle=True, augment=config.effective_augment,
-        crop_padding=spec.crop_padding if recipe.translate else 0, hflip=spec.hflip,
-        drop_last=len(train_data) > batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size,
+        crop_padding=(recipe.translate_pixels or spec.crop_padding) if recipe.translate else 0, hflip=spec.hflip,
+        reflect=recipe.reflect, alternate_flips=recipe.alternate_flips, drop_last=len(train_data) > batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size,
         device=runtime.device,
     )  # fmt: skip
     test_batches = TensorBatches(dist.shard(test_data), TEST_BATCH_SIZE, device=runtime.device)
@@ -316,11 +372,13 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
     evaluator = PixelClassifier.from_card(net, card, memory_format=runtime.memory_format).to(runtime.device)
     if backbone_scale is None:
         backbone_scale = FINE_TUNE_BACKBONE_LR if start is not None else 1.0
-    optimizer = torch.optim.SGD(parameter_groups(net, recipe.weight_decay, config.effective_lr, backbone_scale),
-                                lr=config.effective_lr, momentum=recipe.momentum, nesterov=True)  # fmt: skip
-    scheduler = build_scheduler(recipe, optimizer, config.epochs * len(train_batches))
+    groups = parameter_groups(net, recipe.weight_decay, config.effective_lr, backbone_scale, recipe.bn_lr_scale)
+    optimizer = torch.optim.SGD(groups, lr=config.effective_lr, momentum=recipe.momentum, nesterov=True)
+    steps = config.epochs * len(train_batches)
+    scheduler = build_scheduler(recipe, optimizer, steps)
+    lookahead = Lookahead(net, steps) if recipe.lookahead else None
     return Job(card, net, dist.wrap(classifier, runtime.device), evaluator, train_batches, test_batches, optimizer,
-               scheduler, runtime, dist, config.epochs, recipe.label_smoothing)  # fmt: skip
+               scheduler, runtime, dist, config.epochs, recipe.label_smoothing, lookahead)  # fmt: skip
 
 
 def _saved_backbone_scale(state: dict[str, Any] | None) -> float | None:

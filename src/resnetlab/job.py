@@ -45,6 +45,7 @@ class Job:
     dist: Distributed
     epochs: int
     label_smoothing: float
+    lookahead: Any = None  # engine.Lookahead, for recipes that use it
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
@@ -54,13 +55,16 @@ class Job:
         return {"epoch": progress.epoch, "step": progress.step, "totals": progress.totals, "model": self.weights(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "rows": progress.rows, "best_accuracy": progress.best_accuracy,
-                "best_epoch": progress.best_epoch, "elapsed": progress.elapsed}  # fmt: skip
+                "best_epoch": progress.best_epoch, "elapsed": progress.elapsed,
+                **({"lookahead": self.lookahead.state_dict()} if self.lookahead is not None else {})}  # fmt: skip
 
     def restore(self, state: dict[str, Any]) -> Progress:
         """Load a train_state saved by `train_state`; returns where it stood."""
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.lookahead is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
         torch.set_rng_state(state["torch_rng"])
         return Progress(state["epoch"], state["step"], state.get("totals"), list(state["rows"]), state["best_accuracy"],
                         state["best_epoch"], state.get("elapsed", 0.0))  # fmt: skip
