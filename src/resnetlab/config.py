@@ -33,7 +33,7 @@ class Recipe:
     # defaults leave the other recipes as they were measured.
     translate_pixels: int | None = None  # how far; None: the dataset's (4 on CIFAR-10), with zero padding
     reflect: bool = False  # pad translated images by reflection instead of zeros
-    alternate_flips: bool = False  # mirror each image in every other epoch (at random in the first) instead of at random
+    alternate_flips: bool = False  # mirror each image in every other epoch (a random half in the first)
     start_lr_factor: float = 0.1  # the one-cycle schedule starts at this share of the peak lr...
     end_lr_factor: float = 0.001  # ...and ends at this share
     cycle_momentum: bool = True  # one-cycle: PyTorch's momentum cycle 0.95 -> 0.85 -> 0.95 instead of `momentum`
@@ -95,7 +95,8 @@ RECIPES: dict[str, Recipe] = {
     "airbench": Recipe(
         name="airbench",
         description="airbench's CIFAR-10 training (K. Jordan 2024) for resnet9w: batch 1024, BN biases at 64x the "
-        "lr, lookahead, alternating flips, 2-pixel translation, flip test-time augmentation; give it 10 epochs",
+        "lr, lookahead, alternating flips, 2-pixel translation, flip test-time augmentation; give it 15 epochs "
+        "(CIFAR-10 photographs: 91.02% in 15, 29 minutes on 2 cores)",
         batch_size=1024,
         lr=1.5,
         momentum=0.85,

@@ -364,8 +364,8 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
     train_batches = TensorBatches(
         train_data, batch_size // dist.world_size, shuffle=True, augment=config.effective_augment,
         crop_padding=(recipe.translate_pixels or spec.crop_padding) if recipe.translate else 0, hflip=spec.hflip,
-        reflect=recipe.reflect, alternate_flips=recipe.alternate_flips, drop_last=len(train_data) > batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size,
-        device=runtime.device,
+        reflect=recipe.reflect, alternate_flips=recipe.alternate_flips, drop_last=len(train_data) > batch_size,
+        seed=config.seed, rank=dist.rank, world_size=dist.world_size, device=runtime.device,
     )  # fmt: skip
     test_batches = TensorBatches(dist.shard(test_data), TEST_BATCH_SIZE, device=runtime.device)
     classifier = PixelClassifier(net, card.mean, card.std, memory_format=runtime.memory_format).to(runtime.device)
