@@ -188,6 +188,7 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order()
+        flips = self._alternating_flips() if self.augment and self.hflip and self.alternate_flips else None
         for step in range(self.start_step, len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             images = self.data.take(index)
@@ -195,8 +196,8 @@ class TensorBatches:
                 generator = _generator(self.seed, self.epoch, step, self.rank)
                 if self.crop_padding:
                     images = random_translate(images, self.crop_padding, generator, self.reflect)
-                if self.hflip and self.alternate_flips:
-                    images = hflip_where(images, self._alternating_flips()[index])
+                if flips is not None:
+                    images = hflip_where(images, flips[index])
                 elif self.hflip:
                     images = random_hflip(images, generator)
             labels = self.data.labels[index]

@@ -356,7 +356,7 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
         initialize(net, card, start)
     elif net.stem == "whiten":  # from WHITEN_IMAGES training images, as airbench (a resumed run loads its own)
         sample = train_data.sample(WHITEN_IMAGES, config.seed)
-        net.init_whitening(PixelClassifier(net, card.mean, card.std).prepare(sample.take(torch.arange(len(sample)))))
+        net.init_whitening(PixelClassifier(net, card.mean, card.std).prepare(sample.images))
     net = net.to(runtime.device, memory_format=runtime.memory_format)
     batch_size = config.effective_batch_size
     if batch_size % dist.world_size:

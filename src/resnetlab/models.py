@@ -19,6 +19,9 @@ The families built here:
   three stages of 64/128/256 channels; each stage opens with a 3x3 convolution and a 2x2 max-pool (a
   transition, so no shortcut ever needs matching), and stages one and three add a basic block with the identity
   shortcut. 9 weighted layers; global max-pooling and logits scaled by 1/8 as in Page's net.
+- resnet9w, the model of the airbench recipe: resnet9's layout with K. Jordan's airbench choices (2024): a fixed
+  2x2 whitening stem set from training images (init_whitening), stages of 64/256/256 channels opened by conv,
+  max-pool, BN, GELU, BN with its scale fixed at 1, Dirac-initialized convolutions.
 - ImageNet-style nets (section 3.4, Table 1): four stages of 64..512 channels, basic or bottleneck blocks:
   resnet18/34/50/101/152, option B by default. With ``stem="imagenet"`` (7x7/2 conv + 3x3/2 max-pool) their
   module names and shapes equal torchvision's, so torchvision state dicts load with ``strict=True``.
