@@ -363,21 +363,21 @@ def create_model(
         block, layers, widths, family, residual = _resolve(name)
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
-    page = {}
+    options = {}
     if family == "airbench":
         if stem not in (None, "whiten"):
             raise ValueError(f"{name} has only the whitening stem")
         if image_size is not None and image_size < 16:  # 2x2 stem and three 2x2 max-pools: 15, 7, 3, 1 pixels
             raise ValueError(f"{name} needs images of at least 16 pixels, not {image_size}")
         stem = "whiten"
-        page = {"transition": "pool", "head_pool": "max", "logit_scale": 1 / 9, "activation": "gelu",
+        options = {"transition": "pool", "head_pool": "max", "logit_scale": 1 / 9, "activation": "gelu",
                 "pool_first": True, "fc_bias": False}  # fmt: skip
     elif family in ("cifar", "page"):
         if stem == "imagenet":
             raise ValueError(f"{name} has only the small stem")
         stem = "small"
         if family == "page":  # Page's net: stages open with conv + pool, max-pooled features, logits / 8
-            page = {"stem_width": widths[0] // 2, "transition": "pool", "head_pool": "max", "logit_scale": 0.125}
+            options = {"stem_width": widths[0] // 2, "transition": "pool", "head_pool": "max", "logit_scale": 0.125}
     elif family == "compact":
         stem = stem or "strided"
     elif stem is None:
@@ -394,7 +394,7 @@ def create_model(
         stem=stem,
         residual=residual,
         zero_init_residual=zero_init_residual,
-        **page,
+        **options,
     )
     if family == "airbench":
         _airbench_settings(net)
