@@ -34,7 +34,7 @@ def label(threshold: float) -> str:
 
 def crossings(rows: list[dict]) -> dict[str, float | None]:
     return {
-        label(t): next((r["wall_seconds"] for r in rows if r["test_accuracy"] >= t), None) for t in THRESHOLDS
+        label(t): next((r["wall_seconds"] for r in rows if (r["test_accuracy"] or 0) >= t), None) for t in THRESHOLDS
     }
 
 
@@ -66,7 +66,7 @@ def skip_md5() -> None:
 
 
 def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision: str, dataset: str = "fashion-mnist",
-                  model: str | None = None) -> dict:  # fmt: skip
+                  model: str | None = None, eval_every: int = 1) -> dict:  # fmt: skip
     from torch import nn
 
     from resnetlab.config import TrainConfig
@@ -81,7 +81,8 @@ def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision:
 
     config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, model=model,
                          recipe=None if recipe == "default" else recipe,
-                         out=str(out / f"{dataset}-{recipe}"), overwrite=True, quiet=True, precision=precision)  # fmt: skip
+                         out=str(out / f"{dataset}-{recipe}"), overwrite=True, quiet=True, precision=precision,
+                         eval_every=eval_every)  # fmt: skip
     summary = train(config, on_epoch=on_epoch)
     from resnetlab.data import get_spec
     from resnetlab.models import create_model
@@ -156,6 +157,7 @@ def main() -> None:
                         "cifar10 (no tutorial baseline; its files made by cifar_jpegs_to_batches.py are accepted "
                         "without torchvision's md5 check)")
     parser.add_argument("--model", default=None, help="default: the dataset's")
+    parser.add_argument("--eval-every", type=int, default=1, help="resnetlab train's --eval-every")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -171,7 +173,7 @@ def main() -> None:
     for recipe in args.recipes:
         epochs = {"best": args.best_epochs, "photo-long": args.long_epochs}.get(recipe, args.epochs)
         results.append(run_resnetlab(args.data_dir, recipe, epochs, out / "runs", args.precision, args.dataset,
-                                     args.model))  # fmt: skip
+                                     args.model, args.eval_every))  # fmt: skip
     name = "time_to_accuracy" + ("" if args.dataset == "fashion-mnist" else f"_{args.dataset}") + args.tag + ".json"
     (out / name).write_text(json.dumps({"machine": info, "results": results}, indent=2))
     print(table(results, info))

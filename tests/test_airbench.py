@@ -13,6 +13,7 @@ from resnetlab.config import RECIPES, TrainConfig
 from resnetlab.engine import Lookahead, build_scheduler, parameter_groups, resume_config, train
 from resnetlab.errors import Interrupted
 from resnetlab.models import create_model
+from resnetlab.preprocess import PixelClassifier
 
 
 def test_lookahead_pulls_the_weights_to_their_average_every_5_steps_and_ends_on_it():
@@ -95,3 +96,20 @@ def test_a_model_too_small_for_its_images_is_one_sentence(tiny_fashion, tmp_path
                  "--subset", "64", "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "at least 16 pixels" in err and "Traceback" not in err
+
+
+def test_test_time_translation_averages_the_image_and_its_copies_moved_one_pixel_with_the_edge_reflected():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 5 * 6, 4))  # sees where every pixel is
+    images = torch.randint(0, 256, (2, 3, 5, 6), dtype=torch.uint8)
+    plain = PixelClassifier(net, [0.5] * 3, [0.25] * 3)
+    x = plain.prepare(images)
+    # moved one pixel down and right: row i shows row i-1 of the image, the first row shows row 1 (reflected)
+    down_right = x[:, :, [1, 0, 1, 2, 3]][:, :, :, [1, 0, 1, 2, 3, 4]]
+    up_left = x[:, :, [1, 2, 3, 4, 3]][:, :, :, [1, 2, 3, 4, 5, 4]]
+    expected = net(x) / 2 + (net(down_right) + net(up_left)) / 4
+    with torch.no_grad():
+        torch.testing.assert_close(PixelClassifier(net, [0.5] * 3, [0.25] * 3, translate=True)(images), expected)
+        both = PixelClassifier(net, [0.5] * 3, [0.25] * 3, flip=True, translate=True)(images)
+        mirrored = sum(w * (net(v) + net(v.flip(3))) / 2 for w, v in ((0.5, x), (0.25, down_right), (0.25, up_left)))
+        torch.testing.assert_close(both, mirrored)

@@ -94,7 +94,8 @@ def test_no_function_is_longer_than_80_lines():
     assert not long
 
 
-CARD_FIELDS = {"classes", "mean", "std", "image_size", "in_channels", "test_time_flip", "data_dir"}
+CARD_FIELDS = {"classes", "mean", "std", "image_size", "in_channels", "test_time_flip", "test_time_translate",
+               "data_dir"}
 
 
 def test_checkpoint_fields_are_read_through_the_model_card_only():

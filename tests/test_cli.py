@@ -116,6 +116,23 @@ def test_subset_and_shortcut_flags(tiny_fashion, tmp_path):
     assert "layer2.0.downsample.0.weight" in ckpt.state_dict
 
 
+def test_eval_every_evaluates_every_nth_epoch_and_the_last(tiny_fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", str(tiny_fashion), "--epochs", "3", "--eval-every", "2", "--subset", "64",
+            "--batch-size", "32", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 1/3: " in printed and "no test evaluation (every 2 epochs)" in printed
+    assert printed.count("test average loss") == 2
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["test_accuracy"] for r in rows][0] == "" and all(r["test_accuracy"] for r in rows[1:])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_epoch"] in (2, 3) and load_checkpoint(out / "best.pt").epoch == summary["best_epoch"]
+    assert summary["final_test_accuracy"] == pytest.approx(float(rows[-1]["test_accuracy"]))
+    assert (out / "curves.png").is_file()
+
+
 def _run_cli(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.run([sys.executable, "-m", "resnetlab", *args], capture_output=True, text=True, env=env,
@@ -128,6 +145,7 @@ def _run_cli(*args, cwd=None):
         (["train", "--dataset", "imagenet"], "choose one of: mnist"),
         (["train", "--model", "resnet7"], "resnet20"),
         (["train", "--epochs", "0"], "at least 1"),
+        (["train", "--eval-every", "0"], "at least 1"),
         (["train", "--lr", "-1"], "above 0"),
         (["train", "--batch-size", "x"], "whole number"),
         (["train", "--recipe", "slow"], "fast"),

@@ -80,6 +80,21 @@ def test_export_keeps_the_test_time_flip(trained_run, tmp_path, capsys):
     assert "mirrored" in exported.metadata["normalization"]
 
 
+def test_export_keeps_the_test_time_translation(trained_run, tmp_path, capsys):
+    ckpt = read_checkpoint(trained_run / "best.pt")
+    save_atomic({**ckpt, "test_time_flip": True, "test_time_translate": True}, tmp_path / "moved.pt")
+    plain = TorchPredictor.from_checkpoint(trained_run / "best.pt", *FP32[1::2])
+    moved = TorchPredictor.from_checkpoint(tmp_path / "moved.pt", *FP32[1::2])
+    images = moved.load_test_data(limit=16).images
+    assert (moved.logits(images) - plain.logits(images)).abs().max() > 1e-3  # the card changes the predictions
+    for fmt, output in (("onnx", tmp_path / "moved.onnx"), ("torchscript", tmp_path / "moved.torchscript.pt")):
+        report = _export(capsys, tmp_path / "moved.pt", fmt, output)
+        assert report["max_abs_diff_probabilities"] <= DEFAULT_TOLERANCE
+    exported = OnnxPredictor.from_file(tmp_path / "moved.onnx")
+    assert exported.card.test_time_translate is True and "moved one pixel" in exported.metadata["normalization"]
+    torch.testing.assert_close(exported.logits(images), moved.logits(images), atol=1e-4, rtol=1e-4)
+
+
 def test_export_without_test_data_checks_on_random_images_with_a_note(trained_run, tmp_path, capsys):
     report = _export(capsys, trained_run, "torchscript", tmp_path / "m.pt", "--data-dir", str(tmp_path / "none"),
                      "--check-images", "8")  # fmt: skip

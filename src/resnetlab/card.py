@@ -30,6 +30,7 @@ class ModelCard:
     mean: tuple[float, ...]  # per channel, of pixels scaled to [0, 1]
     std: tuple[float, ...]
     test_time_flip: bool = False  # average each image's logits with its mirror's
+    test_time_translate: bool = False  # ...and with those of its copies moved by one pixel (airbench)
     shortcut: str | None = None  # "A" or "B"; None: the architecture's default
     stem: str | None = None  # "small", "strided", "imagenet" or "whiten"; None: the architecture's default
     dataset: str = ""
@@ -65,6 +66,7 @@ class ModelCard:
             "mean": list(self.mean),
             "std": list(self.std),
             "test_time_flip": self.test_time_flip,
+            "test_time_translate": self.test_time_translate,
             "dataset": self.dataset,
             "data_dir": self.data_dir,
             "holdout": list(self.holdout),
@@ -87,6 +89,7 @@ class ModelCard:
             mean=check.numbers("mean"),
             std=check.numbers("std", positive=True),
             test_time_flip=bool(values.get("test_time_flip", False)),
+            test_time_translate=bool(values.get("test_time_translate", False)),
             shortcut=check.one_of("model.options.shortcut", options.get("shortcut"), ("A", "B", None)),
             stem=check.one_of("model.options.stem", options.get("stem"),
                               ("small", "strided", "imagenet", "whiten", None)),

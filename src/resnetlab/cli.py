@@ -99,6 +99,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default=None, metavar="OUT",
                    help="continue the run in folder OUT from its last.pt, with its own settings")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
+                   help="evaluate on the test split after every Nth epoch and after the last (default: 1, every "
+                   "epoch); best.pt is the best of the evaluated epochs")  # fmt: skip
     _runtime_flags(p)
     p.add_argument("--image-size", type=_positive_int, default=None,
                    help=f"resize images to this many pixels square ({IMAGE_SIZE_RANGE[0]} to {IMAGE_SIZE_RANGE[1]}); "
@@ -322,7 +325,7 @@ def _train(args: argparse.Namespace) -> None:
         precision=args.precision, image_size=args.image_size, recipe=args.recipe, shortcut=args.shortcut,
         overwrite=args.overwrite, quiet=args.quiet, subset=args.subset, tensorboard=args.tensorboard,
         augment=args.augment, val_split=args.val_split, pretrained=args.pretrained, init=args.init,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir, eval_every=args.eval_every,
     )  # fmt: skip
     train(config)
 

@@ -40,6 +40,7 @@ class Recipe:
     bn_lr_scale: float = 1.0  # BN parameters train at this multiple of lr (and decay at weight_decay / it; else not)
     lookahead: bool = False  # every 5 steps, pull the weights to their moving average (see engine.Lookahead)
     model: str | None = None  # the model the recipe was tuned for, trained when --model is not given
+    tta_translate: bool = False  # also average each test image's prediction with its copies moved by 1 pixel
 
 
 _FAST = Recipe(
@@ -205,6 +206,7 @@ class TrainConfig:
     pretrained: bool = False  # start from torchvision's ImageNet weights (resnet18..152)
     init: str | None = None  # start from this resnetlab checkpoint (or run folder) of the same architecture
     cache_dir: str | None = None  # --dataset folder's decoded images: None for user_cache_dir(), "" for no cache
+    eval_every: int = 1  # evaluate on the test split after every Nth epoch, and always after the last
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -218,7 +220,7 @@ class TrainConfig:
         """Raise ConfigError naming the first field out of range; return self."""
         if self.recipe is not None and self.recipe not in RECIPES:
             raise ConfigError("recipe", f"must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
-        for field in ("epochs", "batch_size", "subset", "test_subset"):
+        for field in ("epochs", "batch_size", "subset", "test_subset", "eval_every"):
             _at_least_1(getattr(self, field), field)
         if self.lr is not None and not (0 < self.lr < 100 and math.isfinite(self.lr)):
             raise ConfigError("lr", f"must be a positive number below 100, not {self.lr}")

@@ -200,8 +200,8 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int
 
 
 def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callable[[], bool]) -> Progress:
-    """Train from `progress` to the last epoch, evaluating after each; the recorder writes what each epoch gives
-    (and, on an interrupt, saves last.pt and raises Interrupted)."""
+    """Train from `progress` to the last epoch, evaluating after each (or every eval_every-th and the last); the
+    recorder writes what each epoch gives (and, on an interrupt, saves last.pt and raises Interrupted)."""
     started, before = time.perf_counter(), progress.elapsed
     for epoch in range(progress.epoch + 1, job.epochs + 1):
         epoch_start = time.perf_counter()
@@ -215,17 +215,24 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         stats = job.dist.reduce_train_stats(stats)
         job.dist.sync_buffers(job.net)
         reduce = job.dist.all_reduce_sum if job.dist.enabled else None
-        test = with_prefix(evaluate(job.evaluator, job.test_batches, job.runtime, job.card.num_classes, reduce), "test")
+        test = {"test_loss": None, "test_accuracy": None}  # not evaluated after this epoch (--eval-every)
+        if job.evaluates_after(epoch):
+            test = with_prefix(evaluate(job.evaluator, job.test_batches, job.runtime, job.card.num_classes, reduce),
+                               "test")  # fmt: skip
         row = {"epoch": epoch, "train_loss": round(stats["train_loss"], 6),
-               "train_accuracy": round(stats["train_accuracy"], 6), "test_loss": round(test["test_loss"], 6),
-               "test_accuracy": round(test["test_accuracy"], 6), "lr": stats["lr"],
+               "train_accuracy": round(stats["train_accuracy"], 6), "test_loss": _rounded(test["test_loss"]),
+               "test_accuracy": _rounded(test["test_accuracy"]), "lr": stats["lr"],
                "seconds": round(time.perf_counter() - epoch_start, 2)}  # fmt: skip
-        improved = test["test_accuracy"] > progress.best_accuracy
+        improved = test["test_accuracy"] is not None and test["test_accuracy"] > progress.best_accuracy
         best = (test["test_accuracy"], epoch) if improved else (progress.best_accuracy, progress.best_epoch)
         progress = Progress(epoch, 0, None, [*progress.rows, row], *best, elapsed)
         recorder.epoch_end(job, progress, row, improved, stats["train_images_per_second"])
         job.dist.barrier()
     return replace(progress, elapsed=before + time.perf_counter() - started)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 class _StopRequests:
@@ -334,6 +341,7 @@ def _card(config: TrainConfig, model_name: str, train_data: ImageData, start: St
         architecture=model_name, classes=tuple(train_data.classes), in_channels=train_data.channels,
         image_size=train_data.image_size, mean=tuple(start.mean if start and start.mean else train_data.mean),
         std=tuple(start.std if start and start.std else train_data.std), test_time_flip=recipe.tta_flip and spec.hflip,
+        test_time_translate=recipe.tta_translate,
         shortcut=start.shortcut if start else config.shortcut, stem=start.stem if start else None,
         dataset=config.dataset, data_dir=str(Path(config.data_dir).resolve()), holdout=train_data.holdout,
     )  # fmt: skip
@@ -378,7 +386,8 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
     scheduler = build_scheduler(recipe, optimizer, steps)
     lookahead = Lookahead(net, steps) if recipe.lookahead else None
     return Job(card, net, dist.wrap(classifier, runtime.device), evaluator, train_batches, test_batches, optimizer,
-               scheduler, runtime, dist, config.epochs, recipe.label_smoothing, lookahead)  # fmt: skip
+               scheduler, runtime, dist, config.epochs, recipe.label_smoothing, lookahead,
+               config.eval_every)  # fmt: skip
 
 
 def _saved_backbone_scale(state: dict[str, Any] | None) -> float | None:

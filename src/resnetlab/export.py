@@ -53,7 +53,9 @@ def describe(predictor: TorchPredictor) -> dict[str, Any]:
         "input": f"{ONNX_INPUT}: uint8 [N, {card.in_channels}, {size}, {size}], pixels 0-255 ({card.color})",
         "outputs": f"{', '.join(ONNX_OUTPUTS)}: float32 [N, {card.num_classes}]",
         "normalization": "inside the model: (pixels / 255 - mean) / std per channel"
-        + ("; logits averaged with the mirrored image's" if card.test_time_flip else ""),
+        + ("; logits averaged with the mirrored image's" if card.test_time_flip else "")
+        + ("; and with those of the image moved one pixel down-right and up-left (weights 1/2, 1/4, 1/4)"
+           if card.test_time_translate else ""),
         "epoch": checkpoint.epoch,
         "best_test_accuracy": checkpoint.best_test_accuracy,
         "resnetlab_version": __version__,

@@ -33,7 +33,8 @@ ONNX_OUTPUTS = ("logits", "probabilities")
 EXPORT_FORMAT = "resnetlab-export"
 # Metadata fields stored JSON-encoded in ONNX metadata_props; the other fields are plain strings.
 ONNX_JSON_FIELDS = frozenset({"model", "classes", "num_classes", "in_channels", "image_size", "mean", "std",
-                              "test_time_flip", "version", "epoch", "best_test_accuracy", "holdout"})  # fmt: skip
+                              "test_time_flip", "test_time_translate", "version", "epoch", "best_test_accuracy",
+                              "holdout"})  # fmt: skip
 
 
 class Predictor(Protocol):

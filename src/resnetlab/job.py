@@ -46,6 +46,10 @@ class Job:
     epochs: int
     label_smoothing: float
     lookahead: Any = None  # engine.Lookahead, for recipes that use it
+    eval_every: int = 1  # evaluate after every Nth epoch and after the last
+
+    def evaluates_after(self, epoch: int) -> bool:
+        return epoch % self.eval_every == 0 or epoch == self.epochs
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}

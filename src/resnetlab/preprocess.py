@@ -2,14 +2,16 @@
 
 Every model input starts as uint8 pixels [N, C, H, W] (0-255, with the card's channels), resized to the card's
 size with `resize`, scaled to [0, 1] and standardized per channel with the training set's mean and std; where
-the card says so, each image's logits are averaged with those of its mirror image (test-time flip).
+the card says so, each image's logits are averaged with those of its mirror image (test-time flip) and of its copies
+moved by one pixel (test-time translation).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .card import ModelCard
@@ -34,32 +36,48 @@ def flip_average(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (model(x).float() + model(x.flip(3)).float()) / 2
 
 
+def translate_average(view: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                      memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:  # fmt: skip
+    """airbench's test-time translation: half the logits of x, a quarter each of x moved one pixel down-right and
+    one pixel up-left (the edge row and column reflected in). view gives the logits of one version of the images."""
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    moved = [padded[..., :height, :width], padded[..., 2:, 2:]]
+    return view(x) / 2 + (view(moved[0].contiguous(memory_format=memory_format))
+                          + view(moved[1].contiguous(memory_format=memory_format))) / 4
+
+
 class PixelClassifier(nn.Module):
-    """A model that takes uint8 pixels: normalization, the network, and the test-time flip where asked.
+    """A model that takes uint8 pixels: normalization, the network, and the test-time flip and translation where
+    asked.
 
     It holds the network, it does not copy it: wrapping a training network gives the evaluation path the same
     weights. Exported models are this module traced, so they take pixels too.
     """
 
     def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float], flip: bool = False,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> None:  # fmt: skip
+                 memory_format: torch.memory_format = torch.contiguous_format,
+                 translate: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.network = network
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32), persistent=False)
-        self.flip = flip
+        self.flip, self.translate = flip, translate
         self.memory_format = memory_format
 
     @classmethod
     def from_card(cls, network: nn.Module, card: ModelCard, **kwargs) -> "PixelClassifier":
-        return cls(network, card.mean, card.std, card.test_time_flip, **kwargs)
+        return cls(network, card.mean, card.std, card.test_time_flip, translate=card.test_time_translate, **kwargs)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 pixels -> the network's normalized float input."""
         return normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (fp32) of normalized input x, with the test-time flip where the card asks for it."""
+        """Logits (fp32) of normalized input x, with the test-time flip and translation where the card asks."""
+        return translate_average(self._view, x, self.memory_format) if self.translate else self._view(x)
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
         return flip_average(self.network, x) if self.flip else self.network(x).float()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -117,9 +117,10 @@ class RunRecorder:
 
     def epoch_end(self, job: Job, progress: Progress, row: dict[str, Any], improved: bool,
                   images_per_second: float) -> None:  # fmt: skip
+        test = f"test average loss {row['test_loss']:.4f}, accuracy {row['test_accuracy']:.2%}" \
+            if row["test_accuracy"] is not None else f"no test evaluation (every {job.eval_every} epochs)"
         self.say(f"epoch {row['epoch']}/{job.epochs}: train loss {row['train_loss']:.4f}, {images_per_second:.0f} "
-                 f"img/s | test average loss {row['test_loss']:.4f}, accuracy {row['test_accuracy']:.2%} | "
-                 f"{row['seconds']:.0f} s")  # fmt: skip
+                 f"img/s | {test} | {row['seconds']:.0f} s")  # fmt: skip
         if not self.main:
             return
         checkpoint = self._checkpoint(job, progress, row)
