@@ -133,6 +133,16 @@ def test_eval_every_evaluates_every_nth_epoch_and_the_last(tiny_fashion, tmp_pat
     assert (out / "curves.png").is_file()
 
 
+@pytest.mark.parametrize("tta,flip,translate", [("translate", True, True), ("none", False, False)])
+def test_tta_overrides_the_recipes_test_time_augmentation_in_the_card(tiny_fashion, tmp_path, tta, flip, translate):
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", str(tiny_fashion), "--recipe", "photo", "--tta", tta, "--epochs", "1",
+            "--subset", "64", "--batch-size", "32", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    card = load_checkpoint(out / "best.pt").card
+    assert (card.test_time_flip, card.test_time_translate) == (flip, translate)
+
+
 def _run_cli(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.run([sys.executable, "-m", "resnetlab", *args], capture_output=True, text=True, env=env,
@@ -146,6 +156,7 @@ def _run_cli(*args, cwd=None):
         (["train", "--model", "resnet7"], "resnet20"),
         (["train", "--epochs", "0"], "at least 1"),
         (["train", "--eval-every", "0"], "at least 1"),
+        (["train", "--tta", "mirror"], "invalid choice"),
         (["train", "--lr", "-1"], "above 0"),
         (["train", "--batch-size", "x"], "whole number"),
         (["train", "--recipe", "slow"], "fast"),

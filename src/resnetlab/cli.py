@@ -71,7 +71,7 @@ def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     from .config import (DATASET_RECIPES, DEFAULT_EPOCHS, DEFAULT_RECIPE, IMAGE_SIZE_RANGE,
-                         PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, RECIPES, SMALL_DATA_STEPS,
+                         PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, RECIPES, SMALL_DATA_STEPS, TTA_CHOICES,
                          TrainConfig, fine_tune_rates)  # fmt: skip
     from .data import dataset_names
 
@@ -100,8 +100,13 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the run in folder OUT from its last.pt, with its own settings")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
-                   help="evaluate on the test split after every Nth epoch and after the last (default: 1, every "
-                   "epoch); best.pt is the best of the evaluated epochs")  # fmt: skip
+                   help="evaluate on the test split after every Nth epoch and after the last; best.pt is the "
+                   "best of the evaluated epochs")  # fmt: skip
+    p.add_argument("--tta", default=None, choices=TTA_CHOICES,
+                   help="test-time augmentation of the trained model, kept in its checkpoint: flip averages each "
+                   "image's prediction with its mirror's (where the dataset allows mirroring), translate also with "
+                   "both moved by one pixel (3x the evaluation time); default: the recipe's ("
+                   + ", ".join(f"{name}: {TrainConfig(recipe=name).effective_tta}" for name in RECIPES) + ")")
     _runtime_flags(p)
     p.add_argument("--image-size", type=_positive_int, default=None,
                    help=f"resize images to this many pixels square ({IMAGE_SIZE_RANGE[0]} to {IMAGE_SIZE_RANGE[1]}); "
@@ -325,7 +330,7 @@ def _train(args: argparse.Namespace) -> None:
         precision=args.precision, image_size=args.image_size, recipe=args.recipe, shortcut=args.shortcut,
         overwrite=args.overwrite, quiet=args.quiet, subset=args.subset, tensorboard=args.tensorboard,
         augment=args.augment, val_split=args.val_split, pretrained=args.pretrained, init=args.init,
-        cache_dir=args.cache_dir, eval_every=args.eval_every,
+        cache_dir=args.cache_dir, eval_every=args.eval_every, tta=args.tta,
     )  # fmt: skip
     train(config)
 

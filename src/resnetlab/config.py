@@ -137,6 +137,10 @@ RECIPES: dict[str, Recipe] = {
 
 
 DEFAULT_RECIPE = "fast"
+# --tta: what a trained model averages its prediction over. "flip": each image and its mirror (where the dataset
+# allows mirroring); "translate": also both moved by one pixel down-right and up-left (airbench's level 2; it
+# triples the cost of evaluation, so pair it with --eval-every on long runs).
+TTA_CHOICES = ("none", "flip", "translate")
 # The recipe of a dataset unless --recipe says otherwise (measured in benchmarks/README.md).
 DATASET_RECIPES = {"cifar10": "photo", "folder": "photo"}
 DEFAULT_EPOCHS = 4  # the tutorial's, for the named datasets; a folder's default comes from its size
@@ -207,6 +211,7 @@ class TrainConfig:
     init: str | None = None  # start from this resnetlab checkpoint (or run folder) of the same architecture
     cache_dir: str | None = None  # --dataset folder's decoded images: None for user_cache_dir(), "" for no cache
     eval_every: int = 1  # evaluate on the test split after every Nth epoch, and always after the last
+    tta: str | None = None  # test-time augmentation, one of TTA_CHOICES; None: the recipe's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -229,6 +234,8 @@ class TrainConfig:
             raise ConfigError("image_size", f"must be between {low} and {high} pixels, not {self.image_size}")
         if self.shortcut not in (None, "A", "B"):
             raise ConfigError("shortcut", f"must be A or B, not {self.shortcut!r}")
+        if self.tta not in (None, *TTA_CHOICES):
+            raise ConfigError("tta", f"must be one of {', '.join(TTA_CHOICES)}, not {self.tta!r}")
         if not 0 < self.val_split < 1:
             raise ConfigError("val_split", f"must be between 0 and 1 (a share, e.g. 0.2), not {self.val_split}")
         self._validate_start()
@@ -289,6 +296,12 @@ class TrainConfig:
     @property
     def effective_augment(self) -> bool:
         return self.recipe_settings.augment if self.augment is None else self.augment
+
+    @property
+    def effective_tta(self) -> str:
+        """--tta, or the recipe's: "translate" (flips and 1-pixel moves), "flip" or "none"."""
+        recipe = self.recipe_settings
+        return self.tta or ("translate" if recipe.tta_translate else "flip" if recipe.tta_flip else "none")
 
 
 # export: the check of an exported model against eager PyTorch.

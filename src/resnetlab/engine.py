@@ -340,8 +340,8 @@ def _card(config: TrainConfig, model_name: str, train_data: ImageData, start: St
     return ModelCard(
         architecture=model_name, classes=tuple(train_data.classes), in_channels=train_data.channels,
         image_size=train_data.image_size, mean=tuple(start.mean if start and start.mean else train_data.mean),
-        std=tuple(start.std if start and start.std else train_data.std), test_time_flip=recipe.tta_flip and spec.hflip,
-        test_time_translate=recipe.tta_translate,
+        std=tuple(start.std if start and start.std else train_data.std), test_time_flip=config.effective_tta != "none" and spec.hflip,
+        test_time_translate=config.effective_tta == "translate",
         shortcut=start.shortcut if start else config.shortcut, stem=start.stem if start else None,
         dataset=config.dataset, data_dir=str(Path(config.data_dir).resolve()), holdout=train_data.holdout,
     )  # fmt: skip
