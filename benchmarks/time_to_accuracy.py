@@ -66,7 +66,7 @@ def skip_md5() -> None:
 
 
 def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision: str, dataset: str = "fashion-mnist",
-                  model: str | None = None, eval_every: int = 1) -> dict:  # fmt: skip
+                  model: str | None = None, eval_every: int = 1, tta: str | None = None) -> dict:  # fmt: skip
     from torch import nn
 
     from resnetlab.config import TrainConfig
@@ -82,7 +82,7 @@ def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision:
     config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, model=model,
                          recipe=None if recipe == "default" else recipe,
                          out=str(out / f"{dataset}-{recipe}"), overwrite=True, quiet=True, precision=precision,
-                         eval_every=eval_every)  # fmt: skip
+                         eval_every=eval_every, tta=tta)  # fmt: skip
     summary = train(config, on_epoch=on_epoch)
     from resnetlab.data import get_spec
     from resnetlab.models import create_model
@@ -93,7 +93,8 @@ def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision:
     return {
         "forward_flops": flops,
         "train_gflops": 3 * flops * _median([r["train_images_per_second"] for r in rows]) / 1e9,
-        "name": f"resnetlab --recipe {summary['recipe']} ({summary['model']}, {summary['precision']})",
+        "name": f"resnetlab --recipe {summary['recipe']}" + (f" --tta {tta}" if tta else "")
+        + (f" --eval-every {eval_every}" if eval_every > 1 else "") + f" ({summary['model']}, {summary['precision']})",
         "epochs": epochs,
         "rows": rows,
         "final_accuracy": rows[-1]["test_accuracy"],
@@ -158,6 +159,7 @@ def main() -> None:
                         "without torchvision's md5 check)")
     parser.add_argument("--model", default=None, help="default: the dataset's")
     parser.add_argument("--eval-every", type=int, default=1, help="resnetlab train's --eval-every")
+    parser.add_argument("--tta", default=None, help="resnetlab train's --tta; default: the recipe's")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -173,7 +175,7 @@ def main() -> None:
     for recipe in args.recipes:
         epochs = {"best": args.best_epochs, "photo-long": args.long_epochs}.get(recipe, args.epochs)
         results.append(run_resnetlab(args.data_dir, recipe, epochs, out / "runs", args.precision, args.dataset,
-                                     args.model, args.eval_every))  # fmt: skip
+                                     args.model, args.eval_every, args.tta))  # fmt: skip
     name = "time_to_accuracy" + ("" if args.dataset == "fashion-mnist" else f"_{args.dataset}") + args.tag + ".json"
     (out / name).write_text(json.dumps({"machine": info, "results": results}, indent=2))
     print(table(results, info))

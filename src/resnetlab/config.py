@@ -96,8 +96,8 @@ RECIPES: dict[str, Recipe] = {
     "airbench": Recipe(
         name="airbench",
         description="airbench's CIFAR-10 training (K. Jordan 2024) for resnet9w: batch 1024, BN biases at 64x the "
-        "lr, lookahead, alternating flips, 2-pixel translation, flip test-time augmentation; give it 15 epochs "
-        "(CIFAR-10 photographs: 91.02% in 15, 29 minutes on 2 cores)",
+        "lr, lookahead, alternating flips, 2-pixel translation, flip test-time augmentation; give it 15 epochs or "
+        "more (CIFAR-10 photographs: 91.57% in 16 with --tta translate --eval-every 8, 29 minutes on 2 cores)",
         batch_size=1024,
         lr=1.5,
         momentum=0.85,
