@@ -372,3 +372,25 @@ def test_a_change_in_another_split_reads_headers_again_but_keeps_this_split(tmp_
     train, test = load_train_test("folder", data, image_size=16)
     assert train.channels == 1 and decoded["header"]  # the channels were decided again, from the headers
     assert len(decoded["decode"]) == len(test)  # train/ is still cached
+
+
+def test_decoding_in_worker_processes_gives_the_pixels_and_sums_of_decoding_each_file(tmp_path, monkeypatch):
+    from resnetlab.folder import DECODE_CHUNK, decode_all
+    from resnetlab.imagefiles import decode
+
+    root = write_image_folder(tmp_path / "pics", per_class=5)
+    paths = sorted(str(p) for p in (root / "train").rglob("*.*"))
+    pools = []
+    choose = resnetlab.folder._decoding_pool
+    monkeypatch.setattr(resnetlab.folder, "_decoding_pool", lambda tasks: pools.append(choose(tasks)) or pools[-1])
+    monkeypatch.setattr(resnetlab.folder, "DECODE_CHUNK", 4)  # 15 files: 4 tasks, in worker processes
+    pixels, sums = decode_all(paths, 3, 16)
+    assert type(pools[0]).__name__ == "ProcessPoolExecutor" and DECODE_CHUNK > 4
+    expected = torch.stack([decode(path, 3, 16) for path in paths])
+    assert torch.equal(pixels, expected)
+    flat = expected.reshape(len(paths), 3, -1).to(torch.int64)
+    assert torch.equal(sums, torch.stack([flat.sum(2), (flat * flat).sum(2)], dim=2))
+
+    (root / "train" / "dog" / "9.jpg").write_bytes(b"not a picture")  # in the third task
+    with pytest.raises(resnetlab.folder.UserError, match="9.jpg is not a readable image"):
+        decode_all(sorted(str(p) for p in (root / "train").rglob("*.*")), 3, 16)
