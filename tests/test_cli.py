@@ -126,7 +126,7 @@ def test_eval_every_evaluates_every_nth_epoch_and_the_last(tiny_fashion, tmp_pat
     assert printed.count("test average loss") == 2
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["test_accuracy"] for r in rows][0] == "" and all(r["test_accuracy"] for r in rows[1:])
+    assert rows[0]["test_accuracy"] == "" and all(r["test_accuracy"] for r in rows[1:])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_epoch"] in (2, 3) and load_checkpoint(out / "best.pt").epoch == summary["best_epoch"]
     assert summary["final_test_accuracy"] == pytest.approx(float(rows[-1]["test_accuracy"]))

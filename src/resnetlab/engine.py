@@ -336,12 +336,12 @@ def _with_start_channels(train_data: ImageData, test_data: ImageData,
 def _card(config: TrainConfig, model_name: str, train_data: ImageData, start: Start | None) -> ModelCard:
     """What the run's model will promise: the data's classes and size; the starting weights' options, channels
     and, for ImageNet weights, normalization; otherwise the data's own."""
-    spec, recipe = get_spec(config.dataset), config.recipe_settings
+    spec, tta = get_spec(config.dataset), config.effective_tta
     return ModelCard(
         architecture=model_name, classes=tuple(train_data.classes), in_channels=train_data.channels,
         image_size=train_data.image_size, mean=tuple(start.mean if start and start.mean else train_data.mean),
-        std=tuple(start.std if start and start.std else train_data.std), test_time_flip=config.effective_tta != "none" and spec.hflip,
-        test_time_translate=config.effective_tta == "translate",
+        std=tuple(start.std if start and start.std else train_data.std),
+        test_time_flip=tta != "none" and spec.hflip, test_time_translate=tta == "translate",
         shortcut=start.shortcut if start else config.shortcut, stem=start.stem if start else None,
         dataset=config.dataset, data_dir=str(Path(config.data_dir).resolve()), holdout=train_data.holdout,
     )  # fmt: skip
