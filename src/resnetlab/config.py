@@ -40,7 +40,6 @@ class Recipe:
     bn_lr_scale: float = 1.0  # BN parameters train at this multiple of lr (and decay at weight_decay / it; else not)
     lookahead: bool = False  # every 5 steps, pull the weights to their moving average (see engine.Lookahead)
     model: str | None = None  # the model the recipe was tuned for, trained when --model is not given
-    tta_translate: bool = False  # also average each test image's prediction with its copies moved by 1 pixel
 
 
 _FAST = Recipe(
@@ -299,9 +298,8 @@ class TrainConfig:
 
     @property
     def effective_tta(self) -> str:
-        """--tta, or the recipe's: "translate" (flips and 1-pixel moves), "flip" or "none"."""
-        recipe = self.recipe_settings
-        return self.tta or ("translate" if recipe.tta_translate else "flip" if recipe.tta_flip else "none")
+        """--tta ("translate": flips and 1-pixel moves), or the recipe's: "flip" or "none"."""
+        return self.tta or ("flip" if self.recipe_settings.tta_flip else "none")
 
 
 # export: the check of an exported model against eager PyTorch.
