@@ -264,8 +264,8 @@ def _channels_of(root: Path, listing: _Listing, cache: Path | None, prints: list
 
 
 # Files decoded per task of decode_all. Loading the 60,000 CIFAR-10 JPEG files (32 px, 2 cores) took 33.7 s with one
-# task per file in a thread pool, the threads mostly waiting on Python's lock (Pillow spends 0.08 ms of a small
-# file's 0.22 ms in its decoder, which releases the lock); 10.3 s with 256-file tasks in worker processes
+# task per file in a thread pool, the threads mostly waiting on Python's lock (a small file spends most of its time
+# in Python, not in Pillow's decoder, which releases the lock); 10.3 s with 256-file tasks in worker processes
 # (benchmarks/README.md).
 DECODE_CHUNK = 256
 
