@@ -9,11 +9,12 @@ DEMO_OUT ?= runs/demo
 # libraries, several GB smaller): make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: demo test install data test-system clean help figures
+.PHONY: demo test lint install data test-system clean help figures
 
 help:
 	@echo "make demo    set up, train the default model on Fashion-MNIST (4 epochs) into $(DEMO_OUT), predict 20 test images"
 	@echo "make test    set up and run the test suite"
+	@echo "make lint    ruff's formatter and linter (the rules in pyproject.toml), as CI runs them"
 	@echo "make figures the figures of the READMEs and docs/tutorial.md (about 10 minutes on 2 cores: a default run, the degradation experiment, gradients, layer responses)"
 	@echo "TORCH_INDEX=https://download.pytorch.org/whl/cpu  (with make demo/test/install) the CPU-only torch"
 
@@ -59,6 +60,12 @@ demo: install data
 
 test: install data test-system
 	$(BIN)/python -m pytest -q
+
+# The formatting is ruff's, not held by hand; `ruff format .` applies it.
+LINTED := src tests benchmarks docs
+lint: install
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
 
 # The figures of docs/tutorial.md. The degradation experiment reuses the nets already trained in FIGURES_RUN with
 # the same settings, so a second run only redraws; the gradients of fresh nets (seconds) and the layer responses of

@@ -182,9 +182,14 @@ def main() -> None:
     lr_bias = lr * a.bias_scaler
     norm = [q for n, q in net.named_parameters() if ".bn" in n and q.requires_grad]
     other = [q for n, q in net.named_parameters() if ".bn" not in n and q.requires_grad]
-    opt = torch.optim.SGD([{"params": norm, "lr": lr_bias, "weight_decay": wd / lr_bias},
-                           {"params": other, "lr": lr, "weight_decay": wd / lr}],
-                          momentum=a.momentum, nesterov=True)  # fmt: skip
+    opt = torch.optim.SGD(
+        [
+            {"params": norm, "lr": lr_bias, "weight_decay": wd / lr_bias},
+            {"params": other, "lr": lr, "weight_decay": wd / lr},
+        ],
+        momentum=a.momentum,
+        nesterov=True,
+    )
     steps_per_epoch = len(x_train) // a.batch
     total = math.ceil(steps_per_epoch * a.epochs)
     warm = int(total * 0.23)
@@ -199,7 +204,7 @@ def main() -> None:
     ema = {k: v.clone() for k, v in net.state_dict().items()} if a.lookahead else None
 
     def lookahead(decay: float) -> None:
-        for (k, e), v in zip(ema.items(), net.state_dict().values()):
+        for e, v in zip(ema.values(), net.state_dict().values()):
             if v.dtype.is_floating_point:
                 e.lerp_(v, 1 - decay)
                 v.copy_(e)
@@ -269,8 +274,18 @@ def main() -> None:
     for level in range(a.tta + 1):
         t1 = time.perf_counter()
         final[f"tta{level}"] = {"accuracy": evaluate(level), "seconds": round(time.perf_counter() - t1, 1)}
-    print(json.dumps({"final": final, "train_seconds": round(train_seconds, 1), "prep_seconds": round(prep_seconds, 1),
-                      "wall_seconds": round(time.perf_counter() - started, 1), "settings": vars(a)}), flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "final": final,
+                "train_seconds": round(train_seconds, 1),
+                "prep_seconds": round(prep_seconds, 1),
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "settings": vars(a),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

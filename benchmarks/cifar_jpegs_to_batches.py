@@ -59,8 +59,13 @@ def main() -> None:
         raise SystemExit(f"{args.source / 'train'} has {len(train)} images, not 50,000")
     for i in range(5):
         part = slice(i * 10_000, (i + 1) * 10_000)
-        write_batch(out / f"data_batch_{i + 1}", f"training batch {i + 1} of 5", train[part], train_labels[part],
-                    train_names[part])  # fmt: skip
+        write_batch(
+            out / f"data_batch_{i + 1}",
+            f"training batch {i + 1} of 5",
+            train[part],
+            train_labels[part],
+            train_names[part],
+        )
     test, test_labels, test_names = read_split(args.source / "test", None)
     write_batch(out / "test_batch", "testing batch 1 of 1", test, test_labels, test_names)
     with open(out / "batches.meta", "wb") as f:

@@ -102,16 +102,28 @@ def main() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return net(x).float()
 
-    batches = TensorBatches(train, a.batch, shuffle=True, augment=bool(a.flip or a.pad), crop_padding=a.pad,
-                            hflip=bool(a.flip), drop_last=True)  # fmt: skip
+    batches = TensorBatches(
+        train,
+        a.batch,
+        shuffle=True,
+        augment=bool(a.flip or a.pad),
+        crop_padding=a.pad,
+        hflip=bool(a.flip),
+        drop_last=True,
+    )
     decay = [q for q in net.parameters() if q.ndim > 1]
     other = [q for q in net.parameters() if q.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": a.wd}, {"params": other, "weight_decay": 0}],
-                          lr=a.lr, momentum=0.9, nesterov=True)  # fmt: skip
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": a.wd}, {"params": other, "weight_decay": 0}],
+        lr=a.lr,
+        momentum=0.9,
+        nesterov=True,
+    )
     total = a.epochs * len(batches)
     warm = int(a.warm * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / (total - warm)))
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / (total - warm))
+    )
     started = time.perf_counter()
     for epoch in range(a.epochs):
         net.train()
@@ -129,8 +141,16 @@ def main() -> None:
                 x, y = test.images[i : i + 1000], test.labels[i : i + 1000]
                 p_ = forward(x).softmax(1) + (forward(x.flip(-1)).softmax(1) if a.tta else 0)
                 correct += (p_.argmax(1) == y).sum().item()
-        print(json.dumps({"epoch": epoch + 1, "test_accuracy": correct / len(test),
-                          "wall_seconds": round(time.perf_counter() - started, 1)}), flush=True)  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "epoch": epoch + 1,
+                    "test_accuracy": correct / len(test),
+                    "wall_seconds": round(time.perf_counter() - started, 1),
+                }
+            ),
+            flush=True,
+        )
     print(json.dumps({"settings": vars(a)}))
 
 

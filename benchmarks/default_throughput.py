@@ -19,20 +19,27 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from machine import forward_flops, machine_info
+
 from resnetlab.config import RECIPES
 from resnetlab.data import DATASETS
 from resnetlab.models import create_model
 from resnetlab.preprocess import PixelClassifier
 from resnetlab.runtime import select_runtime
 
-TRAIN_IMAGES = {"mnist": 60_000, "kmnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000, "svhn": 73_257,
-                "stl10": 5_000}  # fmt: skip
+TRAIN_IMAGES = {
+    "mnist": 60_000,
+    "kmnist": 60_000,
+    "fashion-mnist": 60_000,
+    "cifar10": 50_000,
+    "svhn": 73_257,
+    "stl10": 5_000,
+}
 
 
-def images_per_second(model_name: str, channels: int, size: int, batch: int, precision: str, steps: int,
-                      stem: str | None = None) -> float:  # fmt: skip
+def images_per_second(
+    model_name: str, channels: int, size: int, batch: int, precision: str, steps: int, stem: str | None = None
+) -> float:
     runtime = select_runtime("cpu", precision)
     net = create_model(model_name, 10, channels, image_size=size, stem=stem).to(memory_format=runtime.memory_format)
     model = PixelClassifier(net, [0.5] * channels, [0.25] * channels, memory_format=runtime.memory_format)
@@ -58,8 +65,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="*", default=None, help="default: the dataset's image size")
-    parser.add_argument("--stem", default=None, choices=["small", "strided", "imagenet"],
-                        help="default: the model's for the size (--pretrained uses imagenet)")
+    parser.add_argument(
+        "--stem",
+        default=None,
+        choices=["small", "strided", "imagenet"],
+        help="default: the model's for the size (--pretrained uses imagenet)",
+    )
     args = parser.parse_args()
     batch = RECIPES["fast"].batch_size
     precision = select_runtime("cpu", args.precision).precision
@@ -72,15 +83,15 @@ def main() -> None:
                 shape = (spec.channels, size, size)
                 net = create_model(model_name, 10, spec.channels, image_size=size, stem=args.stem)
                 flops = forward_flops(net, shape)
-                speed = images_per_second(model_name, spec.channels, size, batch, args.precision, args.steps,
-                                          args.stem)  # fmt: skip
+                speed = images_per_second(model_name, spec.channels, size, batch, args.precision, args.steps, args.stem)
                 minutes = 4 * TRAIN_IMAGES[name] / speed / 60
                 described = f"{name} ({spec.shape})" if size == spec.image_size else f"{name} at {size} px"
-                print(f"| {described} | {model_name} | {flops / 1e6:.0f} | {speed:.0f} | {minutes:.1f} |",
-                      flush=True)  # fmt: skip
+                print(f"| {described} | {model_name} | {flops / 1e6:.0f} | {speed:.0f} | {minutes:.1f} |", flush=True)
     info = machine_info()
-    print(f"\nbatch {batch}, {precision}, random images (training steps only: no data loading, no evaluation); "
-          f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads; {info['date']}.")
+    print(
+        f"\nbatch {batch}, {precision}, random images (training steps only: no data loading, no evaluation); "
+        f"{info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads; {info['date']}."
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,11 @@ def _write_class(job: tuple[Path, int, int, int, str, int]) -> None:
 def make_folder(root: Path, images: int, classes: int, size: int, suffix: str) -> Path:
     """root/class<k>/<i><suffix>: `images` in all, as even as can be, written on every core."""
     per_class = [images // classes + (k < images % classes) for k in range(classes)]
-    jobs = [(root, k, first, min(1000, n - first), suffix, size)
-            for k, n in enumerate(per_class) for first in range(0, n, 1000)]  # fmt: skip
+    jobs = [
+        (root, k, first, min(1000, n - first), suffix, size)
+        for k, n in enumerate(per_class)
+        for first in range(0, n, 1000)
+    ]
     with Pool(os.cpu_count()) as pool:
         pool.map(_write_class, jobs)
     return root
@@ -93,8 +96,16 @@ def child(options: dict) -> dict:
     network = create_model(options["model"], num_classes=len(train.classes), in_channels=train.channels)
     model = PixelClassifier(network, train.mean, train.std).to(runtime.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    batches = TensorBatches(train, options["batch_size"], shuffle=True, augment=True, crop_padding=4, hflip=True,
-                            drop_last=True, device=runtime.device)  # fmt: skip
+    batches = TensorBatches(
+        train,
+        options["batch_size"],
+        shuffle=True,
+        augment=True,
+        crop_padding=4,
+        hflip=True,
+        drop_last=True,
+        device=runtime.device,
+    )
     steps, first_batch = [0], [0.0]
 
     def enough() -> bool:  # asked before each step, once its batch is ready
@@ -108,11 +119,17 @@ def child(options: dict) -> dict:
     finished = time.perf_counter()
     done.set()
     return {
-        "images": len(train) + len(test), "import_s": imported - STARTED, "load_s": loaded - imported,
-        "first_batch_s": first_batch[0] - STARTED, "steps": min(steps[0], options["steps"]),
-        "steps_s": finished - first_batch[0], "peak_rss_anon": max(peak[0], _status("RssAnon")),
-        "vm_hwm": _status("VmHWM"), "notes": train.notes, "runtime": runtime.describe(),
-    }  # fmt: skip
+        "images": len(train) + len(test),
+        "import_s": imported - STARTED,
+        "load_s": loaded - imported,
+        "first_batch_s": first_batch[0] - STARTED,
+        "steps": min(steps[0], options["steps"]),
+        "steps_s": finished - first_batch[0],
+        "peak_rss_anon": max(peak[0], _status("RssAnon")),
+        "vm_hwm": _status("VmHWM"),
+        "notes": train.notes,
+        "runtime": runtime.describe(),
+    }
 
 
 CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
@@ -130,8 +147,13 @@ def memory_cgroup(limit_mb: int) -> Path:
 def run_child(options: dict, cgroup: Path | None = None) -> dict:
     """The child's figures, or {"failed": how} when it did not finish (killed under a memory limit)."""
     enter = (lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid()))) if cgroup else None
-    result = subprocess.run([sys.executable, __file__, "--child", json.dumps(options)], capture_output=True,
-                            text=True, check=False, preexec_fn=enter)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(options)],
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=enter,
+    )
     if result.returncode != 0:
         if cgroup is not None:
             return {"failed": f"exit status {result.returncode} (killed under the limit)"}
@@ -155,11 +177,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps after loading")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
-                        help="write the synthetic folder here and keep it (reused when it is already there)")
-    parser.add_argument("--memory-limit", type=int, default=None, metavar="MB",
-                        help="also run the in-memory and the warm cached path in a cgroup limited to MB (root, cgroup "
-                        "v1 memory controller)")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the synthetic folder here and keep it (reused when it is already there)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="also run the in-memory and the warm cached path in a cgroup limited to MB (root, cgroup "
+        "v1 memory controller)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -175,9 +207,18 @@ def main() -> None:
             start = time.perf_counter()
             make_folder(data, args.images, args.classes, args.source_size, f".{args.format}")
             seconds = time.perf_counter() - start
-            print(f"wrote {args.images:,} {args.source_size} px {args.format} files in {seconds:.0f} s", file=sys.stderr)
-        options = {"data": str(data), "image_size": args.image_size, "model": args.model, "steps": args.steps,
-                   "batch_size": args.batch_size, "device": args.device, "precision": args.precision}  # fmt: skip
+            print(
+                f"wrote {args.images:,} {args.source_size} px {args.format} files in {seconds:.0f} s", file=sys.stderr
+            )
+        options = {
+            "data": str(data),
+            "image_size": args.image_size,
+            "model": args.model,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "precision": args.precision,
+        }
         cache = work / "cache"
         results = {}
         for label, kind in RUNS.items():
@@ -201,25 +242,32 @@ def report(args: argparse.Namespace, data: Path, cache: Path, results: dict, mac
     images = next(iter(results.values()))["images"]
     decoded = images * 3 * args.image_size**2
     cached = sum(p.stat().st_size for p in cache.glob("*.npy")) if cache.is_dir() else 0
-    print(f"\n{images:,} {args.source_size} px {args.format.upper()} files in {args.classes} class folders "
-          f"({_folder_bytes(data) / 1e6:,.0f} MB), decoded at {args.image_size} px: {decoded / 1e6:,.0f} MB "
-          f"(cache files: {cached / 1e6:,.0f} MB); then {args.steps} training steps of {args.model} at batch "
-          f"{args.batch_size} ({next(iter(results.values()))['runtime']}).\n")  # fmt: skip
+    print(
+        f"\n{images:,} {args.source_size} px {args.format.upper()} files in {args.classes} class folders "
+        f"({_folder_bytes(data) / 1e6:,.0f} MB), decoded at {args.image_size} px: {decoded / 1e6:,.0f} MB "
+        f"(cache files: {cached / 1e6:,.0f} MB); then {args.steps} training steps of {args.model} at batch "
+        f"{args.batch_size} ({next(iter(results.values()))['runtime']}).\n"
+    )
     print("| run | load (both splits) s | start to first batch s | steps s | peak RssAnon MB | VmHWM MB |")
     print("|---|---|---|---|---|---|")
     for label, r in results.items():
         if "failed" in r:
             print(f"| {label} | {r['failed']} | | | | |")
             continue
-        print(f"| {label} | {r['load_s']:.2f} | {r['first_batch_s']:.2f} | {r['steps_s']:.2f} | "
-              f"{r['peak_rss_anon'] / 1e6:,.0f} | {r['vm_hwm'] / 1e6:,.0f} |")  # fmt: skip
-    notes = {note for r in results.values() for note in r.get("notes", [])
-             if "could not cache" in note or "cached" in note}  # fmt: skip
+        print(
+            f"| {label} | {r['load_s']:.2f} | {r['first_batch_s']:.2f} | {r['steps_s']:.2f} | "
+            f"{r['peak_rss_anon'] / 1e6:,.0f} | {r['vm_hwm'] / 1e6:,.0f} |"
+        )
+    notes = {
+        note for r in results.values() for note in r.get("notes", []) if "could not cache" in note or "cached" in note
+    }
     for note in sorted(notes):
         print(f"\nnote: {note}")
-    print(f"\nmachine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
-          f"({machine['threads']} threads), {machine['date']}. Start times include importing torch "
-          f"({next(iter(results.values()))['import_s']:.1f} s in the first run).")  # fmt: skip
+    print(
+        f"\nmachine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
+        f"({machine['threads']} threads), {machine['date']}. Start times include importing torch "
+        f"({next(iter(results.values()))['import_s']:.1f} s in the first run)."
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from machine import forward_flops, machine_info, matmul_peak_gflops  # noqa: E402
 
-
 ACCURACY: dict[str, float] = {}  # test accuracy of the exported models, on the benchmark's images
 
 
@@ -125,6 +124,7 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
 
 def single_image_latency(checkpoint: Path, image: Path, repeats: int) -> dict:
     """Wall time of the whole `resnetlab predict CKPT IMAGE` command, and of importing torch alone."""
+
     def wall(args):
         start = time.perf_counter()
         subprocess.run(args, check=True, capture_output=True)
@@ -177,29 +177,51 @@ def main() -> None:
     info = machine_info()
     info["peak_gflops"] = peak = matmul_peak_gflops()
     import tutorial_recipe
+
     from resnetlab.checkpoint import load_checkpoint
 
     shape = tuple(images.shape[1:])
     flops = forward_flops(load_checkpoint(args.checkpoint).build_model(), shape)
     tutorial_flops = forward_flops(tutorial_recipe.TutorialNet(), shape)
-    lines = [f"| way | images/s (median of {args.repeats}) | vs tutorial loop | GFLOP/s | of peak |", "|---|---|---|---|---|"]
+    lines = [
+        f"| way | images/s (median of {args.repeats}) | vs tutorial loop | GFLOP/s | of peak |",
+        "|---|---|---|---|---|",
+    ]
     for name, speed in medians.items():
         gflops = speed * (tutorial_flops if name.startswith("tutorial") else flops) / 1e9
         lines.append(f"| {name} | {speed:,.0f} | {speed / baseline:.1f}x | {gflops:.1f} | {gflops / peak:.0%} |")
-    lines += ["", f"Forward pass: {flops / 1e6:.1f} MFLOP per image ({tutorial_flops / 1e6:.0f} for the tutorial's net); "
-              f"peak {peak:.0f} GFLOP/s (4096x4096 fp32 matmul). At that peak the checkpoint's model could run at most "
-              f"{peak * 1e9 / flops:,.0f} images/s, {peak * 1e9 / flops / baseline:.0f}x the tutorial loop."]
+    lines += [
+        "",
+        f"Forward pass: {flops / 1e6:.1f} MFLOP per image ({tutorial_flops / 1e6:.0f} for the tutorial's net); "
+        f"peak {peak:.0f} GFLOP/s (4096x4096 fp32 matmul). At that peak the checkpoint's model could run at most "
+        f"{peak * 1e9 / flops:,.0f} images/s, {peak * 1e9 / flops / baseline:.0f}x the tutorial loop.",
+    ]
     if ACCURACY:
-        lines += ["", "Test accuracy on the same images: " + ", ".join(f"{k} {v:.2%}" for k, v in ACCURACY.items()) + "."]
+        lines += [
+            "",
+            "Test accuracy on the same images: " + ", ".join(f"{k} {v:.2%}" for k, v in ACCURACY.items()) + ".",
+        ]
     lines += ["", "| single image, whole command | seconds (median) |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in latency.items()]
-    lines += ["", f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads, "
-              f"hardware bf16: {info['hardware_bf16']}; {info['date']}."]  # fmt: skip
+    lines += [
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads, "
+        f"hardware bf16: {info['hardware_bf16']}; {info['date']}.",
+    ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "inference.json").write_text(json.dumps(
-        {"machine": info, "images_per_second": speeds, "medians": medians, "latency": latency,
-         "accuracy": ACCURACY}, indent=2))
+    (out / "inference.json").write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "images_per_second": speeds,
+                "medians": medians,
+                "latency": latency,
+                "accuracy": ACCURACY,
+            },
+            indent=2,
+        )
+    )
     print("\n".join(lines))
 
 

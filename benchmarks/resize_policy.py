@@ -37,8 +37,9 @@ def cut_to_phone_shape(image: Image.Image, rng: random.Random) -> Image.Image:
     return image.crop((offset, 0, offset + short, side))  # portrait
 
 
-def make_folders(source: Path, classes: list[str], per_class: int, test_per_class: int, root: Path,
-                 seed: int) -> tuple[Path, Path]:  # fmt: skip
+def make_folders(
+    source: Path, classes: list[str], per_class: int, test_per_class: int, root: Path, seed: int
+) -> tuple[Path, Path]:
     rng = random.Random(seed)
     squash, crop = root / "squash", root / "crop"
     for split, count in (("train", per_class), ("test", test_per_class)):
@@ -67,14 +68,23 @@ def main() -> None:
         work = Path(temp)
         squash, crop = make_folders(args.source, classes, args.per_class, args.test_per_class, work, seed=0)
         print(table_head(args.seeds).replace("setting", "resize policy", 1))
-        for label, folder in [("squash to a square", squash),
-                              ("centre square of the shorter side (the tool's)", crop)]:  # fmt: skip
-            configs = [TrainConfig(dataset="folder", data_dir=str(folder), seed=seed, quiet=True,
-                                   out=str(work / f"run-{folder.name}-{seed}"), cache_dir=str(work / "cache"))
-                       for seed in args.seeds]  # fmt: skip
+        for label, folder in [("squash to a square", squash), ("centre square of the shorter side (the tool's)", crop)]:
+            configs = [
+                TrainConfig(
+                    dataset="folder",
+                    data_dir=str(folder),
+                    seed=seed,
+                    quiet=True,
+                    out=str(work / f"run-{folder.name}-{seed}"),
+                    cache_dir=str(work / "cache"),
+                )
+                for seed in args.seeds
+            ]
             print(seeds_row(label, configs), flush=True)
-    print(f"\n{len(classes)} classes, {args.per_class} training and {args.test_per_class} test photographs each, "
-          "cut to 4:3 (CIFAR-10-images: JPEG copies of CIFAR-10).")
+    print(
+        f"\n{len(classes)} classes, {args.per_class} training and {args.test_per_class} test photographs each, "
+        "cut to 4:3 (CIFAR-10-images: JPEG copies of CIFAR-10)."
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from resnetlab.imagefiles import decode
 from resnetlab.inference import TorchPredictor
 
 
-
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -111,18 +110,23 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("checkpoints", nargs="+", help="best.pt files or run folders")
     parser.add_argument("--requests", type=int, default=200, help="measured requests per checkpoint")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured requests first")
     args = parser.parse_args()
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores, load average {load:.1f} at start; torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); python {platform.python_version()}\n")  # fmt: skip
-    print("| checkpoint | model | input | requests | HTTP round trip median / p95 (ms) "
-          "| server time median / p95 (ms) | direct call median / p95 (ms) |")  # fmt: skip
+    print(
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores, load average {load:.1f} at start; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); python {platform.python_version()}\n"
+    )
+    print(
+        "| checkpoint | model | input | requests | HTTP round trip median / p95 (ms) "
+        "| server time median / p95 (ms) | direct call median / p95 (ms) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         predictor = TorchPredictor.from_checkpoint(checkpoint, device="cpu")
@@ -136,8 +140,10 @@ def main() -> None:
         def pair(values: list[float]) -> str:
             return f"{statistics.median(values):.1f} / {percentile(values, 95):.1f}"
 
-        print(f"| {checkpoint} | {name} | {size} | {args.requests} | {pair(times['round_trip'])} "
-              f"| {pair(times['server'])} | {pair(times['direct'])} |")  # fmt: skip
+        print(
+            f"| {checkpoint} | {name} | {size} | {args.requests} | {pair(times['round_trip'])} "
+            f"| {pair(times['server'])} | {pair(times['direct'])} |"
+        )
 
 
 if __name__ == "__main__":

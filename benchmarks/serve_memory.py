@@ -32,7 +32,6 @@ from machine import cpu_model
 from PIL import Image
 
 
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,8 +69,9 @@ def request(port: int, method: str, path: str, body: bytes | None = None) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("checkpoint", help="a best.pt or a run folder")
     parser.add_argument("--uploads", type=int, default=50, help="concurrent POST /predict requests")
     parser.add_argument("--side", type=int, default=6000, help="the PNG is side x side pixels")
@@ -126,15 +126,21 @@ def main() -> None:
         server.wait(20)
 
     load = os.getloadavg()[0]
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores, load average {load:.1f} after the burst; "
-          f"python {platform.python_version()}\n")  # fmt: skip
-    print("| uploads at once | image | answers | burst wall time | /health during the burst: median / max "
-          "| server VmRSS before | server peak (VmHWM) |")  # fmt: skip
+    print(
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores, load average {load:.1f} after the burst; "
+        f"python {platform.python_version()}\n"
+    )
+    print(
+        "| uploads at once | image | answers | burst wall time | /health during the burst: median / max "
+        "| server VmRSS before | server peak (VmHWM) |"
+    )
     print("|---|---|---|---|---|---|---|")
     answers = ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items(), key=str))
-    print(f"| {args.uploads} | {args.side}x{args.side} RGB PNG, {len(png) / 1024:.0f} KB | {answers} | {burst:.1f} s "
-          f"| {statistics.median(health) * 1000:.0f} ms / {max(health) * 1000:.0f} ms ({len(health)} requests) "
-          f"| {rss_before:.0f} MB | {peak:.0f} MB |")  # fmt: skip
+    print(
+        f"| {args.uploads} | {args.side}x{args.side} RGB PNG, {len(png) / 1024:.0f} KB | {answers} | {burst:.1f} s "
+        f"| {statistics.median(health) * 1000:.0f} ms / {max(health) * 1000:.0f} ms ({len(health)} requests) "
+        f"| {rss_before:.0f} MB | {peak:.0f} MB |"
+    )
 
 
 if __name__ == "__main__":

@@ -20,16 +20,24 @@ from resnetlab.config import TrainConfig
 from resnetlab.engine import train
 
 SETTINGS = {
-    "fixed: 4 epochs, batch 128, resnet20, fast (first)": {"epochs": 4, "batch_size": 128, "model": "resnet20",
-                                                          "recipe": "fast"},
+    "fixed: 4 epochs, batch 128, resnet20, fast (first)": {
+        "epochs": 4,
+        "batch_size": 128,
+        "model": "resnet20",
+        "recipe": "fast",
+    },
     "size-based, resnet20, fast (before)": {"model": "resnet20", "recipe": "fast"},
     "size-based, resnet9, photo (the default now)": {},
-}  # fmt: skip
+}
 
 
 def table_head(seeds: list[int]) -> str:
-    return ("| setting | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | epochs, batch |\n|---|"
-            + "---|" * (len(seeds) + 2))  # fmt: skip
+    return (
+        "| setting | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " | mean | epochs, batch |\n|---|"
+        + "---|" * (len(seeds) + 2)
+    )
 
 
 def seeds_row(label: str, configs: list[TrainConfig], on_epoch=None) -> str:
@@ -63,11 +71,22 @@ def main() -> None:
         print(table_head(args.seeds))
         for index, (label, setting) in enumerate(SETTINGS.items()):
             setting = {**setting, "model": args.model} if args.model else setting
-            configs = [TrainConfig(dataset="folder", data_dir=str(data), seed=seed, quiet=True,
-                                   out=str(Path(temp) / f"run-{index}-{seed}"), **setting) for seed in args.seeds]
+            configs = [
+                TrainConfig(
+                    dataset="folder",
+                    data_dir=str(data),
+                    seed=seed,
+                    quiet=True,
+                    out=str(Path(temp) / f"run-{index}-{seed}"),
+                    **setting,
+                )
+                for seed in args.seeds
+            ]
             print(seeds_row(label, configs), flush=True)
-    print(f"\n{len(args.classes)} classes ({', '.join(args.classes)}), {args.per_class} training photographs each; "
-          "tested on all their test photographs.")
+    print(
+        f"\n{len(args.classes)} classes ({', '.join(args.classes)}), {args.per_class} training photographs each; "
+        "tested on all their test photographs."
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,17 @@ def skip_md5() -> None:
     torchvision.datasets.cifar.check_integrity = lambda path, md5=None: Path(path).is_file()
 
 
-def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision: str, dataset: str = "fashion-mnist",
-                  model: str | None = None, eval_every: int = 1, tta: str | None = None) -> dict:  # fmt: skip
+def run_resnetlab(
+    data_dir: str,
+    recipe: str,
+    epochs: int,
+    out: Path,
+    precision: str,
+    dataset: str = "fashion-mnist",
+    model: str | None = None,
+    eval_every: int = 1,
+    tta: str | None = None,
+) -> dict:
     from torch import nn
 
     from resnetlab.config import TrainConfig
@@ -79,10 +88,19 @@ def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision:
         rows.append({**row, "wall_seconds": time.perf_counter() - started})
         print(recipe, rows[-1], flush=True)
 
-    config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, model=model,
-                         recipe=None if recipe == "default" else recipe,
-                         out=str(out / f"{dataset}-{recipe}"), overwrite=True, quiet=True, precision=precision,
-                         eval_every=eval_every, tta=tta)  # fmt: skip
+    config = TrainConfig(
+        dataset=dataset,
+        data_dir=data_dir,
+        epochs=epochs,
+        model=model,
+        recipe=None if recipe == "default" else recipe,
+        out=str(out / f"{dataset}-{recipe}"),
+        overwrite=True,
+        quiet=True,
+        precision=precision,
+        eval_every=eval_every,
+        tta=tta,
+    )
     summary = train(config, on_epoch=on_epoch)
     from resnetlab.data import get_spec
     from resnetlab.models import create_model
@@ -93,8 +111,10 @@ def run_resnetlab(data_dir: str, recipe: str, epochs: int, out: Path, precision:
     return {
         "forward_flops": flops,
         "train_gflops": 3 * flops * _median([r["train_images_per_second"] for r in rows]) / 1e9,
-        "name": f"resnetlab --recipe {summary['recipe']}" + (f" --tta {tta}" if tta else "")
-        + (f" --eval-every {eval_every}" if eval_every > 1 else "") + f" ({summary['model']}, {summary['precision']})",
+        "name": f"resnetlab --recipe {summary['recipe']}"
+        + (f" --tta {tta}" if tta else "")
+        + (f" --eval-every {eval_every}" if eval_every > 1 else "")
+        + f" ({summary['model']}, {summary['precision']})",
         "epochs": epochs,
         "rows": rows,
         "final_accuracy": rows[-1]["test_accuracy"],
@@ -119,8 +139,9 @@ def table(results: list[dict], info: dict) -> str:
         total = f"{r['seconds']:.0f} s"
         if r.get("extrapolated"):
             total += f" ({r['seconds_for_4_epochs']:.0f} s for 4 epochs, extrapolated)"
-        lines.append(f"| {r['name']} | {r['epochs']} | {r['final_accuracy']:.2%} | " + " | ".join(cells)
-                     + f" | {total} |")  # fmt: skip
+        lines.append(
+            f"| {r['name']} | {r['epochs']} | {r['final_accuracy']:.2%} | " + " | ".join(cells) + f" | {total} |"
+        )
     tutorial = next((r for r in results if r["name"].startswith("tutorial")), None)
     if tutorial is not None:
         # The tutorial reaches its own 4-epoch accuracy at its 4th epoch; when it ran fewer, that time is the
@@ -130,16 +151,26 @@ def table(results: list[dict], info: dict) -> str:
         for r in results:
             reached = r["crossings"][label(TUTORIAL_4_EPOCHS)]
             if r is not tutorial and reached:
-                lines.append(f"- {r['name']} reached the tutorial's 4-epoch accuracy ({label(TUTORIAL_4_EPOCHS)}) "
-                             f"in {reached:.0f} s, {base / reached:.1f}x sooner than the tutorial's {base:.0f} s.")
-    lines += ["", "| recipe | forward MFLOP per image | training GFLOP/s (median epoch) | of measured peak |",
-              "|---|---|---|---|"]
+                lines.append(
+                    f"- {r['name']} reached the tutorial's 4-epoch accuracy ({label(TUTORIAL_4_EPOCHS)}) "
+                    f"in {reached:.0f} s, {base / reached:.1f}x sooner than the tutorial's {base:.0f} s."
+                )
+    lines += [
+        "",
+        "| recipe | forward MFLOP per image | training GFLOP/s (median epoch) | of measured peak |",
+        "|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['name']} | {r['forward_flops'] / 1e6:.0f} | {r['train_gflops']:.1f} | "
-                     f"{r['train_gflops'] / info['peak_gflops']:.0%} |")
+        lines.append(
+            f"| {r['name']} | {r['forward_flops'] / 1e6:.0f} | {r['train_gflops']:.1f} | "
+            f"{r['train_gflops'] / info['peak_gflops']:.0%} |"
+        )
     lines.append("")
-    lines.append(f"Peak: {info['peak_gflops']:.0f} GFLOP/s (4096x4096 fp32 matmul, median of 5). Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
-                 f"{info['threads']} threads; {info['date']}.")  # fmt: skip
+    lines.append(
+        f"Peak: {info['peak_gflops']:.0f} GFLOP/s (4096x4096 fp32 matmul, median of 5). "
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
+        f"{info['threads']} threads; {info['date']}."
+    )
     return "\n".join(lines)
 
 
@@ -147,16 +178,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="./data")
     parser.add_argument("--tutorial-epochs", type=float, default=4)
-    parser.add_argument("--recipes", nargs="*", default=["fast"], help="recipes to run; 'default' for the dataset's own")
+    parser.add_argument(
+        "--recipes", nargs="*", default=["fast"], help="recipes to run; 'default' for the dataset's own"
+    )
     parser.add_argument("--epochs", type=int, default=4, help="epochs of the fast recipe")
     parser.add_argument("--best-epochs", type=int, default=14, help="epochs of the best recipe")
     parser.add_argument("--long-epochs", type=int, default=14, help="epochs of the photo-long recipe")
     parser.add_argument("--tag", default="", help="added to the JSON file's name, to keep several runs")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (with the tutorial baseline) or "
-                        "cifar10 (no tutorial baseline; its files made by cifar_jpegs_to_batches.py are accepted "
-                        "without torchvision's md5 check)")
+    parser.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        help="fashion-mnist (with the tutorial baseline) or "
+        "cifar10 (no tutorial baseline; its files made by cifar_jpegs_to_batches.py are accepted "
+        "without torchvision's md5 check)",
+    )
     parser.add_argument("--model", default=None, help="default: the dataset's")
     parser.add_argument("--eval-every", type=int, default=1, help="resnetlab train's --eval-every")
     parser.add_argument("--tta", default=None, help="resnetlab train's --tta; default: the recipe's")
@@ -174,8 +211,19 @@ def main() -> None:
         THRESHOLDS[:] = CIFAR_THRESHOLDS
     for recipe in args.recipes:
         epochs = {"best": args.best_epochs, "photo-long": args.long_epochs}.get(recipe, args.epochs)
-        results.append(run_resnetlab(args.data_dir, recipe, epochs, out / "runs", args.precision, args.dataset,
-                                     args.model, args.eval_every, args.tta))  # fmt: skip
+        results.append(
+            run_resnetlab(
+                args.data_dir,
+                recipe,
+                epochs,
+                out / "runs",
+                args.precision,
+                args.dataset,
+                args.model,
+                args.eval_every,
+                args.tta,
+            )
+        )
     name = "time_to_accuracy" + ("" if args.dataset == "fashion-mnist" else f"_{args.dataset}") + args.tag + ".json"
     (out / name).write_text(json.dumps({"machine": info, "results": results}, indent=2))
     print(table(results, info))

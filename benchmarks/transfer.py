@@ -91,32 +91,53 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--source-per-class", type=int, default=None, help="default: all (5,000 in CIFAR-10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--schedules", nargs="+", default=["tool"],
-                        help="fine-tuning schedules of the --init runs: tool, lr-X, frozen-N")  # fmt: skip
+    parser.add_argument(
+        "--schedules",
+        nargs="+",
+        default=["tool"],
+        help="fine-tuning schedules of the --init runs: tool, lr-X, frozen-N",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
         cache = str(work / "cache")
         started = time.perf_counter()
         source_data = make_folder(args.source, SOURCE, args.source_per_class, args.test_per_class, work / "source")
-        summary = train(TrainConfig(dataset="folder", data_dir=str(source_data), out=str(work / "source-run"),
-                                    quiet=True, cache_dir=cache))  # fmt: skip
-        print(f"source run: {', '.join(SOURCE)}, all training photographs: {summary['model']}, "
-              f"{summary['epochs']} epochs, best test accuracy {summary['best_test_accuracy']:.2%} "
-              f"({time.perf_counter() - started:.0f} s)\n", flush=True)  # fmt: skip
+        summary = train(
+            TrainConfig(
+                dataset="folder", data_dir=str(source_data), out=str(work / "source-run"), quiet=True, cache_dir=cache
+            )
+        )
+        print(
+            f"source run: {', '.join(SOURCE)}, all training photographs: {summary['model']}, "
+            f"{summary['epochs']} epochs, best test accuracy {summary['best_test_accuracy']:.2%} "
+            f"({time.perf_counter() - started:.0f} s)\n",
+            flush=True,
+        )
         target_data = make_folder(args.source, TARGET, args.per_class, args.test_per_class, work / "target")
         print(table_head(args.seeds).replace("setting", "start", 1))
         runs = [("random weights", None, "tool")] + [
-            (f"--init the source run, {describe(name)}", str(work / "source-run"), name)
-            for name in args.schedules]  # fmt: skip
+            (f"--init the source run, {describe(name)}", str(work / "source-run"), name) for name in args.schedules
+        ]
         for label, init, name in runs:
-            configs = [TrainConfig(dataset="folder", data_dir=str(target_data), seed=seed, init=init, quiet=True,
-                                   out=str(work / f"target-{seed}-{init is not None}-{name}"), cache_dir=cache)
-                       for seed in args.seeds]  # fmt: skip
+            configs = [
+                TrainConfig(
+                    dataset="folder",
+                    data_dir=str(target_data),
+                    seed=seed,
+                    init=init,
+                    quiet=True,
+                    out=str(work / f"target-{seed}-{init is not None}-{name}"),
+                    cache_dir=cache,
+                )
+                for seed in args.seeds
+            ]
             with schedule(name) as on_epoch:
                 print(seeds_row(label, configs, on_epoch), flush=True)
-    print(f"\ntarget: {', '.join(TARGET)}, {args.per_class} training photographs each; tested on "
-          f"{args.test_per_class} test photographs of each.")
+    print(
+        f"\ntarget: {', '.join(TARGET)}, {args.per_class} training photographs each; tested on "
+        f"{args.test_per_class} test photographs of each."
+    )
 
 
 if __name__ == "__main__":

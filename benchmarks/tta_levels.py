@@ -34,12 +34,15 @@ def main() -> None:
     data = predictor.load_test_data(args.data_dir)
     for name, (flip, translate) in LEVELS.items():
         card = predictor.card
-        predictor.classifier = PixelClassifier(predictor.network, card.mean, card.std, flip,
-                                               predictor.runtime.memory_format, translate).eval()  # fmt: skip
+        predictor.classifier = PixelClassifier(
+            predictor.network, card.mean, card.std, flip, predictor.runtime.memory_format, translate
+        ).eval()
         started = time.perf_counter()
         accuracy = predictor.evaluate(data)["accuracy"]
-        print(f"--tta {name}: {accuracy:.2%} of {len(data)} test images in {time.perf_counter() - started:.1f} s",
-              flush=True)  # fmt: skip
+        print(
+            f"--tta {name}: {accuracy:.2%} of {len(data)} test images in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Its inference loop runs one image at a time.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -103,9 +103,14 @@ def train(
         eval_start = time.perf_counter()
         test_loss, test_accuracy = evaluate(model, test_set)
         epoch += steps / len(loader)
-        row = {"epoch": round(epoch, 3), "test_loss": test_loss, "test_accuracy": test_accuracy,
-               "train_images_per_second": seen / train_seconds, "eval_seconds": time.perf_counter() - eval_start,
-               "wall_seconds": time.perf_counter() - started}  # fmt: skip
+        row = {
+            "epoch": round(epoch, 3),
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "train_images_per_second": seen / train_seconds,
+            "eval_seconds": time.perf_counter() - eval_start,
+            "wall_seconds": time.perf_counter() - started,
+        }
         rows.append(row)
         if on_epoch:
             on_epoch(row)

@@ -19,14 +19,28 @@ INCH = 0.5  # inches per data unit, so that text and boxes keep their proportion
 
 
 def box(ax, x, y, text, color, width=BOX_W, height=BOX_H) -> None:
-    ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.04",
-                                facecolor=color, edgecolor="#333333", linewidth=1, zorder=3))  # fmt: skip
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - width / 2, y - height / 2),
+            width,
+            height,
+            boxstyle="round,pad=0.04",
+            facecolor=color,
+            edgecolor="#333333",
+            linewidth=1,
+            zorder=3,
+        )
+    )
     ax.text(x, y, text, ha="center", va="center", fontsize=9, zorder=4)
 
 
 def arrow(ax, start, end) -> None:
-    ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.1,
-                                                      "shrinkA": 0, "shrinkB": 0})  # fmt: skip
+    ax.annotate(
+        "",
+        xy=end,
+        xytext=start,
+        arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.1, "shrinkA": 0, "shrinkB": 0},
+    )
 
 
 def block(ax, x: float, title: str, layers: list[str], shortcut: str | None, x_in: str, x_out: str) -> None:
@@ -54,8 +68,15 @@ def block(ax, x: float, title: str, layers: list[str], shortcut: str | None, x_i
     if shortcut:
         box(ax, x_s, (y_start + y_sum) / 2, shortcut, SHORTCUT, width=SHORT_W, height=1.3)
     else:
-        ax.text(x_s + 0.15, (y_start + y_sum) / 2, "identity:\nx itself", ha="left", va="center", fontsize=9,
-                color="#b35900")  # fmt: skip
+        ax.text(
+            x_s + 0.15,
+            (y_start + y_sum) / 2,
+            "identity:\nx itself",
+            ha="left",
+            va="center",
+            fontsize=9,
+            color="#b35900",
+        )
     arrow(ax, (x_s, y_sum), (x + 0.22, y_sum))
     y_relu = y_sum - STEP
     arrow(ax, (x, y_sum - 0.22), (x, y_relu + BOX_H / 2 + 0.04))
@@ -73,17 +94,50 @@ def main(path: str = "docs/images/blocks.png") -> None:
     ax.axis("off")
     basic = ["3x3 conv, 16", "BN", "ReLU", "3x3 conv, 16", "BN"]
     first = ["3x3 conv, 32, stride 2", "BN", "ReLU", "3x3 conv, 32", "BN"]
-    block(ax, 0, "basic block, identity shortcut\n(resnet20, stage 1: 16 channels)", basic, None,
-          "x: 16 x 32 x 32", "16 x 32 x 32")
-    block(ax, COLUMN, "basic block, first of stage 2:\nshortcut option A (no parameters)", first,
-          "option A: every 2nd pixel;\nchannels 16..31 are zeros", "x: 16 x 32 x 32", "32 x 16 x 16")
-    block(ax, 2 * COLUMN, "basic block, first of stage 2:\nshortcut option B (projection)", first,
-          "option B: 1x1 conv, 32,\nstride 2, then BN", "x: 16 x 32 x 32", "32 x 16 x 16")
-    block(ax, 3 * COLUMN, "bottleneck block, identity shortcut\n(resnet50, stage 1: 256 channels)",
-          ["1x1 conv, 64", "BN, ReLU", "3x3 conv, 64", "BN, ReLU", "1x1 conv, 256", "BN"], None,
-          "x: 256 x 56 x 56", "256 x 56 x 56")  # fmt: skip
-    ax.text((left + right) / 2, 2.1, "Residual blocks as resnetlab builds them (He et al. 2015): "
-            "output = ReLU(F(x) + shortcut(x))", ha="center", va="center", fontsize=12)  # fmt: skip
+    block(
+        ax,
+        0,
+        "basic block, identity shortcut\n(resnet20, stage 1: 16 channels)",
+        basic,
+        None,
+        "x: 16 x 32 x 32",
+        "16 x 32 x 32",
+    )
+    block(
+        ax,
+        COLUMN,
+        "basic block, first of stage 2:\nshortcut option A (no parameters)",
+        first,
+        "option A: every 2nd pixel;\nchannels 16..31 are zeros",
+        "x: 16 x 32 x 32",
+        "32 x 16 x 16",
+    )
+    block(
+        ax,
+        2 * COLUMN,
+        "basic block, first of stage 2:\nshortcut option B (projection)",
+        first,
+        "option B: 1x1 conv, 32,\nstride 2, then BN",
+        "x: 16 x 32 x 32",
+        "32 x 16 x 16",
+    )
+    block(
+        ax,
+        3 * COLUMN,
+        "bottleneck block, identity shortcut\n(resnet50, stage 1: 256 channels)",
+        ["1x1 conv, 64", "BN, ReLU", "3x3 conv, 64", "BN, ReLU", "1x1 conv, 256", "BN"],
+        None,
+        "x: 256 x 56 x 56",
+        "256 x 56 x 56",
+    )
+    ax.text(
+        (left + right) / 2,
+        2.1,
+        "Residual blocks as resnetlab builds them (He et al. 2015): output = ReLU(F(x) + shortcut(x))",
+        ha="center",
+        va="center",
+        fontsize=12,
+    )
     fig.savefig(path, dpi=100)
     print(path)
 

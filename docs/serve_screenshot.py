@@ -22,8 +22,16 @@ from playwright.sync_api import expect, sync_playwright
 
 from resnetlab.inference import TorchPredictor
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def pick_test_image(predictor: TorchPredictor, data_dir: str, folder: Path) -> Path:

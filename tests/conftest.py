@@ -81,7 +81,21 @@ def trained_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("run")
     write_mnist_like(base / "data", "FashionMNIST", n_train=300, n_test=100)
     out = base / "out"
-    args = ["train", "--dataset", "fashion-mnist", "--data-dir", str(base / "data"), "--model", "resnet20",
-            "--epochs", "2", "--batch-size", "32", "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(base / "data"),
+        "--model",
+        "resnet20",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     return out

@@ -47,8 +47,9 @@ class LiveServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                chunked: bool = False) -> Reply:  # fmt: skip
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, chunked: bool = False
+    ) -> Reply:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             connection.connect()
@@ -120,8 +121,9 @@ def running(app) -> Iterator[LiveServer]:
 
 
 @contextlib.contextmanager
-def serving(checkpoint: str | Path, *options: str,
-            timeout: float = 30) -> Iterator[tuple[LiveServer, subprocess.Popen]]:  # fmt: skip
+def serving(
+    checkpoint: str | Path, *options: str, timeout: float = 30
+) -> Iterator[tuple[LiveServer, subprocess.Popen]]:
     """`resnetlab serve CHECKPOINT OPTIONS` in a process of its own (whose memory /proc/PID/status tells) on a free
     loopback port, until the block ends."""
     port = free_port()

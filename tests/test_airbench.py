@@ -68,8 +68,17 @@ def test_the_airbench_schedule_rises_from_a_fifth_to_the_peak_then_falls_to_7_pe
 
 def test_an_airbench_run_trains_resnet9w_and_resumes_exactly_with_its_lookahead(tiny_fashion, tmp_path):
     def config(out):
-        return TrainConfig(dataset="fashion-mnist", data_dir=str(tiny_fashion), recipe="airbench", epochs=2,
-                           batch_size=32, out=str(out), quiet=True, seed=3, subset=128)  # fmt: skip
+        return TrainConfig(
+            dataset="fashion-mnist",
+            data_dir=str(tiny_fashion),
+            recipe="airbench",
+            epochs=2,
+            batch_size=32,
+            out=str(out),
+            quiet=True,
+            seed=3,
+            subset=128,
+        )
 
     summary = train(config(tmp_path / "straight"))
     assert summary["model"] == "resnet9w" and summary["recipe"] == "airbench"
@@ -93,8 +102,22 @@ def test_an_airbench_run_trains_resnet9w_and_resumes_exactly_with_its_lookahead(
 def test_a_model_too_small_for_its_images_is_one_sentence(tiny_fashion, tmp_path, capsys):
     from resnetlab.cli import main
 
-    code = main(["train", "--data-dir", str(tiny_fashion), "--model", "resnet9w", "--image-size", "12",
-                 "--subset", "64", "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(tiny_fashion),
+            "--model",
+            "resnet9w",
+            "--image-size",
+            "12",
+            "--subset",
+            "64",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "at least 16 pixels" in err and "Traceback" not in err
 

@@ -70,14 +70,16 @@ def test_imports_go_one_way_with_no_cycle():
 
 
 def test_every_module_imports_alone_in_dependency_order():
-    code = "import importlib\nfor name in %r:\n    importlib.import_module('resnetlab.' + name)\n" % import_order()
+    code = f"import importlib\nfor name in {import_order()!r}:\n    importlib.import_module('resnetlab.' + name)\n"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 @pytest.mark.parametrize("command", ["datasets", "models"])
 def test_listing_commands_do_not_load_the_training_stack(command):
-    code = ("import sys\nfrom resnetlab.cli import main\nassert main([%r]) == 0\n"
-            "print(sorted(m for m in sys.modules if m.startswith('resnetlab.')))") % command  # fmt: skip
+    code = (
+        f"import sys\nfrom resnetlab.cli import main\nassert main([{command!r}]) == 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith('resnetlab.')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     loaded = {m.split(".")[1] for m in json.loads(result.stdout.splitlines()[-1].replace("'", '"'))}
     assert "cli" in loaded
@@ -94,8 +96,16 @@ def test_no_function_is_longer_than_80_lines():
     assert not long
 
 
-CARD_FIELDS = {"classes", "mean", "std", "image_size", "in_channels", "test_time_flip", "test_time_translate",
-               "data_dir"}
+CARD_FIELDS = {
+    "classes",
+    "mean",
+    "std",
+    "image_size",
+    "in_channels",
+    "test_time_flip",
+    "test_time_translate",
+    "data_dir",
+}
 
 
 def test_checkpoint_fields_are_read_through_the_model_card_only():
@@ -107,8 +117,12 @@ def test_checkpoint_fields_are_read_through_the_model_card_only():
             key = None
             if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
                 key = node.slice.value
-            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "get" and node.args and \
-                    isinstance(node.args[0], ast.Constant):  # fmt: skip
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "get"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 key = node.args[0].value
             if key in CARD_FIELDS:
                 readers.append(f"{path.name}:{node.lineno} reads {key!r}")
@@ -126,8 +140,10 @@ def test_predict_and_folder_training_accept_the_same_suffixes(tmp_path):
     folder.mkdir(parents=True)
     image = Image.new("L", (8, 8), 128)
     for suffix in (".png", ".JPG", ".gif", ".pbm", ".webp", ".tiff", ".txt"):
-        image.save(folder / f"x{suffix}", format={".JPG": "JPEG", ".txt": "PNG", ".tiff": "TIFF", ".pbm": "PPM"}.get(
-            suffix, suffix[1:].upper()))  # fmt: skip
+        image.save(
+            folder / f"x{suffix}",
+            format={".JPG": "JPEG", ".txt": "PNG", ".tiff": "TIFF", ".pbm": "PPM"}.get(suffix, suffix[1:].upper()),
+        )
     for_predict = {p.name for p in expand_image_paths([str(folder)])}
     for_training = {Path(p).name for p, _ in list_split(tmp_path / "data", train=True)[1]}
     assert for_predict == for_training == {"x.png", "x.JPG", "x.webp", "x.tiff"}
@@ -144,8 +160,11 @@ def test_predicting_thousands_of_files_runs_in_chunks(trained_run, tmp_path, cap
         Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{i:04d}.png", compress_level=0)
     decoded_at_once = []
     real_decode = PredictorBase.decode_files
-    monkeypatch.setattr(PredictorBase, "decode_files", lambda self, paths: (
-        decoded_at_once.append(len(paths)), real_decode(self, paths))[1])  # fmt: skip
+    monkeypatch.setattr(
+        PredictorBase,
+        "decode_files",
+        lambda self, paths: (decoded_at_once.append(len(paths)), real_decode(self, paths))[1],
+    )
     assert main(["predict", str(trained_run), str(folder), "--json", *FP32]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5000 and json.loads(lines[-1])["file"].endswith("4999.png")

@@ -56,8 +56,11 @@ def test_out_that_is_a_file(capsys, tiny_fashion, tmp_path):
 def test_out_that_cannot_be_created(capsys, tiny_fashion, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    _fails_clearly(capsys, ["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--out",
-                            str(blocker / "run")], "cannot write to the output folder")
+    _fails_clearly(
+        capsys,
+        ["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--out", str(blocker / "run")],
+        "cannot write to the output folder",
+    )
 
 
 def test_unreadable_data_dir(capsys, tmp_path, monkeypatch):
@@ -98,6 +101,23 @@ def test_checkpoint_that_does_not_fit_the_data(capsys, tmp_path):
     write_image_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=4)
     write_image_folder(tmp_path / "two", classes=("a", "b"), per_class=4)
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "three"), "--epochs", "1",
-                 "--image-size", "16", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "folder",
+                "--data-dir",
+                str(tmp_path / "three"),
+                "--epochs",
+                "1",
+                "--image-size",
+                "16",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     _fails_clearly(capsys, ["eval", str(out), "--data-dir", str(tmp_path / "two")], "does not fit this checkpoint")

@@ -204,8 +204,9 @@ def test_a_full_disk_is_one_warning_and_training_goes_on(tmp_path, capsys, monke
     _trains_with_one_warning(capsys, tmp_path, tmp_path / "cache", data, os.strerror(errno.ENOSPC))
 
 
-def test_two_builders_of_one_entry_both_succeed_and_readers_never_see_half_of_it(tmp_path, cache_home, decoded,
-                                                                                  monkeypatch):  # fmt: skip
+def test_two_builders_of_one_entry_both_succeed_and_readers_never_see_half_of_it(
+    tmp_path, cache_home, decoded, monkeypatch
+):
     data = write_image_folder(tmp_path / "data", classes=("a", "b", "c"), per_class=6, splits=("train",))
     decode = resnetlab.folder.decode  # the counting one
 
@@ -299,8 +300,9 @@ def test_a_cached_split_is_memory_mapped_and_trains_an_epoch(tmp_path, cache_hom
     model = PixelClassifier(create_model("resnet8w", num_classes=2, in_channels=3), train.mean, train.std)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     batches = TensorBatches(train.sample(10, seed=1), 4, shuffle=True, augment=True, crop_padding=2, hflip=True)
-    stats = train_one_epoch(model, batches, optimizer, build_scheduler(_recipe(), optimizer, len(batches)),
-                            select_runtime("cpu", "fp32"))  # fmt: skip
+    stats = train_one_epoch(
+        model, batches, optimizer, build_scheduler(_recipe(), optimizer, len(batches)), select_runtime("cpu", "fp32")
+    )
     assert stats["totals"]["seen"] == 10 and np.isfinite(stats["train_loss"])
 
 

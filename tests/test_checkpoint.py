@@ -83,8 +83,15 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
 
-@pytest.mark.parametrize("name,options", [("resnet8w", {}), ("resnet20", {}), ("resnet18", {"stem": "imagenet"}),
-                                          ("resnet18", {"stem": "strided", "shortcut": "A"})])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("resnet8w", {}),
+        ("resnet20", {}),
+        ("resnet18", {"stem": "imagenet"}),
+        ("resnet18", {"stem": "strided", "shortcut": "A"}),
+    ],
+)
 def test_a_described_model_is_rebuilt_exactly(name, options):
     """The stem and shortcut are part of the description: a net rebuilt with another stem would load the same
     weights and compute something else."""

@@ -97,8 +97,22 @@ def test_existing_run_is_not_overwritten(trained_run, tmp_path, capsys):
 def test_train_on_an_image_folder(tmp_path, capsys):
     write_image_folder(tmp_path / "pics", classes=("circle", "square"), per_class=8, modes=("L",))
     out = tmp_path / "run"
-    args = ["train", "--dataset", "folder", "--data-dir", str(tmp_path / "pics"), "--epochs", "1",
-            "--batch-size", "8", "--image-size", "16", "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(tmp_path / "pics"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "16",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     card = load_checkpoint(out / "best.pt").card
     assert card.classes == ("circle", "square") and card.in_channels == 1 and card.image_size == 16
@@ -108,8 +122,22 @@ def test_train_on_an_image_folder(tmp_path, capsys):
 
 def test_subset_and_shortcut_flags(tiny_fashion, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--subset", "64", "--batch-size", "32",
-            "--shortcut", "B", "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--data-dir",
+        str(tiny_fashion),
+        "--epochs",
+        "1",
+        "--subset",
+        "64",
+        "--batch-size",
+        "32",
+        "--shortcut",
+        "B",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt.card.shortcut == "B"
@@ -118,8 +146,21 @@ def test_subset_and_shortcut_flags(tiny_fashion, tmp_path):
 
 def test_eval_every_evaluates_every_nth_epoch_and_the_last(tiny_fashion, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--data-dir", str(tiny_fashion), "--epochs", "3", "--eval-every", "2", "--subset", "64",
-            "--batch-size", "32", "--out", str(out)]
+    args = [
+        "train",
+        "--data-dir",
+        str(tiny_fashion),
+        "--epochs",
+        "3",
+        "--eval-every",
+        "2",
+        "--subset",
+        "64",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "epoch 1/3: " in printed and "no test evaluation (every 2 epochs)" in printed
@@ -136,8 +177,24 @@ def test_eval_every_evaluates_every_nth_epoch_and_the_last(tiny_fashion, tmp_pat
 @pytest.mark.parametrize("tta,flip,translate", [("translate", True, True), ("none", False, False)])
 def test_tta_overrides_the_recipes_test_time_augmentation_in_the_card(tiny_fashion, tmp_path, tta, flip, translate):
     out = tmp_path / "run"
-    args = ["train", "--data-dir", str(tiny_fashion), "--recipe", "photo", "--tta", tta, "--epochs", "1",
-            "--subset", "64", "--batch-size", "32", "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--data-dir",
+        str(tiny_fashion),
+        "--recipe",
+        "photo",
+        "--tta",
+        tta,
+        "--epochs",
+        "1",
+        "--subset",
+        "64",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     card = load_checkpoint(out / "best.pt").card
     assert (card.test_time_flip, card.test_time_translate) == (flip, translate)
@@ -145,8 +202,9 @@ def test_tta_overrides_the_recipes_test_time_augmentation_in_the_card(tiny_fashi
 
 def _run_cli(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run([sys.executable, "-m", "resnetlab", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "resnetlab", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,8 +224,11 @@ def _run_cli(*args, cwd=None):
     ],
 )
 def test_user_mistakes_get_one_sentence_and_exit_status_2(args, expected, tmp_path):
-    result = _run_cli(*args, "--data-dir", str(tmp_path / "d"), cwd=tmp_path) if args[0] == "train" else \
-        _run_cli(*args, cwd=tmp_path)
+    result = (
+        _run_cli(*args, "--data-dir", str(tmp_path / "d"), cwd=tmp_path)
+        if args[0] == "train"
+        else _run_cli(*args, cwd=tmp_path)
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert expected in result.stderr

@@ -13,8 +13,8 @@ from PIL import Image
 
 from resnetlab.batches import ImageData, TensorBatches, random_translate
 from resnetlab.data import find_data, get_spec, load_split
-from resnetlab.preprocess import PixelClassifier
 from resnetlab.errors import UserError
+from resnetlab.preprocess import PixelClassifier
 
 
 @pytest.mark.parametrize("name,cls", [("mnist", "MNIST"), ("kmnist", "KMNIST"), ("fashion-mnist", "FashionMNIST")])
@@ -213,8 +213,15 @@ def test_cifar10_trains_resnet9_with_the_photo_recipe_by_default_and_recipe_wins
     write_cifar10(tmp_path / "data", n_train=64, n_test=16)
     runs = {}
     for name, recipe in [("default", None), ("fast", "fast")]:
-        config = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), epochs=1, recipe=recipe,
-                             out=str(tmp_path / name), quiet=True, precision="fp32")  # fmt: skip
+        config = TrainConfig(
+            dataset="cifar10",
+            data_dir=str(tmp_path / "data"),
+            epochs=1,
+            recipe=recipe,
+            out=str(tmp_path / name),
+            quiet=True,
+            precision="fp32",
+        )
         runs[name] = (train(config), load_checkpoint(tmp_path / name / "best.pt"))
     summary, checkpoint = runs["default"]
     assert (summary["model"], summary["recipe"], summary["batch_size"]) == ("resnet9", "photo", 128)

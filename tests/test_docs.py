@@ -92,7 +92,10 @@ def section(text: str, title_start: str) -> str:
 
 
 # Each English document and its Chinese translation; the Chinese tutorial ends with a glossary of its own.
-TRANSLATIONS = [(README, README_ZH, ""), (ROOT / "docs" / "tutorial.md", ROOT / "docs" / "tutorial.zh-CN.md", "## 术语表")]
+TRANSLATIONS = [
+    (README, README_ZH, ""),
+    (ROOT / "docs" / "tutorial.md", ROOT / "docs" / "tutorial.zh-CN.md", "## 术语表"),
+]
 TRANSLATION_IDS = ["README", "tutorial"]
 
 
@@ -161,8 +164,11 @@ def test_the_demo_run_folder_is_the_one_the_readmes_use():
 
 def test_the_commands_make_demo_prints_are_the_readmes_first_examples():
     lines, variables = demo_recipe()
-    printed = [_expand(m.group(1), variables) for line in lines
-               if (m := re.match(r'@echo "\s+(\$\(BIN\)/resnetlab [^"#]*)', line))]  # fmt: skip
+    printed = [
+        _expand(m.group(1), variables)
+        for line in lines
+        if (m := re.match(r'@echo "\s+(\$\(BIN\)/resnetlab [^"#]*)', line))
+    ]
     assert len(printed) == 3 and all(c.startswith(".venv/bin/resnetlab ") for c in printed)
     assert any("source $(BIN)/activate" in line for line in lines)
     for readme in (README, README_ZH):

@@ -25,9 +25,29 @@ def _printed(args: list[str]) -> str:
 
 
 def _args(data, out, *extra):
-    return ["experiment", "degradation", "--dataset", "fashion-mnist", "--data-dir", str(data), "--depths", "20,32",
-            "--epochs", "2", "--subset", "32", "--test-subset", "20", "--train-eval-size", "16", "--batch-size", "16",
-            "--out", str(out), *extra]  # fmt: skip
+    return [
+        "experiment",
+        "degradation",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(data),
+        "--depths",
+        "20,32",
+        "--epochs",
+        "2",
+        "--subset",
+        "32",
+        "--test-subset",
+        "20",
+        "--train-eval-size",
+        "16",
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +139,14 @@ def test_the_quick_budget_fits_without_augmentation_and_the_paper_budget_augment
     assert "--no-augment" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("recipe, translate, mirror, tta", [
-    ("fast", False, False, False),
-    ("best", False, True, True),  # mirrors without translating (translation cost accuracy on Fashion-MNIST)
-    ("paper", True, True, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "recipe, translate, mirror, tta",
+    [
+        ("fast", False, False, False),
+        ("best", False, True, True),  # mirrors without translating (translation cost accuracy on Fashion-MNIST)
+        ("paper", True, True, False),
+    ],
+)
 def test_each_recipe_trains_with_its_augmentation(tiny_fashion, tmp_path, monkeypatch, recipe, translate, mirror, tta):
     import resnetlab.engine
 
@@ -135,9 +158,18 @@ def test_each_recipe_trains_with_its_augmentation(tiny_fashion, tmp_path, monkey
             made.append(self)
 
     monkeypatch.setattr(resnetlab.engine, "TensorBatches", Spy)
-    config = TrainConfig(dataset="fashion-mnist", data_dir=str(tiny_fashion), model="resnet8w", epochs=1,
-                         batch_size=8, subset=16, test_subset=10, recipe=recipe, out=str(tmp_path / "run"),
-                         quiet=True)  # fmt: skip
+    config = TrainConfig(
+        dataset="fashion-mnist",
+        data_dir=str(tiny_fashion),
+        model="resnet8w",
+        epochs=1,
+        batch_size=8,
+        subset=16,
+        test_subset=10,
+        recipe=recipe,
+        out=str(tmp_path / "run"),
+        quiet=True,
+    )
     train(config)
     batches = made[0]  # the training batches; the test batches come second
     assert (batches.augment and batches.crop_padding > 0, batches.augment and batches.hflip) == (translate, mirror)
@@ -145,9 +177,18 @@ def test_each_recipe_trains_with_its_augmentation(tiny_fashion, tmp_path, monkey
 
 
 def test_the_paper_recipe_divides_the_lr_by_10_at_half_and_three_quarters(tiny_fashion, tmp_path):
-    config = TrainConfig(dataset="fashion-mnist", data_dir=str(tiny_fashion), model="resnet20", epochs=4,
-                         batch_size=8, subset=16, test_subset=10, recipe="paper", out=str(tmp_path / "run"),
-                         quiet=True)  # fmt: skip
+    config = TrainConfig(
+        dataset="fashion-mnist",
+        data_dir=str(tiny_fashion),
+        model="resnet20",
+        epochs=4,
+        batch_size=8,
+        subset=16,
+        test_subset=10,
+        recipe="paper",
+        out=str(tmp_path / "run"),
+        quiet=True,
+    )
     train(config)
     with open(tmp_path / "run" / "metrics.csv") as f:
         lrs = [float(row["lr"]) for row in csv.DictReader(f)]
@@ -165,8 +206,24 @@ def gradients_run(tmp_path_factory):
     """One tiny gradients experiment; returns (data dir, out dir, stdout)."""
     base = tmp_path_factory.mktemp("gradients")
     write_mnist_like(base / "data", "FashionMNIST", n_train=100, n_test=20)
-    printed = _printed(["experiment", "gradients", "--data-dir", str(base / "data"), "--depths", "18,20", "--batches",
-                        "2", "--batch-size", "8", "--device", "cpu", "--out", str(base / "out")])  # fmt: skip
+    printed = _printed(
+        [
+            "experiment",
+            "gradients",
+            "--data-dir",
+            str(base / "data"),
+            "--depths",
+            "18,20",
+            "--batches",
+            "2",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(base / "out"),
+        ]
+    )
     return base / "data", base / "out", printed
 
 
@@ -243,8 +300,10 @@ def test_gradients_verdict_is_computed_from_the_norms(gradients_run):
         first, last = float(rows[0]["grad_norm"]), float(rows[-2]["grad_norm"])
         assert f"{net}: the first conv layer's gradient norm is {first:.3g}, the last conv layer's {last:.3g}" in stdout
     # Made-up norms say what they show: a first layer 1000x below the last conv layer's is vanishing.
-    rows = [{"net": "plain56", "name": name, "grad_norm": norm} for name, norm in
-            (("conv1", 1e-4), ("layer3.8.conv2", 0.1), ("fc", 1.0))]  # fmt: skip
+    rows = [
+        {"net": "plain56", "name": name, "grad_norm": norm}
+        for name, norm in (("conv1", 1e-4), ("layer3.8.conv2", 0.1), ("fc", 1.0))
+    ]
     verdict = gradients_verdict(rows)
     assert "0.001 times as large" in verdict and "shrinks" in verdict and "In plain56 the first layer's" in verdict
 
@@ -265,8 +324,9 @@ def responses_run(degradation_run):
     """responses of the four nets of degradation_run; returns (data dir, checkpoints, out dir, stdout)."""
     data, runs, _ = degradation_run
     checkpoints = [runs / "plain20", runs / "resnet20", runs / "plain32", runs / "resnet32" / "best.pt"]
-    printed = _printed(["experiment", "responses", *map(str, checkpoints), "--device", "cpu",
-                        "--out", str(runs.parent / "responses")])  # fmt: skip
+    printed = _printed(
+        ["experiment", "responses", *map(str, checkpoints), "--device", "cpu", "--out", str(runs.parent / "responses")]
+    )
     return data, checkpoints, runs.parent / "responses", printed
 
 
@@ -313,8 +373,10 @@ def test_responses_prints_each_nets_mean_and_what_the_means_show(responses_run):
     from resnetlab.experiments import responses_verdict
 
     _, _, out, stdout = responses_run
-    means = {net: sum(float(r["response_std"]) for r in rows) / len(rows)
-             for net, rows in _by_net(_csv_rows(out / "responses.csv")).items()}  # fmt: skip
+    means = {
+        net: sum(float(r["response_std"]) for r in rows) / len(rows)
+        for net, rows in _by_net(_csv_rows(out / "responses.csv")).items()
+    }
     for net, mean in means.items():
         assert f"{net}: mean response std {mean:.3f}" in stdout
     for net, other in (("resnet20", "plain20"), ("resnet32", "plain32"), ("resnet32", "resnet20")):

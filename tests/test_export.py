@@ -96,8 +96,16 @@ def test_export_keeps_the_test_time_translation(trained_run, tmp_path, capsys):
 
 
 def test_export_without_test_data_checks_on_random_images_with_a_note(trained_run, tmp_path, capsys):
-    report = _export(capsys, trained_run, "torchscript", tmp_path / "m.pt", "--data-dir", str(tmp_path / "none"),
-                     "--check-images", "8")  # fmt: skip
+    report = _export(
+        capsys,
+        trained_run,
+        "torchscript",
+        tmp_path / "m.pt",
+        "--data-dir",
+        str(tmp_path / "none"),
+        "--check-images",
+        "8",
+    )
     assert report["checked_on"].startswith("8 random images (note: the fashion-mnist test data is not in")
     assert report["max_abs_diff_probabilities"] <= DEFAULT_TOLERANCE
 
@@ -161,8 +169,9 @@ def _json_lines(capsys):
 def _same_predictions(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b):
-        assert {k: v for k, v in x.items() if k not in ("top", "probability")} == \
-            {k: v for k, v in y.items() if k not in ("top", "probability")}  # fmt: skip
+        assert {k: v for k, v in x.items() if k not in ("top", "probability")} == {
+            k: v for k, v in y.items() if k not in ("top", "probability")
+        }
         assert [t["class"] for t in x["top"]] == [t["class"] for t in y["top"]]
         assert [t["probability"] for t in x["top"]] == pytest.approx([t["probability"] for t in y["top"]], abs=1e-5)
 
@@ -195,8 +204,9 @@ def test_onnx_predictor_has_the_predictor_interface(trained_run, onnx_model, tmp
     assert torch.equal(images, eager.decode_files(paths)) and images.dtype == torch.uint8
     probabilities = exported.probabilities(images)
     assert (probabilities - eager.probabilities(images)).abs().max() <= DEFAULT_TOLERANCE
-    assert [[c for c, _ in top] for top in exported.top_classes(probabilities, 3)] == \
-        [[c for c, _ in top] for top in eager.top_classes(eager.probabilities(images), 3)]  # fmt: skip
+    assert [[c for c, _ in top] for top in exported.top_classes(probabilities, 3)] == [
+        [c for c, _ in top] for top in eager.top_classes(eager.probabilities(images), 3)
+    ]
     # What the web server reads from the card.
     assert exported.card.architecture == "resnet20" and exported.card.dataset == "fashion-mnist"
 
@@ -204,9 +214,12 @@ def test_onnx_predictor_has_the_predictor_interface(trained_run, onnx_model, tmp
 def test_an_onnx_file_not_from_resnetlab_is_a_user_error(tmp_path, capsys):
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(graph), str(tmp_path / "other.onnx"))
     (tmp_path / "broken.onnx").write_bytes(b"not onnx")
     image = _write_images(tmp_path / "images") / "0.png"
@@ -222,8 +235,9 @@ def test_eval_of_an_onnx_model_equals_eval_of_its_checkpoint(trained_run, onnx_m
     assert main(["eval", str(onnx_model), "--json", "--save", str(tmp_path / "b.png")]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert exported["images"] == eager["images"] > 0
-    differences = sum(abs(a - b) for ra, rb in zip(exported["confusion_matrix"], eager["confusion_matrix"])
-                      for a, b in zip(ra, rb))  # fmt: skip
+    differences = sum(
+        abs(a - b) for ra, rb in zip(exported["confusion_matrix"], eager["confusion_matrix"]) for a, b in zip(ra, rb)
+    )
     assert differences <= 2  # at most one near-tie image decided the other way
     assert exported["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-4)
     assert (tmp_path / "b.png").stat().st_size > 0
@@ -268,10 +282,16 @@ def test_int8_export_below_the_agreement_fails_and_keeps_no_file(trained_run, tm
     assert not output.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--format", "torchscript"], "--int8 works with --format onnx only"),
-    (["--data-dir", "MISSING"], "an int8 export calibrates on training images, and the fashion-mnist data is not in"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--format", "torchscript"], "--int8 works with --format onnx only"),
+        (
+            ["--data-dir", "MISSING"],
+            "an int8 export calibrates on training images, and the fashion-mnist data is not in",
+        ),
+    ],
+)
 def test_int8_export_mistakes_are_user_errors(trained_run, tmp_path, capsys, extra, message):
     extra = [str(tmp_path / "none") if a == "MISSING" else a for a in extra]
     assert main(["export", str(trained_run), "-o", str(tmp_path / "m.int8.onnx"), "--int8", *extra]) == 2

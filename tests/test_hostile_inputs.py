@@ -52,8 +52,18 @@ def _digest(path: Path) -> str:
 
 def _predict_json(capsys, checkpoint: Path, images: list[Path], tmp_path: Path) -> dict[str, list]:
     """predict --json on image files: each file's top classes (the picture goes to tmp_path, not the run)."""
-    code = main(["predict", str(checkpoint), *map(str, images), "--json", "--top", "10", "--save",
-                 str(tmp_path / "predictions.png")])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            str(checkpoint),
+            *map(str, images),
+            "--json",
+            "--top",
+            "10",
+            "--save",
+            str(tmp_path / "predictions.png"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Warning" not in err, err
@@ -99,16 +109,26 @@ def interrupted_run(trained_run: Path, tmp_path: Path) -> Path:
 
 def test_train_into_an_interrupted_run_is_refused_and_says_how_to_resume(interrupted_run, tiny_fashion, capsys):
     before = {name: _digest(interrupted_run / name) for name in ("last.pt", "metrics.csv")}
-    _fails_clearly(capsys, ["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--out", str(interrupted_run)],
-                   "last.pt", "metrics.csv", f"resnetlab train --resume {interrupted_run}", "--overwrite")  # fmt: skip
+    _fails_clearly(
+        capsys,
+        ["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--out", str(interrupted_run)],
+        "last.pt",
+        "metrics.csv",
+        f"resnetlab train --resume {interrupted_run}",
+        "--overwrite",
+    )
     assert {name: _digest(interrupted_run / name) for name in before} == before
     assert sorted(p.name for p in interrupted_run.iterdir()) == ["last.pt", "metrics.csv"]
 
 
 def test_export_onto_the_last_pt_of_a_run_is_refused(interrupted_run, trained_run, capsys):
     before = _digest(interrupted_run / "last.pt")
-    _fails_clearly(capsys, ["export", str(trained_run), "--format", "torchscript", "-o",
-                            str(interrupted_run / "last.pt")], "last.pt", "file of a training run")  # fmt: skip
+    _fails_clearly(
+        capsys,
+        ["export", str(trained_run), "--format", "torchscript", "-o", str(interrupted_run / "last.pt")],
+        "last.pt",
+        "file of a training run",
+    )
     assert _digest(interrupted_run / "last.pt") == before
 
 
@@ -136,16 +156,24 @@ BOMB_SIZES = [(20000, 20000), (10000, 10000), (9000, 8000)]
 @pytest.mark.parametrize("width,height", BOMB_SIZES)
 def test_predict_on_an_image_with_too_many_pixels(trained_run, tmp_path, capsys, recwarn, width, height):
     bomb = _blank_png(tmp_path / "bomb.png", width, height)
-    _fails_clearly(capsys, ["predict", str(trained_run), str(bomb), "--save", str(tmp_path / "p.png")],
-                   str(bomb), f"{MAX_IMAGE_PIXELS:,}")  # fmt: skip
+    _fails_clearly(
+        capsys,
+        ["predict", str(trained_run), str(bomb), "--save", str(tmp_path / "p.png")],
+        str(bomb),
+        f"{MAX_IMAGE_PIXELS:,}",
+    )
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
 def test_train_on_a_folder_with_an_image_with_too_many_pixels(tmp_path, capsys):
     root = write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
     bomb = _blank_png(root / "train" / "a" / "bomb.png", 20000, 20000)
-    _fails_clearly(capsys, ["train", *TRAIN_FOLDER, "--data-dir", str(root), "--out", str(tmp_path / "run")],
-                   str(bomb), f"{MAX_IMAGE_PIXELS:,}")  # fmt: skip
+    _fails_clearly(
+        capsys,
+        ["train", *TRAIN_FOLDER, "--data-dir", str(root), "--out", str(tmp_path / "run")],
+        str(bomb),
+        f"{MAX_IMAGE_PIXELS:,}",
+    )
 
 
 # 8. 16-bit, CMYK, palette, alpha, EXIF rotation
@@ -273,8 +301,9 @@ CRAFTED = {
 
 @pytest.mark.parametrize("command", ["eval", "predict"])
 @pytest.mark.parametrize("case", list(CRAFTED))
-def test_a_crafted_model_description_is_refused_before_anything_is_built(trained_run, tmp_path, capsys, monkeypatch,
-                                                                         command, case):  # fmt: skip
+def test_a_crafted_model_description_is_refused_before_anything_is_built(
+    trained_run, tmp_path, capsys, monkeypatch, command, case
+):
     import resnetlab.card
 
     change, expected = CRAFTED[case]
@@ -322,9 +351,10 @@ def test_a_deflate_bomb_checkpoint_is_refused_without_unpacking_it(tmp_path):
         "except UserError as e:\n"
         "    print(e)\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"  # KB on Linux
-    )  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, timeout=120,
-                            check=False)  # fmt: skip
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, timeout=120, check=False
+    )
     message, grown_mb = result.stdout.strip().rsplit("\n", 1)
     assert "would unpack to" in message and str(bomb) in message, result
     assert int(grown_mb) < 100, result
@@ -337,14 +367,28 @@ def _old_layout(trained_run: Path, stem: bool) -> dict:
     if stem:
         options["stem"] = now["model"]["options"]["stem"]
     return {
-        "format": FORMAT, "version": 1,
-        "model": {"name": now["model"]["name"], "num_classes": len(now["classes"]), "in_channels": 1,
-                  "options": options},
-        "classes": list(now["classes"]), "in_channels": 1, "image_size": 28, "mean": list(now["mean"]),
-        "std": list(now["std"]), "test_time_flip": False, "dataset": "fashion-mnist", "data_dir": now["data_dir"],
-        "state_dict": now["state_dict"], "epoch": now["epoch"], "metrics": now["metrics"],
-        "best_test_accuracy": now["best_test_accuracy"], "config": now["config"],
-    }  # fmt: skip
+        "format": FORMAT,
+        "version": 1,
+        "model": {
+            "name": now["model"]["name"],
+            "num_classes": len(now["classes"]),
+            "in_channels": 1,
+            "options": options,
+        },
+        "classes": list(now["classes"]),
+        "in_channels": 1,
+        "image_size": 28,
+        "mean": list(now["mean"]),
+        "std": list(now["std"]),
+        "test_time_flip": False,
+        "dataset": "fashion-mnist",
+        "data_dir": now["data_dir"],
+        "state_dict": now["state_dict"],
+        "epoch": now["epoch"],
+        "metrics": now["metrics"],
+        "best_test_accuracy": now["best_test_accuracy"],
+        "config": now["config"],
+    }
 
 
 @pytest.mark.parametrize("stem", [True, False], ids=["before_the_card", "before_the_stem_option"])

@@ -181,8 +181,11 @@ def test_folding_batchnorm_keeps_the_outputs_and_removes_every_bn(name):
 def test_resnet9w_whitening_stem_decorrelates_the_patches_of_the_images_it_was_set_from():
     torch.manual_seed(0)
     smooth = torch.nn.functional.interpolate(torch.randn(100, 3, 8, 8), size=16, mode="bilinear")
-    images = smooth * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1) + smooth.mean(1, keepdim=True) \
-        + 0.1 * torch.randn(100, 3, 16, 16)  # fmt: skip
+    images = (
+        smooth * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
+        + smooth.mean(1, keepdim=True)
+        + 0.1 * torch.randn(100, 3, 16, 16)
+    )
     model = create_model("resnet9w")
     model.init_whitening(images)
     with torch.no_grad():

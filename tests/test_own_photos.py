@@ -76,15 +76,31 @@ def test_a_small_folder_gets_enough_optimizer_steps_and_says_so(tmp_path, capsys
     assert config.batch_size == 16 and config.epochs * (192 // 16) >= SMALL_DATA_STEPS
     assert "192 training images: batch 16 (about an eighth of them)" in note
     # the fixed default gave 2 steps an epoch here, 8 in all
-    assert TrainConfig(dataset="folder", epochs=4, batch_size=128).sized_for(192, folder=True) == \
-        (TrainConfig(dataset="folder", epochs=4, batch_size=128), None)  # fmt: skip
+    assert TrainConfig(dataset="folder", epochs=4, batch_size=128).sized_for(192, folder=True) == (
+        TrainConfig(dataset="folder", epochs=4, batch_size=128),
+        None,
+    )
     assert TrainConfig(dataset="folder", epochs=3).sized_for(192, True)[0].epochs == 3  # --epochs wins
     assert TrainConfig(dataset="folder", batch_size=64).sized_for(192, True)[0].batch_size == 64
     assert TrainConfig(dataset="folder").sized_for(100_000, True)[0].epochs == DEFAULT_EPOCHS
     assert TrainConfig().sized_for(50, folder=False) == (TrainConfig(epochs=DEFAULT_EPOCHS), None)  # named datasets
     photos = _class_folders(tmp_path, per_class=10, classes=("a", "b"))
-    assert main(["train", "--dataset", "folder", "--data-dir", str(photos), "--image-size", "16",
-                 "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "folder",
+                "--data-dir",
+                str(photos),
+                "--image-size",
+                "16",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "note: 16 training images: batch 16" in out and "epochs (" in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -41,8 +41,17 @@ def test_train_draws_the_curves_after_every_epoch(trained_run):
 
 
 def test_training_curves_from_one_epoch_and_from_csv_strings(tmp_path):
-    rows = [{"epoch": "1", "train_loss": "0.9", "train_accuracy": "0.7", "test_loss": "0.8", "test_accuracy": "0.75",
-             "lr": "0.1", "seconds": "3"}]  # fmt: skip
+    rows = [
+        {
+            "epoch": "1",
+            "train_loss": "0.9",
+            "train_accuracy": "0.7",
+            "test_loss": "0.8",
+            "test_accuracy": "0.75",
+            "lr": "0.1",
+            "seconds": "3",
+        }
+    ]
     path = training_curves(rows, tmp_path / "one.png", "resnet20 on fashion-mnist")
     assert _size(path)[0] >= 800
 
@@ -77,11 +86,24 @@ def test_prediction_grid_marks_wrong_predictions_in_red(tmp_path):
 
 def test_the_degradation_figure_hides_no_point_above_its_scale(tmp_path):
     # plain56's first epoch far above the rest, as in docs/images/degradation.csv (82% against at most 45%).
-    errors = {"plain20": [0.27, 0.26, 0.21], "resnet20": [0.40, 0.33, 0.20], "plain56": [0.82, 0.45, 0.40],
-              "resnet56": [0.44, 0.22, 0.20]}  # fmt: skip
-    rows = [{"net": net, "kind": "plain" if net.startswith("plain") else "residual", "depth": int(net[-2:]),
-             "epoch": epoch, "train_error": error, "test_error": error - 0.01}
-            for net, values in errors.items() for epoch, error in enumerate(values, 1)]  # fmt: skip
+    errors = {
+        "plain20": [0.27, 0.26, 0.21],
+        "resnet20": [0.40, 0.33, 0.20],
+        "plain56": [0.82, 0.45, 0.40],
+        "resnet56": [0.44, 0.22, 0.20],
+    }
+    rows = [
+        {
+            "net": net,
+            "kind": "plain" if net.startswith("plain") else "residual",
+            "depth": int(net[-2:]),
+            "epoch": epoch,
+            "train_error": error,
+            "test_error": error - 0.01,
+        }
+        for net, values in errors.items()
+        for epoch, error in enumerate(values, 1)
+    ]
     figure = degradation_figure(rows)
     for ax in figure.axes:
         low, high = ax.get_ylim()
@@ -171,8 +193,23 @@ def test_predict_quiet_prints_nothing_and_still_draws(trained_run, tmp_path, cap
 
 
 def _tiny_train(data_dir, out, *extra):
-    return main(["train", "--data-dir", str(data_dir), "--epochs", "1", "--subset", "64", "--batch-size", "32",
-                 "--out", str(out), "--quiet", *extra])  # fmt: skip
+    return main(
+        [
+            "train",
+            "--data-dir",
+            str(data_dir),
+            "--epochs",
+            "1",
+            "--subset",
+            "64",
+            "--batch-size",
+            "32",
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def test_tensorboard_writes_event_files(tiny_fashion, tmp_path):
@@ -196,8 +233,11 @@ def test_tensorboard_missing_is_one_clear_sentence_before_training(tiny_fashion,
     import resnetlab.tensorboard_log
 
     real = resnetlab.tensorboard_log.importlib.util.find_spec
-    monkeypatch.setattr(resnetlab.tensorboard_log.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tensorboard" else real(name, *a))  # fmt: skip
+    monkeypatch.setattr(
+        resnetlab.tensorboard_log.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real(name, *a),
+    )
     out = tmp_path / "run"
     assert _tiny_train(tiny_fashion, out, "--tensorboard") == 2
     err = capsys.readouterr().err.strip()

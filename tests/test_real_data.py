@@ -38,8 +38,18 @@ def system_fashion_mnist(monkeypatch):
 
 
 def test_real_fashion_mnist_trains_above_the_floor(system_fashion_mnist, tmp_path):
-    config = TrainConfig(dataset="fashion-mnist", data_dir=str(tmp_path / "data"), model="resnet20", epochs=2, batch_size=32,
-                         subset=4000, test_subset=2000, out=str(tmp_path / "run"), quiet=True, precision="fp32")
+    config = TrainConfig(
+        dataset="fashion-mnist",
+        data_dir=str(tmp_path / "data"),
+        model="resnet20",
+        epochs=2,
+        batch_size=32,
+        subset=4000,
+        test_subset=2000,
+        out=str(tmp_path / "run"),
+        quiet=True,
+        precision="fp32",
+    )
     summary = train(config)
     assert summary["best_test_accuracy"] >= FLOOR, summary
 

@@ -26,8 +26,18 @@ def _rows(out: Path) -> list[dict]:
 
 def _config(data_dir, out, **kw) -> TrainConfig:
     # augment=True: the random translations and flips must resume exactly too (the fast recipe has none).
-    base = dict(dataset="fashion-mnist", data_dir=str(data_dir), model="resnet20", epochs=2, batch_size=32,
-                out=str(out), quiet=True, seed=3, subset=128, augment=True)
+    base = dict(
+        dataset="fashion-mnist",
+        data_dir=str(data_dir),
+        model="resnet20",
+        epochs=2,
+        batch_size=32,
+        out=str(out),
+        quiet=True,
+        seed=3,
+        subset=128,
+        augment=True,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -72,8 +82,25 @@ def test_resumed_run_remembers_its_best_and_does_not_overwrite_it(tiny_fashion, 
 
 
 def _start_training(data_dir, out, *extra):
-    args = [sys.executable, "-m", "resnetlab", "train", "--dataset", "fashion-mnist", "--data-dir", str(data_dir),
-            "--model", "resnet20", "--epochs", "3", "--batch-size", "8", "--out", str(out), *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "resnetlab",
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(data_dir),
+        "--model",
+        "resnet20",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        *extra,
+    ]
     return subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -95,8 +122,13 @@ def test_sigkill_in_the_middle_of_an_epoch_then_resume(tiny_fashion, tmp_path):
     process.kill()
     process.wait()
     assert len(_rows(out)) < 3
-    result = subprocess.run([sys.executable, "-m", "resnetlab", "train", "--resume", str(out)], env=ENV,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "resnetlab", "train", "--resume", str(out)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     rows = _rows(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -119,8 +151,13 @@ def test_interrupt_saves_last_pt_and_says_how_to_resume(tiny_fashion, tmp_path, 
     assert f"resnetlab train --resume {out}" in stderr
     state = load_checkpoint(out / "last.pt").train_state
     assert state["epoch"] >= 1
-    result = subprocess.run([sys.executable, "-m", "resnetlab", "train", "--resume", str(out), "--quiet"],
-                            env=ENV, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "resnetlab", "train", "--resume", str(out), "--quiet"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert [int(r["epoch"]) for r in _rows(out)] == [1, 2, 3]
 
@@ -163,8 +200,21 @@ def test_full_disk_while_saving_is_a_clear_error_and_keeps_earlier_files(tiny_fa
     monkeypatch.setattr(resnetlab.checkpoint.torch, "save", full)
     from resnetlab.cli import main
 
-    code = main(["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--subset", "64", "--out", str(out),
-                 "--overwrite", "--quiet"])
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(tiny_fashion),
+            "--epochs",
+            "1",
+            "--subset",
+            "64",
+            "--out",
+            str(out),
+            "--overwrite",
+            "--quiet",
+        ]
+    )
     assert code == 2
     assert {name: (out / name).read_bytes() for name in before} == before
 
@@ -181,8 +231,21 @@ def test_nan_loss_stops_with_advice_and_keeps_best(tiny_fashion, tmp_path, capsy
         return torch.tensor(float("nan"), requires_grad=True)
 
     monkeypatch.setattr(resnetlab.engine.F, "cross_entropy", nan_loss)
-    code = main(["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--subset", "64", "--out", str(out),
-                 "--overwrite", "--quiet"])
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(tiny_fashion),
+            "--epochs",
+            "1",
+            "--subset",
+            "64",
+            "--out",
+            str(out),
+            "--overwrite",
+            "--quiet",
+        ]
+    )
     assert code == 2
     assert "lower the learning rate" in capsys.readouterr().err
     assert (out / "best.pt").read_bytes() == best_before
@@ -190,10 +253,33 @@ def test_nan_loss_stops_with_advice_and_keeps_best(tiny_fashion, tmp_path, capsy
 
 def test_two_processes_with_gloo_write_one_set_of_files(tiny_fashion, tmp_path):
     out = tmp_path / "ddp"
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "resnetlab", "train", "--dataset", "fashion-mnist", "--data-dir", str(tiny_fashion),
-            "--model", "resnet20", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--precision", "fp32",
-            "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "resnetlab",
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(tiny_fashion),
+        "--model",
+        "resnet20",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--out",
+        str(out),
+    ]
     env = {**ENV, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -177,8 +177,11 @@ def test_gradcam_overlay_for_the_top_class(server, predictor, known_images):
 
 def test_color_and_odd_images_are_converted_like_predict(server, predictor, tmp_path):
     rgba = np.random.default_rng(0).integers(0, 255, (50, 70, 4), dtype=np.uint8)
-    for name, image in [("photo.jpg", Image.fromarray(rgba[..., :3])), ("alpha.png", Image.fromarray(rgba)),
-                        ("palette.gif", Image.fromarray(rgba[..., :3]).convert("P"))]:  # fmt: skip
+    for name, image in [
+        ("photo.jpg", Image.fromarray(rgba[..., :3])),
+        ("alpha.png", Image.fromarray(rgba)),
+        ("palette.gif", Image.fromarray(rgba[..., :3]).convert("P")),
+    ]:
         path = tmp_path / name
         image.save(path)
         reply = server.post_image(path.read_bytes(), content_type="image/whatever")
@@ -361,15 +364,20 @@ def test_a_large_jpeg_is_decoded_at_reduced_size_and_a_png_whole(monkeypatch):
 
     decoded = []
     real = resnetlab.imagefiles.ImageOps.exif_transpose  # called on the image just decoded
-    monkeypatch.setattr(resnetlab.imagefiles.ImageOps, "exif_transpose", lambda image, **options: (
-        decoded.append(image.size), real(image, **options))[1])  # fmt: skip
+    monkeypatch.setattr(
+        resnetlab.imagefiles.ImageOps,
+        "exif_transpose",
+        lambda image, **options: (decoded.append(image.size), real(image, **options))[1],
+    )
     cards = {size: ModelCard("resnet20", ("a", "b"), 3, size, (0.5,) * 3, (0.25,) * 3) for size in (28, 500)}
     jpeg = gradient_image(7360, 4912, "JPEG")
-    for size, image, expected in [(28, jpeg, (920, 614)),  # 1/8 scale, still at least 56x56
-                                  (500, jpeg, (1840, 1228)),  # 1/4: 1/8 would be under 1000 pixels high
-                                  (28, gradient_image(200, 100, "JPEG"), (200, 100)),  # 1/2 would be 50 high
-                                  (28, gradient_image(50, 40, "JPEG"), (50, 40)),  # under twice the size: whole
-                                  (28, gradient_image(600, 400, "PNG"), (600, 400))]:  # fmt: skip
+    for size, image, expected in [
+        (28, jpeg, (920, 614)),  # 1/8 scale, still at least 56x56
+        (500, jpeg, (1840, 1228)),  # 1/4: 1/8 would be under 1000 pixels high
+        (28, gradient_image(200, 100, "JPEG"), (200, 100)),  # 1/2 would be 50 high
+        (28, gradient_image(50, 40, "JPEG"), (50, 40)),  # under twice the size: whole
+        (28, gradient_image(600, 400, "PNG"), (600, 400)),
+    ]:
         assert decode_image(image, cards[size]).shape == (3, size, size)
         assert decoded.pop() == expected
 
@@ -424,8 +432,9 @@ def test_health_answers_while_a_body_of_many_fields_is_parsed(served):
 
 def test_a_malformed_form_gets_a_plain_sentence_and_no_parser_log(server, caplog):
     caplog.set_level(logging.DEBUG)
-    plain = ("the multipart/form-data body is malformed; let your HTTP client build the form (e.g. curl -F "
-             "file=@image.png).")  # fmt: skip
+    plain = (
+        "the multipart/form-data body is malformed; let your HTTP client build the form (e.g. curl -F file=@image.png)."
+    )
     for body in [b"--x\r\nbad header line\r\n\r\n", b"--xyz", b"garbage\r\n--x\r\n\r\n"]:
         reply = server.request("POST", "/predict", body, {"Content-Type": "multipart/form-data; boundary=x"})
         assert reply.status == 400, body
@@ -435,11 +444,28 @@ def test_a_malformed_form_gets_a_plain_sentence_and_no_parser_log(server, caplog
 
 def test_only_loopback_host_names_are_answered_by_default(server, known_images):
     """A DNS-rebinding page reaches 127.0.0.1 under its own site's name: that Host gets 400."""
-    for host in ["localhost", f"localhost:{server.port}", "LocalHost.", "127.0.0.1", "127.1.2.3:99", "[::1]",
-                 "[::1]:8000", "[0:0::1]"]:  # fmt: skip
+    for host in [
+        "localhost",
+        f"localhost:{server.port}",
+        "LocalHost.",
+        "127.0.0.1",
+        "127.1.2.3:99",
+        "[::1]",
+        "[::1]:8000",
+        "[0:0::1]",
+    ]:
         assert server.request("GET", "/health", headers={"Host": host}).status == 200, host
-    for host in ["rebound.example", f"rebound.example:{server.port}", "127.0.0.1.rebound.example",
-                 "localhost.rebound.example", "10.0.0.1", "[::2]", "", "user@localhost", "localhost:port"]:  # fmt: skip
+    for host in [
+        "rebound.example",
+        f"rebound.example:{server.port}",
+        "127.0.0.1.rebound.example",
+        "localhost.rebound.example",
+        "10.0.0.1",
+        "[::2]",
+        "",
+        "user@localhost",
+        "localhost:port",
+    ]:
         reply = server.request("GET", "/health", headers={"Host": host})
         assert reply.status == 400, host
         detail = reply.json()["detail"]
@@ -451,8 +477,14 @@ def test_only_loopback_host_names_are_answered_by_default(server, known_images):
 
 def test_allowed_hosts_add_names_and_none_answers_any(predictor):
     with running(create_app(predictor, allowed_hosts=["resnet.lan", "192.168.1.5:8000", "fe80::1"])) as live:
-        for host, status in [("resnet.lan", 200), ("RESNET.LAN:8000", 200), ("192.168.1.5", 200),
-                             ("[fe80::1]:80", 200), ("localhost", 200), ("rebound.example", 400)]:  # fmt: skip
+        for host, status in [
+            ("resnet.lan", 200),
+            ("RESNET.LAN:8000", 200),
+            ("192.168.1.5", 200),
+            ("[fe80::1]:80", 200),
+            ("localhost", 200),
+            ("rebound.example", 400),
+        ]:
             assert live.request("GET", "/health", headers={"Host": host}).status == status, host
     for anyone in [None, ["*"]]:
         with running(create_app(predictor, allowed_hosts=anyone)) as live:
@@ -465,17 +497,27 @@ def test_requests_from_pages_of_other_origins_get_403(server, known_images):
     """A page on any site may POST text/plain to 127.0.0.1 without asking first; its Origin header tells it apart."""
     own = f"http://127.0.0.1:{server.port}"
     port = server.port
-    for origin in ["http://evil.example", "null", f"http://127.0.0.1:{port + 1}", f"https://127.0.0.1:{port}",
-                   f"http://localhost:{port}", "http://127.0.0.1"]:  # fmt: skip
+    for origin in [
+        "http://evil.example",
+        "null",
+        f"http://127.0.0.1:{port + 1}",
+        f"https://127.0.0.1:{port}",
+        f"http://localhost:{port}",
+        "http://127.0.0.1",
+    ]:
         reply = server.request("POST", "/predict", b"hello", {"Content-Type": "text/plain", "Origin": origin})
         assert reply.status == 403, origin
-        assert reply.json()["detail"] == ("requests from pages of other sites are refused: the Origin header is not "
-                                          "this server's own origin.")  # fmt: skip
+        assert reply.json()["detail"] == (
+            "requests from pages of other sites are refused: the Origin header is not this server's own origin."
+        )
     assert server.request("GET", "/model", headers={"Origin": "http://evil.example"}).status == 403
     image = known_images[0].read_bytes()
     assert server.request("POST", "/predict", image, {"Content-Type": "image/png", "Origin": own}).status == 200
-    as_localhost = {"Content-Type": "image/png", "Origin": f"http://localhost:{server.port}",
-                    "Host": f"localhost:{server.port}"}  # fmt: skip
+    as_localhost = {
+        "Content-Type": "image/png",
+        "Origin": f"http://localhost:{server.port}",
+        "Host": f"localhost:{server.port}",
+    }
     assert server.request("POST", "/predict", image, as_localhost).status == 200
 
 

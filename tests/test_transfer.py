@@ -84,8 +84,19 @@ def test_pretrained_starts_from_every_imagenet_tensor_but_the_head(tmp_path, tor
     planted = _plant_resnet18(torch_home)
     data = _fashion(tmp_path)
     with pytest.raises(_Stopped):
-        main(["train", "--dataset", "fashion-mnist", "--data-dir", str(data), "--pretrained", "--out",
-              str(tmp_path / "out"), *FP32])  # fmt: skip
+        main(
+            [
+                "train",
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                str(data),
+                "--pretrained",
+                "--out",
+                str(tmp_path / "out"),
+                *FP32,
+            ]
+        )
     job = started["job"]
     loaded = {k: v.cpu() for k, v in job.net.state_dict().items()}
     backbone = [k for k in planted if not k.startswith("fc.")]
@@ -106,12 +117,39 @@ def test_pretrained_starts_from_every_imagenet_tensor_but_the_head(tmp_path, tor
 def test_pretrained_trains_a_grayscale_dataset_that_eval_and_predict_then_read(tmp_path, torch_home, capsys):
     _plant_resnet18(torch_home)
     data, out = _fashion(tmp_path), tmp_path / "out"
-    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(data), "--pretrained", "--image-size",
-                 "32", "--subset", "32", "--batch-size", "16", "--epochs", "1", "--out", str(out), *FP32]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                str(data),
+                "--pretrained",
+                "--image-size",
+                "32",
+                "--subset",
+                "32",
+                "--batch-size",
+                "16",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                *FP32,
+            ]
+        )
+        == 0
+    )
     checkpoint = load_checkpoint(out / "best.pt")
     card = checkpoint.card
     assert (card.in_channels, card.image_size, card.stem, card.mean, card.std) == (
-        3, 32, "imagenet", IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
+        3,
+        32,
+        "imagenet",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
     assert checkpoint.config["pretrained"] is True
     assert main(["eval", str(out), "--json", *FP32[:4]]) == 0  # the grayscale test split, as RGB
     image = tmp_path / "shirt.png"
@@ -129,9 +167,19 @@ def test_pretrained_run_resumes_exactly(tmp_path, torch_home, monkeypatch, backb
     data = _fashion(tmp_path, n_train=16, n_test=8)
 
     def config(out: str) -> TrainConfig:
-        return TrainConfig(dataset="fashion-mnist", data_dir=str(data), epochs=2, batch_size=8, subset=8,
-                           image_size=16, pretrained=True, out=str(tmp_path / out), quiet=True, device="cpu",
-                           precision="fp32")  # fmt: skip
+        return TrainConfig(
+            dataset="fashion-mnist",
+            data_dir=str(data),
+            epochs=2,
+            batch_size=8,
+            subset=8,
+            image_size=16,
+            pretrained=True,
+            out=str(tmp_path / out),
+            quiet=True,
+            device="cpu",
+            precision="fp32",
+        )
 
     engine.train(config("straight"))
 
@@ -163,10 +211,13 @@ def test_pretrained_offline_without_the_file_names_file_folder_and_url(tmp_path,
     assert not file.exists() and not missing.exists()
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ("garbage", "could not be read as the ImageNet weights of resnet18"),
-    ("a tensor missing", "does not fit resnet18 (first difference: layer1.0.conv1.weight); delete it"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("garbage", "could not be read as the ImageNet weights of resnet18"),
+        ("a tensor missing", "does not fit resnet18 (first difference: layer1.0.conv1.weight); delete it"),
+    ],
+)
 def test_a_damaged_weights_file_is_refused(tmp_path, torch_home, capsys, damage, expected):
     if damage == "garbage":
         _plant_resnet18(torch_home)
@@ -175,20 +226,42 @@ def test_a_damaged_weights_file_is_refused(tmp_path, torch_home, capsys, damage,
         state = torchvision.models.resnet18(weights=None).state_dict()
         del state["layer1.0.conv1.weight"]
         _plant_resnet18(torch_home, state)
-    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(_fashion(tmp_path)), "--pretrained",
-                 "--out", str(tmp_path / "out"), *FP32]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                str(_fashion(tmp_path)),
+                "--pretrained",
+                "--out",
+                str(tmp_path / "out"),
+                *FP32,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--model", "resnet20"], ("--pretrained needs a model with ImageNet weights (resnet18, resnet34, resnet50, "
-                               "resnet101, resnet152), not resnet20.")),
-    (["--model", "resnet8w"], "not resnet8w."),
-    (["--model", "plain18"], "not plain18."),
-    (["--shortcut", "A"], "--shortcut must be B (or left out) with --pretrained"),
-    (["--init", "best.pt"], "argument --init: not allowed with argument --pretrained"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--model", "resnet20"],
+            (
+                "--pretrained needs a model with ImageNet weights (resnet18, resnet34, resnet50, "
+                "resnet101, resnet152), not resnet20."
+            ),
+        ),
+        (["--model", "resnet8w"], "not resnet8w."),
+        (["--model", "plain18"], "not plain18."),
+        (["--shortcut", "A"], "--shortcut must be B (or left out) with --pretrained"),
+        (["--init", "best.pt"], "argument --init: not allowed with argument --pretrained"),
+    ],
+)
 def test_pretrained_without_imagenet_weights_is_refused(tmp_path, torch_home, capsys, args, expected):
     assert main(["train", "--data-dir", str(tmp_path), "--pretrained", *args, *FP32]) == 2
     err = capsys.readouterr().err
@@ -204,8 +277,20 @@ def test_pretrained_and_init_together_are_refused_in_the_config():
 def test_init_starts_from_every_tensor_but_the_head_for_new_classes(trained_run, tmp_path, started):
     folder = write_image_folder(tmp_path / "bugs", classes=("ant", "bee"), per_class=4, modes=("L",))
     with pytest.raises(_Stopped):
-        main(["train", "--dataset", "folder", "--data-dir", str(folder), "--init", str(trained_run), "--out",
-              str(tmp_path / "out"), *FP32])  # fmt: skip
+        main(
+            [
+                "train",
+                "--dataset",
+                "folder",
+                "--data-dir",
+                str(folder),
+                "--init",
+                str(trained_run),
+                "--out",
+                str(tmp_path / "out"),
+                *FP32,
+            ]
+        )
     job, source = started["job"], load_checkpoint(trained_run / "best.pt")
     loaded = {k: v.cpu() for k, v in job.net.state_dict().items()}
     assert loaded.keys() == source.state_dict.keys()
@@ -222,18 +307,36 @@ def test_init_starts_from_every_tensor_but_the_head_for_new_classes(trained_run,
 
 def test_init_keeps_the_head_for_the_same_classes(trained_run, tiny_fashion, tmp_path, started):
     with pytest.raises(_Stopped):
-        main(["train", "--data-dir", str(tiny_fashion), "--init", str(trained_run / "best.pt"), "--out",
-              str(tmp_path / "out"), *FP32])  # fmt: skip
+        main(
+            [
+                "train",
+                "--data-dir",
+                str(tiny_fashion),
+                "--init",
+                str(trained_run / "best.pt"),
+                "--out",
+                str(tmp_path / "out"),
+                *FP32,
+            ]
+        )
     loaded = started["job"].net.state_dict()
     for name, tensor in load_checkpoint(trained_run / "best.pt").state_dict.items():
         assert torch.equal(loaded[name].cpu(), tensor), name
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--model", "resnet8w"], ("is a resnet20, not a resnet8w; start from a checkpoint of the same architecture, "
-                               "or leave out --model to train a resnet20.")),
-    (["--shortcut", "B"], "has shortcut A, not B; leave out --shortcut"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--model", "resnet8w"],
+            (
+                "is a resnet20, not a resnet8w; start from a checkpoint of the same architecture, "
+                "or leave out --model to train a resnet20."
+            ),
+        ),
+        (["--shortcut", "B"], "has shortcut A, not B; leave out --shortcut"),
+    ],
+)
 def test_init_from_another_architecture_is_refused(trained_run, tiny_fashion, capsys, args, expected):
     assert main(["train", "--data-dir", str(tiny_fashion), "--init", str(trained_run), *args, *FP32]) == 2
     err = capsys.readouterr().err
@@ -244,7 +347,22 @@ def test_init_from_nowhere_and_color_into_grayscale_are_refused(trained_run, tmp
     assert main(["train", "--data-dir", str(tmp_path), "--init", str(tmp_path / "nowhere.pt"), *FP32]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
     folder = write_image_folder(tmp_path / "color", classes=("a", "b"), per_class=2)
-    assert main(["train", "--dataset", "folder", "--data-dir", str(folder), "--init", str(trained_run),
-                 "--out", str(tmp_path / "out"), *FP32]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "folder",
+                "--data-dir",
+                str(folder),
+                "--init",
+                str(trained_run),
+                "--out",
+                str(tmp_path / "out"),
+                *FP32,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "takes grayscale images, but" in err and "holds color ones" in err and len(err.strip().splitlines()) == 1

@@ -7,8 +7,8 @@ on a CPU than per-image PIL transforms in a DataLoader, and it keeps the trainin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ class ImageData:
         for start in range(0, len(self), size):
             yield self.select(slice(start, start + size)).images
 
-    def select(self, index: torch.Tensor | slice) -> "ImageData":
+    def select(self, index: torch.Tensor | slice) -> ImageData:
         """The images at index (a tensor of positions or a slice), with everything else kept; nothing is copied
         but the labels (positions become rows)."""
         if self.rows is None and isinstance(index, slice):
@@ -66,13 +66,13 @@ class ImageData:
         rows = torch.arange(len(self)) if self.rows is None else self.rows
         return replace(self, rows=rows[index], labels=self.labels[index])
 
-    def sample(self, count: int | None, seed: int) -> "ImageData":
+    def sample(self, count: int | None, seed: int) -> ImageData:
         """count images drawn at random with the seed (all of them when count is None or not smaller)."""
         if count is None or count >= len(self):
             return self
         return self.select(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count])
 
-    def with_channels(self, channels: int) -> "ImageData":
+    def with_channels(self, channels: int) -> ImageData:
         """The split as `channels`-channel images: grayscale becomes RGB by repeating its one channel (what Pillow's
         convert("RGB") does to a grayscale file, so training, eval and predict see the same pixels). The repeat is
         a view, not a copy; batches copy only the images they take. Color cannot become grayscale here."""
@@ -80,12 +80,14 @@ class ImageData:
             return self
         if (self.channels, channels) != (1, 3):
             raise ValueError(f"cannot turn {self.channels}-channel images into {channels}-channel ones")
-        return replace(self, pixels=self.pixels.expand(-1, 3, -1, -1), mean=tuple(self.mean) * 3,
-                       std=tuple(self.std) * 3)  # fmt: skip
+        return replace(
+            self, pixels=self.pixels.expand(-1, 3, -1, -1), mean=tuple(self.mean) * 3, std=tuple(self.std) * 3
+        )
 
 
-def random_translate(images: torch.Tensor, padding: int, generator: torch.Generator,
-                     reflect: bool = False) -> torch.Tensor:  # fmt: skip
+def random_translate(
+    images: torch.Tensor, padding: int, generator: torch.Generator, reflect: bool = False
+) -> torch.Tensor:
     """Random crop after zero-padding (or padding by reflection), per image, for the whole batch with one gather."""
     n, c, h, w = images.shape
     if reflect:  # reflect padding is not implemented for uint8

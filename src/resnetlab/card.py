@@ -48,8 +48,9 @@ class ModelCard:
     def build_model(self) -> nn.Module:
         """The architecture the card names, with fresh weights."""
         options = {k: v for k, v in (("shortcut", self.shortcut), ("stem", self.stem)) if v is not None}
-        return create_model(self.architecture, self.num_classes, self.in_channels, image_size=self.image_size,
-                            **options)  # fmt: skip
+        return create_model(
+            self.architecture, self.num_classes, self.in_channels, image_size=self.image_size, **options
+        )
 
     def data_folder(self, override: str | None = None) -> str:
         """--data-dir if given, else the folder the model was trained from."""
@@ -58,8 +59,12 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """The card as a checkpoint stores it."""
         return {
-            "model": {"name": self.architecture, "num_classes": self.num_classes, "in_channels": self.in_channels,
-                      "options": {"shortcut": self.shortcut, "stem": self.stem}},
+            "model": {
+                "name": self.architecture,
+                "num_classes": self.num_classes,
+                "in_channels": self.in_channels,
+                "options": {"shortcut": self.shortcut, "stem": self.stem},
+            },
             "classes": list(self.classes),
             "in_channels": self.in_channels,
             "image_size": self.image_size,
@@ -70,10 +75,10 @@ class ModelCard:
             "dataset": self.dataset,
             "data_dir": self.data_dir,
             "holdout": list(self.holdout),
-        }  # fmt: skip
+        }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str) -> "ModelCard":
+    def from_dict(cls, values: dict[str, Any], source: str) -> ModelCard:
         """The card of a checkpoint or exported model, checked field by field before anything is built.
 
         Raises UserError naming `source` and the first field that is missing or out of range.
@@ -91,12 +96,13 @@ class ModelCard:
             test_time_flip=bool(values.get("test_time_flip", False)),
             test_time_translate=bool(values.get("test_time_translate", False)),
             shortcut=check.one_of("model.options.shortcut", options.get("shortcut"), ("A", "B", None)),
-            stem=check.one_of("model.options.stem", options.get("stem"),
-                              ("small", "strided", "imagenet", "whiten", None)),
+            stem=check.one_of(
+                "model.options.stem", options.get("stem"), ("small", "strided", "imagenet", "whiten", None)
+            ),
             dataset=str(values.get("dataset", "")),
             data_dir=str(values.get("data_dir") or ""),
             holdout=check.names("holdout"),
-        )  # fmt: skip
+        )
         if len(card.mean) != card.in_channels or len(card.std) != card.in_channels:
             check.fail("mean/std", f"must have one value per channel ({card.in_channels})")
         if model.get("num_classes", card.num_classes) != card.num_classes:
@@ -113,8 +119,9 @@ class _Checker:
         self.values, self.source = values, source
 
     def fail(self, field: str, problem: str) -> None:
-        raise UserError(f"{self.source} has a damaged model description: {field} {problem}; use a file written by "
-                        "resnetlab.")  # fmt: skip
+        raise UserError(
+            f"{self.source} has a damaged model description: {field} {problem}; use a file written by resnetlab."
+        )
 
     def get(self, field: str, kind: type) -> Any:
         value = self.values.get(field)
@@ -135,9 +142,14 @@ class _Checker:
 
     def numbers(self, field: str, positive: bool = False) -> tuple[float, ...]:
         value = self.values.get(field)
-        ok = isinstance(value, (list, tuple)) and 0 < len(value) <= 4 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
-            for v in value)  # fmt: skip
+        ok = (
+            isinstance(value, (list, tuple))
+            and 0 < len(value) <= 4
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+                for v in value
+            )
+        )
         if not ok:
             self.fail(field, f"is {str(value)[:40]!r}, not a list of {'positive ' if positive else ''}numbers")
         return tuple(float(v) for v in value)

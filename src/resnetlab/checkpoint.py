@@ -43,25 +43,38 @@ class Checkpoint:
 
     def to_dict(self) -> dict[str, Any]:
         """The layout written to disk (the card's fields at the top level, as in every version so far)."""
-        saved = {"format": FORMAT, "version": VERSION, "resnetlab_version": self.resnetlab_version,
-                 **self.card.to_dict(), "epoch": self.epoch, "metrics": self.metrics,
-                 "best_test_accuracy": self.best_test_accuracy, "state_dict": self.state_dict, "config": self.config}
+        saved = {
+            "format": FORMAT,
+            "version": VERSION,
+            "resnetlab_version": self.resnetlab_version,
+            **self.card.to_dict(),
+            "epoch": self.epoch,
+            "metrics": self.metrics,
+            "best_test_accuracy": self.best_test_accuracy,
+            "state_dict": self.state_dict,
+            "config": self.config,
+        }
         if self.train_state is not None:
             saved["train_state"] = self.train_state
-        return saved  # fmt: skip
+        return saved
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any], source: str) -> "Checkpoint":
+    def from_dict(cls, saved: dict[str, Any], source: str) -> Checkpoint:
         card = ModelCard.from_dict(saved, source)
         state_dict = saved.get("state_dict")
         if not isinstance(state_dict, dict):
             raise UserError(f"{source} has no weights (state_dict); use a best.pt or last.pt written by resnetlab.")
         best = saved.get("best_test_accuracy")
         return cls(
-            card, state_dict, epoch=int(saved.get("epoch") or 0), metrics=dict(saved.get("metrics") or {}),
-            best_test_accuracy=float(best) if isinstance(best, (int, float)) else None, config=saved.get("config"),
-            train_state=saved.get("train_state"), resnetlab_version=str(saved.get("resnetlab_version", "")),
-        )  # fmt: skip
+            card,
+            state_dict,
+            epoch=int(saved.get("epoch") or 0),
+            metrics=dict(saved.get("metrics") or {}),
+            best_test_accuracy=float(best) if isinstance(best, (int, float)) else None,
+            config=saved.get("config"),
+            train_state=saved.get("train_state"),
+            resnetlab_version=str(saved.get("resnetlab_version", "")),
+        )
 
     def build_model(self, source: str = "the checkpoint") -> nn.Module:
         """The model the card describes, with these weights, in eval mode."""
@@ -70,8 +83,10 @@ class Checkpoint:
         found = {k: tuple(v.shape) for k, v in self.state_dict.items() if isinstance(v, torch.Tensor)}
         if expected != found:
             wrong = sorted(set(expected.items()) ^ set(found.items()))[:1]
-            raise UserError(f"{source} is damaged: its weights do not fit its model description (first difference: "
-                            f"{wrong[0][0] if wrong else '?'}); train again or use another file.")  # fmt: skip
+            raise UserError(
+                f"{source} is damaged: its weights do not fit its model description (first difference: "
+                f"{wrong[0][0] if wrong else '?'}); train again or use another file."
+            )
         model.load_state_dict(self.state_dict)
         return model.eval()
 
@@ -125,8 +140,10 @@ def _check_inflation(path: Path) -> None:
     except (zipfile.BadZipFile, OSError, ValueError):
         return  # not a zip archive: torch.load says what it is
     if unpacked > MAX_INFLATION * size + INFLATION_SLACK:
-        raise UserError(f"{path} would unpack to {unpacked / 1e9:.1f} GB from {size / 1e6:.1f} MB, which no checkpoint "
-                        "written by resnetlab does; it was not loaded.")  # fmt: skip
+        raise UserError(
+            f"{path} would unpack to {unpacked / 1e9:.1f} GB from {size / 1e6:.1f} MB, which no checkpoint "
+            "written by resnetlab does; it was not loaded."
+        )
 
 
 def _first_sentence(error: Exception) -> str:
@@ -168,8 +185,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "use a best.pt or last.pt written by resnetlab train."
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise UserError(f"{path} is a PyTorch file but not a resnetlab checkpoint; use a best.pt or last.pt "
-                        "written by resnetlab train.")
+        raise UserError(
+            f"{path} is a PyTorch file but not a resnetlab checkpoint; use a best.pt or last.pt "
+            "written by resnetlab train."
+        )
     version = checkpoint.get("version", 0)
     if not isinstance(version, int) or version > VERSION:
         raise UserError(f"{path} was written by a newer resnetlab (format {version!r}); upgrade resnetlab.")

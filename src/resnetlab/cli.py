@@ -45,19 +45,33 @@ def _positive_float(text: str) -> float:
 def _runtime_flags(p: argparse.ArgumentParser, precision: bool = True) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     if precision:
-        p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                       help="auto: bf16 where the CPU or GPU runs it in hardware, else fp32")  # fmt: skip
+        p.add_argument(
+            "--precision",
+            default="auto",
+            choices=["auto", "fp32", "bf16"],
+            help="auto: bf16 where the CPU or GPU runs it in hardware, else fp32",
+        )
 
 
 def _cache_flags(p: argparse.ArgumentParser) -> None:
     """Where --dataset folder keeps its decoded images (folder.py, imagecache.py)."""
     cache = p.add_mutually_exclusive_group()
-    cache.add_argument("--cache-dir", default=None, metavar="DIR", help="--dataset folder: where the decoded images "
-                       "are kept, memory-mapped, so that a folder is decoded once (until a file of it changes) and "
-                       "one larger than memory still trains; default: $XDG_CACHE_HOME/resnetlab, else "
-                       "~/.cache/resnetlab; '' for none")  # fmt: skip
-    cache.add_argument("--no-cache", dest="cache_dir", action="store_const", const="",
-                       help="--dataset folder: decode the images into memory and write no cache (--cache-dir '')")
+    cache.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="--dataset folder: where the decoded images "
+        "are kept, memory-mapped, so that a folder is decoded once (until a file of it changes) and "
+        "one larger than memory still trains; default: $XDG_CACHE_HOME/resnetlab, else "
+        "~/.cache/resnetlab; '' for none",
+    )
+    cache.add_argument(
+        "--no-cache",
+        dest="cache_dir",
+        action="store_const",
+        const="",
+        help="--dataset folder: decode the images into memory and write no cache (--cache-dir '')",
+    )
 
 
 def _checkpoint_data_dir(p: argparse.ArgumentParser, extra: str = "") -> None:
@@ -70,70 +84,161 @@ def _quiet(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import (DATASET_RECIPES, DEFAULT_EPOCHS, DEFAULT_RECIPE, IMAGE_SIZE_RANGE,
-                         PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, RECIPES, SMALL_DATA_STEPS, TTA_CHOICES,
-                         TrainConfig, fine_tune_rates)  # fmt: skip
+    _train_data_flags(p.add_argument_group("data"))
+    _train_model_flags(p.add_argument_group("model and starting weights"))
+    _train_schedule_flags(p.add_argument_group("schedule"))
+    _train_run_flags(p.add_argument_group("the run"))
+
+
+def _train_data_flags(p) -> None:
+    from .config import IMAGE_SIZE_RANGE, TrainConfig
     from .data import dataset_names
 
-    recipe = RECIPES[DEFAULT_RECIPE]
     p.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(dataset_names())}")
-    p.add_argument("--data-dir", default="./data", help="where datasets are kept (torchvision's root); for "
-                   "--dataset folder, the folder holding class folders (or train/ and test/)")  # fmt: skip
+    p.add_argument(
+        "--data-dir",
+        default="./data",
+        help="where datasets are kept (torchvision's root); for "
+        "--dataset folder, the folder holding class folders (or train/ and test/)",
+    )
     _cache_flags(p)
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=None,
+        help=f"resize images to this many pixels square ({IMAGE_SIZE_RANGE[0]} to {IMAGE_SIZE_RANGE[1]}); "
+        "default: the dataset's own size (32 for folders)",
+    )
+    p.add_argument(
+        "--augment",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="random mirroring where the dataset allows, and random translation where the recipe uses "
+        "it; default: the recipe's (fast: off; photo and best: mirroring only; paper: both)",
+    )
+    p.add_argument(
+        "--subset",
+        type=_positive_int,
+        default=None,
+        help="train on this many training images, drawn at random (a quick try)",
+    )
+    p.add_argument(
+        "--val-split",
+        type=float,
+        default=TrainConfig.val_split,
+        metavar="SHARE",
+        help="--dataset folder with class folders but no train/ and test/: the share of each class held "
+        "out for validation (drawn with --seed; reported as the test split)",
+    )
+
+
+def _train_model_flags(p) -> None:
+    from .config import PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, fine_tune_rates
+
     p.add_argument("--model", default=None, help="model name (resnetlab models); default: the dataset's")
-    p.add_argument("--epochs", type=_positive_int, default=None, help=f"passes over the training set; default: "
-                   f"{DEFAULT_EPOCHS} for the named datasets; for folders, from their size (enough for about "
-                   f"{SMALL_DATA_STEPS} optimizer steps, at least {DEFAULT_EPOCHS})")  # fmt: skip
-    p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help=f"default: the recipe's ({recipe.batch_size}); for small folders, about an eighth of the "
-                   "images (at least 16)")  # fmt: skip
-    p.add_argument("--lr", type=_positive_float, default=None,
-                   help="peak learning rate; default: the recipe's, scaled with the batch size")  # fmt: skip
+    p.add_argument(
+        "--shortcut", default=None, choices=["A", "B"], help="A: zero-padding, B: 1x1 projection; default: the model's"
+    )
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--pretrained",
+        action="store_true",
+        help=f"start from torchvision's ImageNet weights "
+        f"({', '.join(PRETRAINED_MODELS)}; default {PRETRAINED_DEFAULT_MODEL}), downloaded once into "
+        "$TORCH_HOME/hub/checkpoints: ImageNet's stem and mean/std, RGB input (grayscale images "
+        "repeated into 3 channels), at least 64 px unless --image-size is given, a new head for the "
+        f"classes; {fine_tune_rates()}",
+    )
+    start.add_argument(
+        "--init",
+        default=None,
+        metavar="CKPT",
+        help="start from a resnetlab checkpoint (or run "
+        "folder) of the same architecture, which --model defaults to: the head is kept for the same "
+        "classes, new otherwise; mean/std are the data's; the image size defaults to the checkpoint's; "
+        f"{fine_tune_rates()}",
+    )
+
+
+def _train_schedule_flags(p) -> None:
+    from .config import (
+        DATASET_RECIPES,
+        DEFAULT_EPOCHS,
+        DEFAULT_RECIPE,
+        RECIPES,
+        SMALL_DATA_STEPS,
+        TTA_CHOICES,
+        TrainConfig,
+    )
+
+    recipe = RECIPES[DEFAULT_RECIPE]
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help=f"passes over the training set; default: "
+        f"{DEFAULT_EPOCHS} for the named datasets; for folders, from their size (enough for about "
+        f"{SMALL_DATA_STEPS} optimizer steps, at least {DEFAULT_EPOCHS})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help=f"default: the recipe's ({recipe.batch_size}); for small folders, about an eighth of the "
+        "images (at least 16)",
+    )
+    p.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="peak learning rate; default: the recipe's, scaled with the batch size",
+    )
     # argparse formats help with %, so a literal % in a description is written %%.
     by_dataset = ", ".join(f"{recipe} for {name}" for name, recipe in DATASET_RECIPES.items())
-    p.add_argument("--recipe", default=None, choices=list(RECIPES), help=f"default: {by_dataset}, else "
-                   f"{DEFAULT_RECIPE}. " + "; ".join(
-        f"{r.name}: {r.description}".replace("%", "%%") for r in RECIPES.values()))  # fmt: skip
+    p.add_argument(
+        "--recipe",
+        default=None,
+        choices=list(RECIPES),
+        help=f"default: {by_dataset}, else "
+        f"{DEFAULT_RECIPE}. " + "; ".join(f"{r.name}: {r.description}".replace("%", "%%") for r in RECIPES.values()),
+    )
+    p.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="evaluate on the test split after every Nth epoch and after the last; best.pt is the "
+        "best of the evaluated epochs",
+    )
+    p.add_argument(
+        "--tta",
+        default=None,
+        choices=TTA_CHOICES,
+        help="test-time augmentation of the trained model, kept in its checkpoint: flip averages each "
+        "image's prediction with its mirror's (where the dataset allows mirroring), translate also with "
+        "both moved by one pixel (3x the evaluation time); default: the recipe's ("
+        + ", ".join(f"{name}: {TrainConfig(recipe=name).effective_tta}" for name in RECIPES)
+        + ")",
+    )
+
+
+def _train_run_flags(p) -> None:
     p.add_argument("--out", default=None, help="run folder; default: a new runs/<dataset>-<model>[-N]")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace an earlier run's files")
-    p.add_argument("--resume", default=None, metavar="OUT",
-                   help="continue the run in folder OUT from its last.pt, with its own settings")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="OUT",
+        help="continue the run in folder OUT from its last.pt, with its own settings",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
-                   help="evaluate on the test split after every Nth epoch and after the last; best.pt is the "
-                   "best of the evaluated epochs")  # fmt: skip
-    p.add_argument("--tta", default=None, choices=TTA_CHOICES,
-                   help="test-time augmentation of the trained model, kept in its checkpoint: flip averages each "
-                   "image's prediction with its mirror's (where the dataset allows mirroring), translate also with "
-                   "both moved by one pixel (3x the evaluation time); default: the recipe's ("
-                   + ", ".join(f"{name}: {TrainConfig(recipe=name).effective_tta}" for name in RECIPES) + ")")
     _runtime_flags(p)
-    p.add_argument("--image-size", type=_positive_int, default=None,
-                   help=f"resize images to this many pixels square ({IMAGE_SIZE_RANGE[0]} to {IMAGE_SIZE_RANGE[1]}); "
-                   "default: the dataset's own size (32 for folders)")  # fmt: skip
-    p.add_argument("--shortcut", default=None, choices=["A", "B"],
-                   help="A: zero-padding, B: 1x1 projection; default: the model's")  # fmt: skip
-    p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
-                   help="random mirroring where the dataset allows, and random translation where the recipe uses "
-                   "it; default: the recipe's (fast: off; photo and best: mirroring only; paper: both)")  # fmt: skip
-    p.add_argument("--subset", type=_positive_int, default=None,
-                   help="train on this many training images, drawn at random (a quick try)")  # fmt: skip
-    p.add_argument("--val-split", type=float, default=TrainConfig.val_split, metavar="SHARE",
-                   help="--dataset folder with class folders but no train/ and test/: the share of each class held "
-                   "out for validation (drawn with --seed; reported as the test split)")  # fmt: skip
-    start = p.add_mutually_exclusive_group()
-    start.add_argument("--pretrained", action="store_true", help=f"start from torchvision's ImageNet weights "
-                       f"({', '.join(PRETRAINED_MODELS)}; default {PRETRAINED_DEFAULT_MODEL}), downloaded once into "
-                       "$TORCH_HOME/hub/checkpoints: ImageNet's stem and mean/std, RGB input (grayscale images "
-                       "repeated into 3 channels), at least 64 px unless --image-size is given, a new head for the "
-                       f"classes; {fine_tune_rates()}")  # fmt: skip
-    start.add_argument("--init", default=None, metavar="CKPT", help="start from a resnetlab checkpoint (or run "
-                       "folder) of the same architecture, which --model defaults to: the head is kept for the same "
-                       "classes, new otherwise; mean/std are the data's; the image size defaults to the checkpoint's; "
-                       f"{fine_tune_rates()}")  # fmt: skip
     _quiet(p)
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also write TensorBoard event files into OUT/tensorboard (the tensorboard extra)")  # fmt: skip
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files into OUT/tensorboard (the tensorboard extra)",
+    )
 
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -141,23 +246,33 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     _checkpoint_data_dir(p)
     _runtime_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--save", default=None, help="the picture of the confusion matrix; default: "
-                   "confusion_matrix.png beside the checkpoint")  # fmt: skip
+    p.add_argument(
+        "--save",
+        default=None,
+        help="the picture of the confusion matrix; default: confusion_matrix.png beside the checkpoint",
+    )
 
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a best.pt / last.pt, a run folder, or a .onnx file from resnetlab export")
-    p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR",
-                   help="image files or folders; default: the first N test images")  # fmt: skip
+    p.add_argument(
+        "images", nargs="*", metavar="IMAGE_OR_DIR", help="image files or folders; default: the first N test images"
+    )
     p.add_argument("-n", type=_positive_int, default=20, help="how many test images")
     _checkpoint_data_dir(p)
-    p.add_argument("--top", type=_positive_int, default=3, help="classes listed per image file (and per image "
-                   "with --json)")  # fmt: skip
-    p.add_argument("--save", default=None, help="the picture of the predictions; default: "
-                   "predictions.png beside the checkpoint")  # fmt: skip
+    p.add_argument(
+        "--top", type=_positive_int, default=3, help="classes listed per image file (and per image with --json)"
+    )
+    p.add_argument(
+        "--save", default=None, help="the picture of the predictions; default: predictions.png beside the checkpoint"
+    )
     p.add_argument("--show", action="store_true", help="also open the picture in a window")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image and line, nothing else; "
-                   "draws the picture only when --save or --show is given")  # fmt: skip
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per image and line, nothing else; "
+        "draws the picture only when --save or --show is given",
+    )
     _quiet(p, " (the picture is still drawn)")
     _runtime_flags(p)
 
@@ -170,37 +285,71 @@ def _plot_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import (EXPORT_CHECK_IMAGES, EXPORT_FORMATS, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES,
-                         INT8_MIN_AGREEMENT)  # fmt: skip
+    from .config import (
+        EXPORT_CHECK_IMAGES,
+        EXPORT_FORMATS,
+        EXPORT_TOLERANCE,
+        INT8_CALIBRATION_IMAGES,
+        INT8_MIN_AGREEMENT,
+    )
 
     p.add_argument("checkpoint", help="a best.pt / last.pt, or a run folder")
-    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS, help="onnx runs with onnxruntime (the export "
-                   "extra); torchscript with torch.jit.load")  # fmt: skip
-    p.add_argument("-o", "--output", default=None, help="the file to write; default: beside the checkpoint, "
-                   "best.onnx or best.torchscript.pt")  # fmt: skip
-    p.add_argument("--data-dir", default=None, help="test images to check the export on; default: the folder the "
-                   "checkpoint was trained from (random images where there are none)")  # fmt: skip
+    p.add_argument(
+        "--format",
+        default="onnx",
+        choices=EXPORT_FORMATS,
+        help="onnx runs with onnxruntime (the export extra); torchscript with torch.jit.load",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="the file to write; default: beside the checkpoint, best.onnx or best.torchscript.pt",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="test images to check the export on; default: the folder the "
+        "checkpoint was trained from (random images where there are none)",
+    )
     _cache_flags(p)
-    p.add_argument("--check-images", type=_positive_int, default=EXPORT_CHECK_IMAGES,
-                   help="how many images to check on")  # fmt: skip
-    p.add_argument("--tolerance", type=_positive_float, default=EXPORT_TOLERANCE,
-                   help="largest difference in probability from PyTorch that passes the check")  # fmt: skip
-    p.add_argument("--int8", action="store_true", help=f"onnx only: quantize to int8 (calibrated on "
-                   f"{INT8_CALIBRATION_IMAGES} training images; faster on CPUs), checked to keep the top class of "
-                   f"{round(INT8_MIN_AGREEMENT * 100)}%% of the check images")  # fmt: skip
+    p.add_argument(
+        "--check-images", type=_positive_int, default=EXPORT_CHECK_IMAGES, help="how many images to check on"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=_positive_float,
+        default=EXPORT_TOLERANCE,
+        help="largest difference in probability from PyTorch that passes the check",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help=f"onnx only: quantize to int8 (calibrated on "
+        f"{INT8_CALIBRATION_IMAGES} training images; faster on CPUs), checked to keep the top class of "
+        f"{round(INT8_MIN_AGREEMENT * 100)}%% of the check images",
+    )
     p.add_argument("--json", action="store_true", help="print the check's report as one JSON object")
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CKPT_OR_ONNX", help="a best.pt / last.pt, a run folder, or a .onnx file "
-                   "from resnetlab export")  # fmt: skip
+    p.add_argument(
+        "checkpoint",
+        metavar="CKPT_OR_ONNX",
+        help="a best.pt / last.pt, a run folder, or a .onnx file from resnetlab export",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it to the network")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     _runtime_flags(p)
-    p.add_argument("--allowed-host", action="append", default=argparse.SUPPRESS, metavar="NAME",
-                   help="a host name (or address) the server answers to besides localhost and 127.0.0.1, e.g. the "
-                   "machine's name; repeatable. Without it, a server on a network address (--host) answers to any "
-                   "name")  # fmt: skip
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="a host name (or address) the server answers to besides localhost and 127.0.0.1, e.g. the "
+        "machine's name; repeatable. Without it, a server on a network address (--host) answers to any "
+        "name",
+    )
 
 
 def _degradation_arguments(p: argparse.ArgumentParser) -> None:
@@ -211,31 +360,67 @@ def _degradation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help=f"default: {quick.dataset}; with --full, {FULL.dataset}")
     p.add_argument("--data-dir", default=quick.data_dir, help=f"where datasets are kept (default: {quick.data_dir})")
     _cache_flags(p)
-    p.add_argument("--depths", default=None, help="comma-separated depths, each trained as plainD and resnetD; "
-                   f"default: {quick.depths_text}; with --full, {FULL.depths_text}")  # fmt: skip
-    p.add_argument("--epochs", type=_positive_int, default=None,
-                   help=f"default: {quick.epochs}; with --full, {FULL.epochs}")  # fmt: skip
-    p.add_argument("--subset", type=_positive_int, default=None,
-                   help=f"train on this many training images; default: {quick.subset}; with --full, all")  # fmt: skip
-    p.add_argument("--test-subset", type=_positive_int, default=None,
-                   help=f"test on this many test images; default: {quick.test_subset}; with --full, all")  # fmt: skip
-    p.add_argument("--train-eval-size", type=_positive_int, default=None, help="training images on which the "
-                   "training error is measured, without augmentation, after each epoch; default: "
-                   f"{quick.train_eval_size}; with --full, {FULL.train_eval_size}")  # fmt: skip
-    p.add_argument("--recipe", default=None, choices=list(RECIPES),
-                   help=f"default: {quick.recipe}; with --full, {FULL.recipe}")  # fmt: skip
-    p.add_argument("--augment", default=None, action=argparse.BooleanOptionalAction,
-                   help="the recipe's augmentation (see train --augment) while training; default: off (on with "
-                   "--full, as in the paper)")  # fmt: skip
-    p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help=f"default: {quick.batch_size}; with --full, the recipe's ({RECIPES[FULL.recipe].batch_size})")
+    p.add_argument(
+        "--depths",
+        default=None,
+        help="comma-separated depths, each trained as plainD and resnetD; "
+        f"default: {quick.depths_text}; with --full, {FULL.depths_text}",
+    )
+    p.add_argument(
+        "--epochs", type=_positive_int, default=None, help=f"default: {quick.epochs}; with --full, {FULL.epochs}"
+    )
+    p.add_argument(
+        "--subset",
+        type=_positive_int,
+        default=None,
+        help=f"train on this many training images; default: {quick.subset}; with --full, all",
+    )
+    p.add_argument(
+        "--test-subset",
+        type=_positive_int,
+        default=None,
+        help=f"test on this many test images; default: {quick.test_subset}; with --full, all",
+    )
+    p.add_argument(
+        "--train-eval-size",
+        type=_positive_int,
+        default=None,
+        help="training images on which the "
+        "training error is measured, without augmentation, after each epoch; default: "
+        f"{quick.train_eval_size}; with --full, {FULL.train_eval_size}",
+    )
+    p.add_argument(
+        "--recipe", default=None, choices=list(RECIPES), help=f"default: {quick.recipe}; with --full, {FULL.recipe}"
+    )
+    p.add_argument(
+        "--augment",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="the recipe's augmentation (see train --augment) while training; default: off (on with "
+        "--full, as in the paper)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help=f"default: {quick.batch_size}; with --full, the recipe's ({RECIPES[FULL.recipe].batch_size})",
+    )
     p.add_argument("--lr", type=_positive_float, default=None, help="default: the recipe's, scaled with the batch size")
-    p.add_argument("--seed", type=int, default=quick.seed, help=f"random seed, the same for every net (default: "
-                   f"{quick.seed})")  # fmt: skip
-    p.add_argument("--out", default=None, help="folder for the runs, degradation.png, degradation.csv and "
-                   f"degradation.md; default: {quick.out}, with --full {FULL.out}")  # fmt: skip
-    p.add_argument("--full", action="store_true", help="the paper's CIFAR-10 setting: 164 epochs on all 50k "
-                   "images, lr 0.1 divided by 10 at half and three quarters; for a GPU")  # fmt: skip
+    p.add_argument(
+        "--seed", type=int, default=quick.seed, help=f"random seed, the same for every net (default: {quick.seed})"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for the runs, degradation.png, degradation.csv and "
+        f"degradation.md; default: {quick.out}, with --full {FULL.out}",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the paper's CIFAR-10 setting: 164 epochs on all 50k "
+        "images, lr 0.1 divided by 10 at half and three quarters; for a GPU",
+    )
     p.add_argument("--overwrite", action="store_true", help="train again nets whose runs are already in --out")
     _runtime_flags(p)
     _quiet(p)
@@ -246,21 +431,40 @@ def _gradients_arguments(p: argparse.ArgumentParser) -> None:
     from .data import dataset_names
 
     default = GradientsConfig()
-    p.add_argument("--dataset", default=default.dataset, help=f"one of: {', '.join(dataset_names())} (default: "
-                   f"{default.dataset})")  # fmt: skip
-    p.add_argument("--data-dir", default=default.data_dir,
-                   help=f"where datasets are kept (default: {default.data_dir})")  # fmt: skip
+    p.add_argument(
+        "--dataset", default=default.dataset, help=f"one of: {', '.join(dataset_names())} (default: {default.dataset})"
+    )
+    p.add_argument(
+        "--data-dir", default=default.data_dir, help=f"where datasets are kept (default: {default.data_dir})"
+    )
     _cache_flags(p)
-    p.add_argument("--depths", default=default.depths_text, help="comma-separated depths, each built as plainD and "
-                   f"resnetD (default: {default.depths_text})")  # fmt: skip
-    p.add_argument("--batches", type=_positive_int, default=default.batches, help="training batches the gradient "
-                   f"norms are averaged over (default: {default.batches})")  # fmt: skip
-    p.add_argument("--batch-size", type=_positive_int, default=default.batch_size,
-                   help=f"images per batch (default: {default.batch_size})")  # fmt: skip
-    p.add_argument("--seed", type=int, default=default.seed, help="random seed of the initial weights, the same for "
-                   f"every net, and of the images drawn (default: {default.seed})")  # fmt: skip
-    p.add_argument("--out", default=default.out, help=f"folder for gradients.csv and gradients.png (default: "
-                   f"{default.out})")  # fmt: skip
+    p.add_argument(
+        "--depths",
+        default=default.depths_text,
+        help=f"comma-separated depths, each built as plainD and resnetD (default: {default.depths_text})",
+    )
+    p.add_argument(
+        "--batches",
+        type=_positive_int,
+        default=default.batches,
+        help=f"training batches the gradient norms are averaged over (default: {default.batches})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=default.batch_size,
+        help=f"images per batch (default: {default.batch_size})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=default.seed,
+        help="random seed of the initial weights, the same for "
+        f"every net, and of the images drawn (default: {default.seed})",
+    )
+    p.add_argument(
+        "--out", default=default.out, help=f"folder for gradients.csv and gradients.png (default: {default.out})"
+    )
     _runtime_flags(p, precision=False)
     _quiet(p)
 
@@ -269,40 +473,67 @@ def _responses_arguments(p: argparse.ArgumentParser) -> None:
     from .config import ResponsesConfig
 
     default = ResponsesConfig()
-    p.add_argument("checkpoints", nargs="+", metavar="RUN_OR_CKPT", help="trained checkpoints (best.pt / last.pt) "
-                   "or run folders, e.g. the degradation experiment's runs/degradation/plain20 and "
-                   "runs/degradation/resnet20")  # fmt: skip
+    p.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="RUN_OR_CKPT",
+        help="trained checkpoints (best.pt / last.pt) "
+        "or run folders, e.g. the degradation experiment's runs/degradation/plain20 and "
+        "runs/degradation/resnet20",
+    )
     _checkpoint_data_dir(p, ", for each checkpoint its own")
-    p.add_argument("--test-subset", type=_positive_int, default=default.test_subset, help="test images the "
-                   "responses are measured on, drawn at random with --seed (default: "
-                   f"{default.test_subset})")  # fmt: skip
+    p.add_argument(
+        "--test-subset",
+        type=_positive_int,
+        default=default.test_subset,
+        help=f"test images the responses are measured on, drawn at random with --seed (default: {default.test_subset})",
+    )
     p.add_argument("--seed", type=int, default=default.seed, help=f"random seed (default: {default.seed})")
-    p.add_argument("--out", default=default.out, help=f"folder for responses.csv and responses.png (default: "
-                   f"{default.out})")  # fmt: skip
+    p.add_argument(
+        "--out", default=default.out, help=f"folder for responses.csv and responses.png (default: {default.out})"
+    )
     _runtime_flags(p, precision=False)
     _quiet(p)
 
 
 def _experiment_arguments(p: argparse.ArgumentParser) -> None:
     experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=_Parser, required=True)
-    _degradation_arguments(experiments.add_parser(
-        "degradation", help="plain and residual nets of growing depth: training and test error per epoch (He et "
-        "al. 2015, Figures 1 and 6)"))  # fmt: skip
-    _gradients_arguments(experiments.add_parser(
-        "gradients", help="the gradient norm of each layer of plain and residual nets at the start of training: "
-        "do the gradients vanish?"))  # fmt: skip
-    _responses_arguments(experiments.add_parser(
-        "responses", help="the std of each 3x3 layer's response in trained nets (He et al. 2015, "
-        "Figure 7)"))  # fmt: skip
+    _degradation_arguments(
+        experiments.add_parser(
+            "degradation",
+            help="plain and residual nets of growing depth: training and test error per epoch (He et "
+            "al. 2015, Figures 1 and 6)",
+        )
+    )
+    _gradients_arguments(
+        experiments.add_parser(
+            "gradients",
+            help="the gradient norm of each layer of plain and residual nets at the start of training: "
+            "do the gradients vanish?",
+        )
+    )
+    _responses_arguments(
+        experiments.add_parser(
+            "responses", help="the std of each 3x3 layer's response in trained nets (He et al. 2015, Figure 7)"
+        )
+    )
 
 
 def _explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a best.pt / last.pt, or a run folder")
-    p.add_argument("images", nargs="+", metavar="IMAGE_OR_TEST_INDEX",
-                   help="image files or folders, or indices into the test split (0: the first test image)")  # fmt: skip
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_TEST_INDEX",
+        help="image files or folders, or indices into the test split (0: the first test image)",
+    )
     p.add_argument("--out", default=None, help="the picture; default: gradcam.png beside the checkpoint")
-    p.add_argument("--stage", type=_positive_int, default=None,
-                   help="explain the output of this stage (1: the first); default: the last")  # fmt: skip
+    p.add_argument(
+        "--stage",
+        type=_positive_int,
+        default=None,
+        help="explain the output of this stage (1: the first); default: the last",
+    )
     _checkpoint_data_dir(p)
     _runtime_flags(p, precision=False)
 
@@ -325,13 +556,31 @@ def _train(args: argparse.Namespace) -> None:
         train(replace(config, quiet=args.quiet or config.quiet, cache_dir=cache_dir), resume_state=state)
         return
     config = TrainConfig(
-        dataset=args.dataset, data_dir=args.data_dir, model=args.model, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, out=args.out, seed=args.seed, device=args.device,
-        precision=args.precision, image_size=args.image_size, recipe=args.recipe, shortcut=args.shortcut,
-        overwrite=args.overwrite, quiet=args.quiet, subset=args.subset, tensorboard=args.tensorboard,
-        augment=args.augment, val_split=args.val_split, pretrained=args.pretrained, init=args.init,
-        cache_dir=args.cache_dir, eval_every=args.eval_every, tta=args.tta,
-    )  # fmt: skip
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        out=args.out,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        image_size=args.image_size,
+        recipe=args.recipe,
+        shortcut=args.shortcut,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        subset=args.subset,
+        tensorboard=args.tensorboard,
+        augment=args.augment,
+        val_split=args.val_split,
+        pretrained=args.pretrained,
+        init=args.init,
+        cache_dir=args.cache_dir,
+        eval_every=args.eval_every,
+        tta=args.tta,
+    )
     train(config)
 
 
@@ -353,18 +602,36 @@ def _eval(args: argparse.Namespace) -> None:
     save = Path(args.save) if args.save else resolve_path(args.checkpoint).parent / "confusion_matrix.png"
     confusion_matrix_plot(stats["confusion_matrix"], card.classes, save, f"{card.architecture} on {card.dataset}")
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "model": card.architecture, "dataset": card.dataset,
-                          "classes": list(card.classes), **stats, "picture": str(save)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "checkpoint": str(args.checkpoint),
+                    "model": card.architecture,
+                    "dataset": card.dataset,
+                    "classes": list(card.classes),
+                    **stats,
+                    "picture": str(save),
+                }
+            )
+        )
         return
     print(f"{card.architecture} on {card.dataset} ({stats['images']} test images, {predictor.describe()})")
-    print(f"test average loss {stats['test_loss']:.4f}, accuracy {stats['test_accuracy']:.2%}, "
-          f"{stats['images_per_second']:.0f} images/s\n")  # fmt: skip
-    rows = [[name, sum(row), f"{acc:.2%}"] for name, row, acc in
-            zip(card.classes, stats["confusion_matrix"], stats["per_class_accuracy"])]  # fmt: skip
+    print(
+        f"test average loss {stats['test_loss']:.4f}, accuracy {stats['test_accuracy']:.2%}, "
+        f"{stats['images_per_second']:.0f} images/s\n"
+    )
+    rows = [
+        [name, sum(row), f"{acc:.2%}"]
+        for name, row, acc in zip(card.classes, stats["confusion_matrix"], stats["per_class_accuracy"])
+    ]
     print(_format_table(["class", "images", "accuracy"], rows))
     print("\nconfusion matrix (rows: actual, columns: predicted, in class order above)")
-    print(_format_table([""] + [str(i) for i in range(card.num_classes)],
-                        [[str(i)] + [str(v) for v in row] for i, row in enumerate(stats["confusion_matrix"])]))
+    print(
+        _format_table(
+            [""] + [str(i) for i in range(card.num_classes)],
+            [[str(i)] + [str(v) for v in row] for i, row in enumerate(stats["confusion_matrix"])],
+        )
+    )
     print(f"\npicture: {save}")
 
 
@@ -398,8 +665,18 @@ def _predict_test_images(predictor, args: argparse.Namespace, say) -> tuple:
     actual = [predictor.card.classes[i] for i in data.labels.tolist()]
     for i, (top, a) in enumerate(zip(tops, actual)):
         if args.json:
-            print(json.dumps({"index": i, "predicted": top[0][0], "probability": round(top[0][1], 6), "actual": a,
-                              "correct": top[0][0] == a, "top": _top_json(top)}))  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "index": i,
+                        "predicted": top[0][0],
+                        "probability": round(top[0][1], 6),
+                        "actual": a,
+                        "correct": top[0][0] == a,
+                        "top": _top_json(top),
+                    }
+                )
+            )
         say(f'predicted: "{top[0][0]}", actual: "{a}"')
     right = sum(top[0][0] == a for top, a in zip(tops, actual))
     say(f"{right} of {len(actual)} right ({right / len(actual):.0%})")
@@ -433,23 +710,35 @@ def _plot(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from .export import export_checkpoint
 
-    report = export_checkpoint(args.checkpoint, args.format, args.output, args.data_dir, args.check_images,
-                               args.tolerance, args.int8, args.cache_dir)  # fmt: skip
+    report = export_checkpoint(
+        args.checkpoint,
+        args.format,
+        args.output,
+        args.data_dir,
+        args.check_images,
+        args.tolerance,
+        args.int8,
+        args.cache_dir,
+    )
     if args.json:
         print(json.dumps(report))
         return
     size = Path(report["file"]).stat().st_size / 1e6
     print(f"wrote {report['file']} ({args.format}, {report['precision']}, {size:.1f} MB)")
     if args.int8:
-        print(f"calibrated on {report['calibrated_on']}; checked on {report['checked_on']}: same top class as "
-              f"PyTorch fp32 for {report['same_top_class']} of {report['images']} (at least "
-              f"{report['min_agreement']:.0%} needed); largest difference {report['max_abs_diff_probabilities']:.1e} "
-              "in probability")  # fmt: skip
+        print(
+            f"calibrated on {report['calibrated_on']}; checked on {report['checked_on']}: same top class as "
+            f"PyTorch fp32 for {report['same_top_class']} of {report['images']} (at least "
+            f"{report['min_agreement']:.0%} needed); largest difference {report['max_abs_diff_probabilities']:.1e} "
+            "in probability"
+        )
         return
-    print(f"checked on {report['checked_on']}: largest difference from PyTorch "
-          f"{report['max_abs_diff_probabilities']:.1e} in probability (tolerance {report['tolerance']:.0e}), "
-          f"{report['max_abs_diff_logits']:.1e} in logits; "
-          f"same top class for {report['same_top_class']} of {report['images']}")  # fmt: skip
+    print(
+        f"checked on {report['checked_on']}: largest difference from PyTorch "
+        f"{report['max_abs_diff_probabilities']:.1e} in probability (tolerance {report['tolerance']:.0e}), "
+        f"{report['max_abs_diff_logits']:.1e} in logits; "
+        f"same top class for {report['same_top_class']} of {report['images']}"
+    )
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -458,8 +747,10 @@ def _serve(args: argparse.Namespace) -> None:
     except ImportError as e:
         if (e.name or "").split(".")[0] not in {"fastapi", "starlette", "pydantic", "uvicorn", "python_multipart"}:
             raise
-        raise UserError(f"resnetlab serve needs the serve extra ({e.name} is missing); install it from the resnetlab "
-                        "folder with: pip install -e '.[serve]'.") from None  # fmt: skip
+        raise UserError(
+            f"resnetlab serve needs the serve extra ({e.name} is missing); install it from the resnetlab "
+            "folder with: pip install -e '.[serve]'."
+        ) from None
     serve(args.checkpoint, args.host, args.port, args.device, args.precision, getattr(args, "allowed_host", []))
 
 
@@ -473,16 +764,29 @@ def _degradation(args: argparse.Namespace) -> None:
     from .experiments import parse_depths, run_degradation
 
     given = {
-        "dataset": args.dataset, "depths": parse_depths(args.depths) if args.depths else None, "epochs": args.epochs,
-        "subset": args.subset, "test_subset": args.test_subset, "train_eval_size": args.train_eval_size,
-        "recipe": args.recipe, "batch_size": args.batch_size, "lr": args.lr, "out": args.out,
+        "dataset": args.dataset,
+        "depths": parse_depths(args.depths) if args.depths else None,
+        "epochs": args.epochs,
+        "subset": args.subset,
+        "test_subset": args.test_subset,
+        "train_eval_size": args.train_eval_size,
+        "recipe": args.recipe,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "out": args.out,
         "augment": args.augment,
-    }  # fmt: skip
+    }
     config = degradation_config(
-        args.full, data_dir=args.data_dir, seed=args.seed, device=args.device, precision=args.precision,
-        overwrite=args.overwrite, quiet=args.quiet, cache_dir=args.cache_dir,
+        args.full,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        cache_dir=args.cache_dir,
         **{k: v for k, v in given.items() if v is not None},
-    )  # fmt: skip
+    )
     run_degradation(config)
 
 
@@ -490,21 +794,38 @@ def _gradients(args: argparse.Namespace) -> None:
     from .config import GradientsConfig
     from .experiments import parse_depths, run_gradients
 
-    run_gradients(GradientsConfig(
-        dataset=args.dataset, data_dir=args.data_dir, depths=parse_depths(args.depths), batches=args.batches,
-        batch_size=args.batch_size, seed=args.seed, out=args.out, device=args.device, quiet=args.quiet,
-        cache_dir=args.cache_dir,
-    ))  # fmt: skip
+    run_gradients(
+        GradientsConfig(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            depths=parse_depths(args.depths),
+            batches=args.batches,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            out=args.out,
+            device=args.device,
+            quiet=args.quiet,
+            cache_dir=args.cache_dir,
+        )
+    )
 
 
 def _responses(args: argparse.Namespace) -> None:
     from .config import ResponsesConfig
     from .experiments import run_responses
 
-    run_responses(ResponsesConfig(
-        checkpoints=tuple(args.checkpoints), data_dir=args.data_dir, test_subset=args.test_subset, seed=args.seed,
-        out=args.out, device=args.device, quiet=args.quiet, cache_dir=args.cache_dir,
-    ))  # fmt: skip
+    run_responses(
+        ResponsesConfig(
+            checkpoints=tuple(args.checkpoints),
+            data_dir=args.data_dir,
+            test_subset=args.test_subset,
+            seed=args.seed,
+            out=args.out,
+            device=args.device,
+            quiet=args.quiet,
+            cache_dir=args.cache_dir,
+        )
+    )
 
 
 def _explain(args: argparse.Namespace) -> None:
@@ -512,8 +833,9 @@ def _explain(args: argparse.Namespace) -> None:
     from .explain import describe, explain_checkpoint, gradcam_grid
 
     out = Path(args.out) if args.out else resolve_path(args.checkpoint).parent / "gradcam.png"
-    explanation = explain_checkpoint(args.checkpoint, args.images, args.data_dir, args.stage, args.device,
-                                     args.cache_dir)  # fmt: skip
+    explanation = explain_checkpoint(
+        args.checkpoint, args.images, args.data_dir, args.stage, args.device, args.cache_dir
+    )
     print("\n".join(describe(explanation)))
     print(f"picture: {gradcam_grid(explanation, out)}")
 
@@ -555,13 +877,23 @@ COMMANDS: dict[str, Command] = {
     "train": Command("train a model; writes best.pt, last.pt, metrics.csv, summary.json", _train_arguments, _train),
     "eval": Command("test accuracy, per-class accuracy and confusion matrix of a checkpoint", _eval_arguments, _eval),
     "predict": Command("predict test images (or your image files) and draw them", _predict_arguments, _predict),
-    "plot": Command("draw a run's pictures again from its files: curves.png, confusion_matrix.png, predictions.png",
-                    _plot_arguments, _plot),  # fmt: skip
-    "export": Command("write a checkpoint as ONNX or TorchScript for other programs, checked against PyTorch",
-                      _export_arguments, _export),  # fmt: skip
+    "plot": Command(
+        "draw a run's pictures again from its files: curves.png, confusion_matrix.png, predictions.png",
+        _plot_arguments,
+        _plot,
+    ),
+    "export": Command(
+        "write a checkpoint as ONNX or TorchScript for other programs, checked against PyTorch",
+        _export_arguments,
+        _export,
+    ),
     "serve": Command("a local web page and an HTTP API for a trained model", _serve_arguments, _serve),
-    "experiment": Command("run an experiment about the ResNet paper: degradation, gradients or responses",
-                          _experiment_arguments, _experiment, show_defaults=False),  # fmt: skip
+    "experiment": Command(
+        "run an experiment about the ResNet paper: degradation, gradients or responses",
+        _experiment_arguments,
+        _experiment,
+        show_defaults=False,
+    ),
     "explain": Command("Grad-CAM: which part of the image decided the class", _explain_arguments, _explain, False),
     "datasets": Command("list datasets and where their data was found", _datasets_arguments, _datasets, False),
     "models": Command("list models with their parameter counts", _no_arguments, _models, False),
@@ -569,8 +901,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="resnetlab", description="Train, evaluate and run ResNet image classifiers.",
-                     epilog=EPILOG)  # fmt: skip
+    parser = _Parser(prog="resnetlab", description="Train, evaluate and run ResNet image classifiers.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, command in COMMANDS.items():

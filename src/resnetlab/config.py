@@ -216,11 +216,11 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """A config saved by `to_dict` (in a checkpoint); keys this version does not know are ignored."""
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first field out of range; return self."""
         if self.recipe is not None and self.recipe not in RECIPES:
             raise ConfigError("recipe", f"must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
@@ -240,7 +240,7 @@ class TrainConfig:
         self._validate_start()
         return self
 
-    def sized_for(self, images: int, folder: bool) -> tuple["TrainConfig", str | None]:
+    def sized_for(self, images: int, folder: bool) -> tuple[TrainConfig, str | None]:
         """This config with epochs and batch size decided for `images` training images, and a note saying what
         was chosen and why (None when nothing depended on the size). Explicit values always win."""
         if not folder:
@@ -251,12 +251,19 @@ class TrainConfig:
         epochs = self.epochs or min(max(DEFAULT_EPOCHS, -(-SMALL_DATA_STEPS // steps_per_epoch)), SMALL_DATA_MAX_EPOCHS)
         if self.epochs and self.batch_size:
             return self, None
-        why = "" if self.batch_size else " (the recipe's)" if batch == self.recipe_settings.batch_size else \
-            " (about an eighth of them)"  # fmt: skip
-        note = (f"{images} training images: batch {batch}{why}, "
-                f"{epochs} epochs ({epochs * steps_per_epoch} optimizer steps"
-                f"{'' if self.epochs else f', aiming at about {SMALL_DATA_STEPS}'}); --epochs and --batch-size "
-                "choose otherwise")  # fmt: skip
+        why = (
+            ""
+            if self.batch_size
+            else " (the recipe's)"
+            if batch == self.recipe_settings.batch_size
+            else " (about an eighth of them)"
+        )
+        note = (
+            f"{images} training images: batch {batch}{why}, "
+            f"{epochs} epochs ({epochs * steps_per_epoch} optimizer steps"
+            f"{'' if self.epochs else f', aiming at about {SMALL_DATA_STEPS}'}); --epochs and --batch-size "
+            "choose otherwise"
+        )
         return replace(self, epochs=epochs, batch_size=batch), note
 
     def _validate_start(self) -> None:
@@ -268,11 +275,13 @@ class TrainConfig:
         if self.init is not None:
             raise ConfigError("init", "cannot be combined with --pretrained; start from one or the other")
         if self.model is not None and self.model not in PRETRAINED_MODELS:
-            raise ConfigError("pretrained", f"needs a model with ImageNet weights ({', '.join(PRETRAINED_MODELS)}), "
-                              f"not {self.model}")  # fmt: skip
+            raise ConfigError(
+                "pretrained", f"needs a model with ImageNet weights ({', '.join(PRETRAINED_MODELS)}), not {self.model}"
+            )
         if self.shortcut == "A":
-            raise ConfigError("shortcut", "must be B (or left out) with --pretrained: the ImageNet weights have "
-                              "projection shortcuts")  # fmt: skip
+            raise ConfigError(
+                "shortcut", "must be B (or left out) with --pretrained: the ImageNet weights have projection shortcuts"
+            )
 
     @property
     def recipe_name(self) -> str:
@@ -351,7 +360,7 @@ class DegradationConfig:
     def depths_text(self) -> str:
         return ",".join(map(str, self.depths))
 
-    def validate(self) -> "DegradationConfig":
+    def validate(self) -> DegradationConfig:
         _at_least_1(self.epochs, "epochs")
         _at_least_1(self.train_eval_size, "train_eval_size")
         return self
@@ -359,20 +368,40 @@ class DegradationConfig:
     def train_config(self, net: str) -> TrainConfig:
         """How each net of the experiment is trained."""
         return TrainConfig(
-            dataset=self.dataset, data_dir=self.data_dir, model=net, epochs=self.epochs,
-            batch_size=self.batch_size, lr=self.lr, out=f"{self.out}/{net}", seed=self.seed,
-            device=self.device, precision=self.precision, recipe=self.recipe, subset=self.subset,
-            test_subset=self.test_subset, overwrite=self.overwrite, quiet=True, augment=self.augment,
+            dataset=self.dataset,
+            data_dir=self.data_dir,
+            model=net,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            out=f"{self.out}/{net}",
+            seed=self.seed,
+            device=self.device,
+            precision=self.precision,
+            recipe=self.recipe,
+            subset=self.subset,
+            test_subset=self.test_subset,
+            overwrite=self.overwrite,
+            quiet=True,
+            augment=self.augment,
             cache_dir=self.cache_dir,
-        )  # fmt: skip
+        )
 
 
 # The paper's CIFAR-10 setting (section 4.2): the whole training set, 64k iterations at batch 128 (164 epochs),
 # lr 0.1 divided by 10 at 32k and 48k iterations; plain and residual nets of 20, 32, 44 and 56 layers.
 FULL_DEGRADATION = DegradationConfig(
-    dataset="cifar10", depths=(20, 32, 44, 56), epochs=164, subset=None, test_subset=None, train_eval_size=10000,
-    recipe="paper", batch_size=None, augment=True, out="runs/degradation-full",
-)  # fmt: skip
+    dataset="cifar10",
+    depths=(20, 32, 44, 56),
+    epochs=164,
+    subset=None,
+    test_subset=None,
+    train_eval_size=10000,
+    recipe="paper",
+    batch_size=None,
+    augment=True,
+    out="runs/degradation-full",
+)
 
 
 def degradation_config(full: bool = False, **overrides: Any) -> DegradationConfig:

@@ -70,9 +70,15 @@ class DatasetSpec:
         system = _find_system_copy(self)
         return str(system) if system else None
 
-    def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None,
-                   holdout: Holdout | None = None, cache_dir: str | None = None,
-                   channels: int | None = None) -> ImageData:  # fmt: skip
+    def load_split(
+        self,
+        data_dir: str | Path,
+        train: bool,
+        image_size: int | None = None,
+        holdout: Holdout | None = None,
+        cache_dir: str | None = None,
+        channels: int | None = None,
+    ) -> ImageData:
         """The train or test split in memory, downloaded first if it is nowhere to be found. (holdout, cache_dir
         and channels: for folders, see folder.load_folder_split.)"""
         root = _prepare_root(self, Path(data_dir))
@@ -82,8 +88,9 @@ class DatasetSpec:
                 dataset = _torchvision_split(self, root, train)
         except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
             if _have_files(root, self):
-                raise UserError(f"the {self.name} files under {root} could not be read ({e}); delete them to "
-                                "download a fresh copy.") from None  # fmt: skip
+                raise UserError(
+                    f"the {self.name} files under {root} could not be read ({e}); delete them to download a fresh copy."
+                ) from None
             raise UserError(_missing_data_message(self, root, e)) from None
         images = _as_uint8_nchw(dataset.data, self.channels)
         labels = torch.as_tensor(dataset.labels if hasattr(dataset, "labels") else dataset.targets, dtype=torch.int64)
@@ -103,9 +110,15 @@ class FolderSpec(DatasetSpec):
     def find(self, data_dir: str | Path) -> str | None:
         return find_folder(Path(data_dir))
 
-    def load_split(self, data_dir: str | Path, train: bool, image_size: int | None = None,
-                   holdout: Holdout | None = None, cache_dir: str | None = None,
-                   channels: int | None = None) -> ImageData:  # fmt: skip
+    def load_split(
+        self,
+        data_dir: str | Path,
+        train: bool,
+        image_size: int | None = None,
+        holdout: Holdout | None = None,
+        cache_dir: str | None = None,
+        channels: int | None = None,
+    ) -> ImageData:
         return load_folder_split(Path(data_dir), train, image_size or self.image_size, channels, holdout, cache_dir)
 
 
@@ -113,45 +126,106 @@ DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
         DatasetSpec(
-            "mnist", "MNIST", 1, 28, _DIGITS, (0.1307,), (0.3081,), "resnet8w", False, 2,
-            tuple(f"MNIST/raw/{f}" for f in _IDX_FILES), "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "mnist",
+            "MNIST",
+            1,
+            28,
+            _DIGITS,
+            (0.1307,),
+            (0.3081,),
+            "resnet8w",
+            False,
+            2,
+            tuple(f"MNIST/raw/{f}" for f in _IDX_FILES),
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
         ),
         DatasetSpec(
-            "kmnist", "KMNIST", 1, 28, ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-            (0.1918,), (0.3483,), "resnet8w", False, 2,
-            tuple(f"KMNIST/raw/{f}" for f in _IDX_FILES), "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+            "kmnist",
+            "KMNIST",
+            1,
+            28,
+            ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            (0.1918,),
+            (0.3483,),
+            "resnet8w",
+            False,
+            2,
+            tuple(f"KMNIST/raw/{f}" for f in _IDX_FILES),
+            "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
         ),
         DatasetSpec(
-            "fashion-mnist", "FashionMNIST", 1, 28,
+            "fashion-mnist",
+            "FashionMNIST",
+            1,
+            28,
             ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-            (0.2860,), (0.3530,), "resnet8w", True, 2,
+            (0.2860,),
+            (0.3530,),
+            "resnet8w",
+            True,
+            2,
             tuple(f"FashionMNIST/raw/{f}" for f in _IDX_FILES),
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         ),
         DatasetSpec(
-            "cifar10", "CIFAR10", 3, 32,
+            "cifar10",
+            "CIFAR10",
+            3,
+            32,
             ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "resnet9", True, 4,
-            tuple(f"cifar-10-batches-py/{f}" for f in
-                  ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
-                   "batches.meta"]),
+            (0.4914, 0.4822, 0.4465),
+            (0.2470, 0.2435, 0.2616),
+            "resnet9",
+            True,
+            4,
+            tuple(
+                f"cifar-10-batches-py/{f}"
+                for f in [
+                    "data_batch_1",
+                    "data_batch_2",
+                    "data_batch_3",
+                    "data_batch_4",
+                    "data_batch_5",
+                    "test_batch",
+                    "batches.meta",
+                ]
+            ),
             "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         ),
         DatasetSpec(
-            "svhn", "SVHN", 3, 32, _DIGITS, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "resnet20",
-            False, 2, ("train_32x32.mat", "test_32x32.mat"), "http://ufldl.stanford.edu/housenumbers/",
+            "svhn",
+            "SVHN",
+            3,
+            32,
+            _DIGITS,
+            (0.4377, 0.4438, 0.4728),
+            (0.1980, 0.2010, 0.1970),
+            "resnet20",
+            False,
+            2,
+            ("train_32x32.mat", "test_32x32.mat"),
+            "http://ufldl.stanford.edu/housenumbers/",
         ),
         DatasetSpec(
-            "stl10", "STL10", 3, 96,
+            "stl10",
+            "STL10",
+            3,
+            96,
             ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
-            (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), "resnet18", True, 12,
-            tuple(f"stl10_binary/{f}" for f in ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin",
-                                               "unlabeled_X.bin"]),
+            (0.4467, 0.4398, 0.4066),
+            (0.2603, 0.2566, 0.2713),
+            "resnet18",
+            True,
+            12,
+            tuple(
+                f"stl10_binary/{f}"
+                for f in ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin"]
+            ),
             "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
         ),
         FolderSpec("folder", "", 0, 32, (), (), (), "resnet9", True, 4, FOLDER_LAYOUT),
     ]
-}  # fmt: skip
+}
 
 
 def dataset_names() -> list[str]:
@@ -219,10 +293,13 @@ def _prepare_root(spec: DatasetSpec, data_dir: Path) -> Path:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create the data folder {data_dir} ({e.strerror}); choose another --data-dir.")
+        raise UserError(
+            f"cannot create the data folder {data_dir} ({e.strerror}); choose another --data-dir."
+        ) from None
     if not os.access(data_dir, os.R_OK | os.X_OK):
-        raise UserError(f"the data folder {data_dir} is not readable; fix its permissions or choose another "
-                        "--data-dir.")  # fmt: skip
+        raise UserError(
+            f"the data folder {data_dir} is not readable; fix its permissions or choose another --data-dir."
+        )
     if _have_files(data_dir, spec):
         return data_dir
     system = _find_system_copy(spec)
@@ -232,7 +309,9 @@ def _prepare_root(spec: DatasetSpec, data_dir: Path) -> Path:
         try:
             _install_idx_copy(system, data_dir, spec)
         except OSError as e:
-            raise UserError(f"cannot copy {spec.name} from {system} into {data_dir} ({e}); choose another --data-dir.")
+            raise UserError(
+                f"cannot copy {spec.name} from {system} into {data_dir} ({e}); choose another --data-dir."
+            ) from None
         return data_dir
     return system
 
@@ -267,9 +346,15 @@ def _as_uint8_nchw(data, channels: int) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()  # CIFAR: [N, H, W, C]
 
 
-def load_split(name: str, data_dir: str | Path, train: bool, image_size: int | None = None,
-               holdout: Holdout | None = None, cache_dir: str | None = None,
-               channels: int | None = None) -> ImageData:  # fmt: skip
+def load_split(
+    name: str,
+    data_dir: str | Path,
+    train: bool,
+    image_size: int | None = None,
+    holdout: Holdout | None = None,
+    cache_dir: str | None = None,
+    channels: int | None = None,
+) -> ImageData:
     """Load the train or test split of a dataset (downloading it first if it is not there). For folders: holdout,
     how a folder without train/ and test/ is split; cache_dir, where the decoded images are kept (None: the user
     cache folder, "": nowhere); channels, 1 or 3 (default: 1 when every image of the folder is grayscale)."""
@@ -290,11 +375,19 @@ def load_train_test(
     split's mean and std, which normalize both. A folder without train/ and test/ holds out val_split of each
     class (drawn with the seed) as its test split; a folder's decoded images are cached in cache_dir (see
     load_split), and its test split takes the training split's channels (its images' headers are read once)."""
-    train_data = load_split(name, data_dir, train=True, image_size=image_size, holdout=Holdout(val_split, seed),
-                            cache_dir=cache_dir)  # fmt: skip
+    train_data = load_split(
+        name, data_dir, train=True, image_size=image_size, holdout=Holdout(val_split, seed), cache_dir=cache_dir
+    )
     holdout = Holdout(val_split, seed, train_data.holdout)
-    test_data = load_split(name, data_dir, train=False, image_size=image_size, holdout=holdout, cache_dir=cache_dir,
-                           channels=train_data.channels)  # fmt: skip
+    test_data = load_split(
+        name,
+        data_dir,
+        train=False,
+        image_size=image_size,
+        holdout=holdout,
+        cache_dir=cache_dir,
+        channels=train_data.channels,
+    )
     if test_data.classes != train_data.classes:
         raise UserError("the train and test splits have different classes; make them match.")
     train_data, test_data = train_data.sample(subset, seed), test_data.sample(test_subset, seed)

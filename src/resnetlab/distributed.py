@@ -50,10 +50,15 @@ class Distributed:
         if not self.enabled:
             return stats
         totals = stats["totals"]
-        sums = self.all_reduce_sum(torch.tensor([totals["loss_sum"], totals["correct"], totals["seen"]],
-                                                dtype=torch.float64))  # fmt: skip
-        return {**stats, "train_loss": (sums[0] / sums[2]).item(), "train_accuracy": (sums[1] / sums[2]).item(),
-                "train_images_per_second": stats["train_images_per_second"] * self.world_size}  # fmt: skip
+        sums = self.all_reduce_sum(
+            torch.tensor([totals["loss_sum"], totals["correct"], totals["seen"]], dtype=torch.float64)
+        )
+        return {
+            **stats,
+            "train_loss": (sums[0] / sums[2]).item(),
+            "train_accuracy": (sums[1] / sums[2]).item(),
+            "train_images_per_second": stats["train_images_per_second"] * self.world_size,
+        }
 
     def shard(self, data):
         """This process's share of an ImageData (every world_size-th image), for evaluation."""

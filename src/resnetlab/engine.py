@@ -6,9 +6,10 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,10 @@ from .config import FINE_TUNE_BACKBONE_LR, Recipe, TrainConfig, fine_tune_rates
 from .data import get_spec, load_train_test
 from .distributed import Distributed
 from .errors import UserError
+from .job import Job, Progress
 from .metrics import score, with_prefix
 from .models import count_parameters, list_models
 from .preprocess import PixelClassifier
-from .job import Job, Progress
 from .recorder import EpochCallback, RunRecorder, choose_out_dir
 from .runtime import Runtime, select_runtime
 from .transfer import HEAD, Start, initialize, starting_point
@@ -104,8 +105,10 @@ def train_one_epoch(
         loss.backward()
         loss = loss.detach()
         if not torch.isfinite(loss):
-            raise UserError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning rate "
-                            "(--lr) and train again.")  # fmt: skip
+            raise UserError(
+                f"the training loss became {loss.item()} at step {step + 1}; lower the learning rate "
+                "(--lr) and train again."
+            )
         optimizer.step()
         last_lr = optimizer.param_groups[0]["lr"]  # the rate this step used; the scheduler moves on below
         scheduler.step()
@@ -133,8 +136,9 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict_logits(classifier: nn.Module, batches: TensorBatches,
-                   runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def predict_logits(
+    classifier: nn.Module, batches: TensorBatches, runtime: Runtime
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (fp32) and labels of every batch of uint8 images, from a PixelClassifier in eval mode."""
     classifier.eval()
     outputs, labels = [], []
@@ -159,8 +163,9 @@ def evaluate(
     return score(logits, labels, num_classes, time.perf_counter() - start, reduce)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, lr: float, backbone_scale: float = 1.0,
-                     bn_scale: float = 1.0) -> list[dict[str, Any]]:  # fmt: skip
+def parameter_groups(
+    model: nn.Module, weight_decay: float, lr: float, backbone_scale: float = 1.0, bn_scale: float = 1.0
+) -> list[dict[str, Any]]:
     """Weight decay on conv and linear weights only; BN parameters and biases are not decayed. With a
     backbone_scale other than 1, every parameter but the head's (fc) trains at that fraction of lr. With a bn_scale
     other than 1 (airbench), BN parameters get a group of their own at that multiple of lr, decayed by the same
@@ -170,19 +175,27 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float, backbone_
     named = list(model.named_parameters())
     parts = [(named, lr)]
     if backbone_scale != 1.0:
-        parts = [([(n, p) for n, p in named if not n.startswith(HEAD)], lr * backbone_scale),
-                 ([(n, p) for n, p in named if n.startswith(HEAD)], lr)]  # fmt: skip
+        parts = [
+            ([(n, p) for n, p in named if not n.startswith(HEAD)], lr * backbone_scale),
+            ([(n, p) for n, p in named if n.startswith(HEAD)], lr),
+        ]
     norm = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
     if bn_scale == 1.0:
         norm = set()
     groups = []
     for params, group_lr in parts:
         groups.append({"params": [p for _, p in params if p.ndim > 1], "weight_decay": weight_decay, "lr": group_lr})
-        groups.append({"params": [p for _, p in params if p.ndim <= 1 and id(p) not in norm], "weight_decay": 0.0,
-                       "lr": group_lr})  # fmt: skip
+        groups.append(
+            {"params": [p for _, p in params if p.ndim <= 1 and id(p) not in norm], "weight_decay": 0.0, "lr": group_lr}
+        )
         if norm:
-            groups.append({"params": [p for _, p in params if id(p) in norm], "weight_decay": weight_decay / bn_scale,
-                           "lr": group_lr * bn_scale})  # fmt: skip
+            groups.append(
+                {
+                    "params": [p for _, p in params if id(p) in norm],
+                    "weight_decay": weight_decay / bn_scale,
+                    "lr": group_lr * bn_scale,
+                }
+            )
     return groups
 
 
@@ -192,11 +205,16 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int
         milestones = [round(fraction * steps) for fraction in recipe.milestones]
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=steps,
-        pct_start=recipe.warmup_fraction, anneal_strategy="linear", div_factor=1 / recipe.start_lr_factor,
-        final_div_factor=recipe.start_lr_factor / recipe.end_lr_factor, three_phase=False,
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=steps,
+        pct_start=recipe.warmup_fraction,
+        anneal_strategy="linear",
+        div_factor=1 / recipe.start_lr_factor,
+        final_div_factor=recipe.start_lr_factor / recipe.end_lr_factor,
+        three_phase=False,
         cycle_momentum=recipe.cycle_momentum,
-    )  # fmt: skip
+    )
 
 
 def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callable[[], bool]) -> Progress:
@@ -207,8 +225,18 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         epoch_start = time.perf_counter()
         job.train_batches.set_epoch(epoch, progress.step)
         with recorder.progress_bar(epoch, job.epochs, len(job.train_batches)) as bar:
-            stats = train_one_epoch(job.model, job.train_batches, job.optimizer, job.scheduler, job.runtime,
-                                    job.label_smoothing, bar, should_stop, progress.totals, job.lookahead)  # fmt: skip
+            stats = train_one_epoch(
+                job.model,
+                job.train_batches,
+                job.optimizer,
+                job.scheduler,
+                job.runtime,
+                job.label_smoothing,
+                bar,
+                should_stop,
+                progress.totals,
+                job.lookahead,
+            )
         elapsed = before + time.perf_counter() - started
         if stats["interrupted"]:
             recorder.interrupted(job, replace(progress, step=stats["steps"], totals=stats["totals"], elapsed=elapsed))
@@ -217,12 +245,18 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         reduce = job.dist.all_reduce_sum if job.dist.enabled else None
         test = {"test_loss": None, "test_accuracy": None}  # not evaluated after this epoch (--eval-every)
         if job.evaluates_after(epoch):
-            test = with_prefix(evaluate(job.evaluator, job.test_batches, job.runtime, job.card.num_classes, reduce),
-                               "test")  # fmt: skip
-        row = {"epoch": epoch, "train_loss": round(stats["train_loss"], 6),
-               "train_accuracy": round(stats["train_accuracy"], 6), "test_loss": _rounded(test["test_loss"]),
-               "test_accuracy": _rounded(test["test_accuracy"]), "lr": stats["lr"],
-               "seconds": round(time.perf_counter() - epoch_start, 2)}  # fmt: skip
+            test = with_prefix(
+                evaluate(job.evaluator, job.test_batches, job.runtime, job.card.num_classes, reduce), "test"
+            )
+        row = {
+            "epoch": epoch,
+            "train_loss": round(stats["train_loss"], 6),
+            "train_accuracy": round(stats["train_accuracy"], 6),
+            "test_loss": _rounded(test["test_loss"]),
+            "test_accuracy": _rounded(test["test_accuracy"]),
+            "lr": stats["lr"],
+            "seconds": round(time.perf_counter() - epoch_start, 2),
+        }
         improved = test["test_accuracy"] is not None and test["test_accuracy"] > progress.best_accuracy
         best = (test["test_accuracy"], epoch) if improved else (progress.best_accuracy, progress.best_epoch)
         progress = Progress(epoch, 0, None, [*progress.rows, row], *best, elapsed)
@@ -242,7 +276,7 @@ class _StopRequests:
         self.signal_number: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopRequests":
+    def __enter__(self) -> _StopRequests:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -274,8 +308,11 @@ def resume_config(out: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
 
 
 def _model_name(config: TrainConfig, start: Start | None = None) -> str:
-    name = start.architecture if start else \
-        config.model or config.recipe_settings.model or get_spec(config.dataset).default_model  # fmt: skip
+    name = (
+        start.architecture
+        if start
+        else config.model or config.recipe_settings.model or get_spec(config.dataset).default_model
+    )
     if name not in list_models():
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}.")
     return name
@@ -302,12 +339,20 @@ def train(
     try:
         out = choose_out_dir(config.out, config.dataset, model_name, config.overwrite or resume_state is not None)
         torch.manual_seed(config.seed)
-        train_data, test_data = load_train_test(config.dataset, config.data_dir, image_size, config.subset,
-                                                config.test_subset, config.seed, config.val_split,
-                                                config.cache_dir)  # fmt: skip
+        train_data, test_data = load_train_test(
+            config.dataset,
+            config.data_dir,
+            image_size,
+            config.subset,
+            config.test_subset,
+            config.seed,
+            config.val_split,
+            config.cache_dir,
+        )
         config, sizing = config.sized_for(len(train_data), folder=not spec.classes)
-        job = build_job(config, model_name, train_data, test_data, runtime, dist, start,
-                        _saved_backbone_scale(resume_state))  # fmt: skip
+        job = build_job(
+            config, model_name, train_data, test_data, runtime, dist, start, _saved_backbone_scale(resume_state)
+        )
         progress = job.restore(resume_state) if resume_state is not None else Progress()
         recorder = RunRecorder(out, job.card, config, main=dist.is_main, on_epoch=on_epoch)
         notes = train_data.notes + ([sizing] if sizing and resume_state is None else [])
@@ -322,14 +367,17 @@ def train(
         distributed.teardown(dist)
 
 
-def _with_start_channels(train_data: ImageData, test_data: ImageData,
-                         start: Start | None) -> tuple[ImageData, ImageData]:  # fmt: skip
+def _with_start_channels(
+    train_data: ImageData, test_data: ImageData, start: Start | None
+) -> tuple[ImageData, ImageData]:
     """Both splits with the channels the starting weights take: grayscale repeated into RGB for RGB weights."""
     if start is None or start.in_channels == train_data.channels:
         return train_data, test_data
     if start.in_channels == 1:
-        raise UserError(f"--init {start.source} takes grayscale images, but {train_data.source} holds color ones; "
-                        "start from a checkpoint trained on color images, or train without --init.")  # fmt: skip
+        raise UserError(
+            f"--init {start.source} takes grayscale images, but {train_data.source} holds color ones; "
+            "start from a checkpoint trained on color images, or train without --init."
+        )
     return train_data.with_channels(start.in_channels), test_data.with_channels(start.in_channels)
 
 
@@ -338,17 +386,32 @@ def _card(config: TrainConfig, model_name: str, train_data: ImageData, start: St
     and, for ImageNet weights, normalization; otherwise the data's own."""
     spec, tta = get_spec(config.dataset), config.effective_tta
     return ModelCard(
-        architecture=model_name, classes=tuple(train_data.classes), in_channels=train_data.channels,
-        image_size=train_data.image_size, mean=tuple(start.mean if start and start.mean else train_data.mean),
+        architecture=model_name,
+        classes=tuple(train_data.classes),
+        in_channels=train_data.channels,
+        image_size=train_data.image_size,
+        mean=tuple(start.mean if start and start.mean else train_data.mean),
         std=tuple(start.std if start and start.std else train_data.std),
-        test_time_flip=tta != "none" and spec.hflip, test_time_translate=tta == "translate",
-        shortcut=start.shortcut if start else config.shortcut, stem=start.stem if start else None,
-        dataset=config.dataset, data_dir=str(Path(config.data_dir).resolve()), holdout=train_data.holdout,
-    )  # fmt: skip
+        test_time_flip=tta != "none" and spec.hflip,
+        test_time_translate=tta == "translate",
+        shortcut=start.shortcut if start else config.shortcut,
+        stem=start.stem if start else None,
+        dataset=config.dataset,
+        data_dir=str(Path(config.data_dir).resolve()),
+        holdout=train_data.holdout,
+    )
 
 
-def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_data: ImageData, runtime: Runtime,
-              dist: Distributed, start: Start | None = None, backbone_scale: float | None = None) -> Job:  # fmt: skip
+def build_job(
+    config: TrainConfig,
+    model_name: str,
+    train_data: ImageData,
+    test_data: ImageData,
+    runtime: Runtime,
+    dist: Distributed,
+    start: Start | None = None,
+    backbone_scale: float | None = None,
+) -> Job:
     """The network, its card, batches, optimizer and schedule for a run; with `start`, the network begins from those
     weights and its backbone trains at backbone_scale (default FINE_TUNE_BACKBONE_LR) of the head's learning
     rate."""
@@ -370,11 +433,20 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
     if batch_size % dist.world_size:
         raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes.")
     train_batches = TensorBatches(
-        train_data, batch_size // dist.world_size, shuffle=True, augment=config.effective_augment,
-        crop_padding=(recipe.translate_pixels or spec.crop_padding) if recipe.translate else 0, hflip=spec.hflip,
-        reflect=recipe.reflect, alternate_flips=recipe.alternate_flips, drop_last=len(train_data) > batch_size,
-        seed=config.seed, rank=dist.rank, world_size=dist.world_size, device=runtime.device,
-    )  # fmt: skip
+        train_data,
+        batch_size // dist.world_size,
+        shuffle=True,
+        augment=config.effective_augment,
+        crop_padding=(recipe.translate_pixels or spec.crop_padding) if recipe.translate else 0,
+        hflip=spec.hflip,
+        reflect=recipe.reflect,
+        alternate_flips=recipe.alternate_flips,
+        drop_last=len(train_data) > batch_size,
+        seed=config.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        device=runtime.device,
+    )
     test_batches = TensorBatches(dist.shard(test_data), TEST_BATCH_SIZE, device=runtime.device)
     classifier = PixelClassifier(net, card.mean, card.std, memory_format=runtime.memory_format).to(runtime.device)
     evaluator = PixelClassifier.from_card(net, card, memory_format=runtime.memory_format).to(runtime.device)
@@ -385,9 +457,22 @@ def build_job(config: TrainConfig, model_name: str, train_data: ImageData, test_
     steps = config.epochs * len(train_batches)
     scheduler = build_scheduler(recipe, optimizer, steps)
     lookahead = Lookahead(net, steps) if recipe.lookahead else None
-    return Job(card, net, dist.wrap(classifier, runtime.device), evaluator, train_batches, test_batches, optimizer,
-               scheduler, runtime, dist, config.epochs, recipe.label_smoothing, lookahead,
-               config.eval_every)  # fmt: skip
+    return Job(
+        card,
+        net,
+        dist.wrap(classifier, runtime.device),
+        evaluator,
+        train_batches,
+        test_batches,
+        optimizer,
+        scheduler,
+        runtime,
+        dist,
+        config.epochs,
+        recipe.label_smoothing,
+        lookahead,
+        config.eval_every,
+    )
 
 
 def _saved_backbone_scale(state: dict[str, Any] | None) -> float | None:
@@ -404,18 +489,21 @@ def _start_note(start: Start, card: ModelCard, data_channels: int) -> str:
     return f"{start.describe(card.classes)}{gray}; {fine_tune_rates()}"
 
 
-def _describe_start(config: TrainConfig, job: Job, progress: Progress, train_data: ImageData,
-                    test_data: ImageData) -> str:  # fmt: skip
+def _describe_start(
+    config: TrainConfig, job: Job, progress: Progress, train_data: ImageData, test_data: ImageData
+) -> str:
     card, batch = job.card, config.effective_batch_size
     if progress.epoch or progress.step:
         action = f"resuming at epoch {progress.epoch + 1}" + (f" step {progress.step}" if progress.step else "")
     else:
         action = "training"
     processes = f", {job.dist.world_size} processes" if job.dist.enabled else ""
-    return (f"{action} {card.architecture} ({count_parameters(job.net) / 1e6:.2f}M parameters) on {config.dataset}: "
-            f"{len(train_data)} train / {len(test_data)} test images, {card.num_classes} classes, "
-            f"{card.in_channels}x{card.image_size}x{card.image_size}; {config.epochs} epochs, batch {batch}, "
-            f"recipe {config.recipe_name}, {job.runtime.describe()}{processes}")  # fmt: skip
+    return (
+        f"{action} {card.architecture} ({count_parameters(job.net) / 1e6:.2f}M parameters) on {config.dataset}: "
+        f"{len(train_data)} train / {len(test_data)} test images, {card.num_classes} classes, "
+        f"{card.in_channels}x{card.image_size}x{card.image_size}; {config.epochs} epochs, batch {batch}, "
+        f"recipe {config.recipe_name}, {job.runtime.describe()}{processes}"
+    )
 
 
 def _summary(config: TrainConfig, job: Job, progress: Progress, out: Path) -> dict[str, Any]:

@@ -58,8 +58,15 @@ from .plots import degradation_curves, gradient_norms_plot, layer_responses_plot
 from .preprocess import PixelClassifier
 from .runtime import Runtime, select_runtime
 
-__all__ = ["FULL_DEGRADATION", "DegradationConfig", "degradation_config", "parse_depths", "run_degradation",
-           "run_gradients", "run_responses"]  # fmt: skip
+__all__ = [
+    "FULL_DEGRADATION",
+    "DegradationConfig",
+    "degradation_config",
+    "parse_depths",
+    "run_degradation",
+    "run_gradients",
+    "run_responses",
+]
 
 CSV_COLUMNS = ["net", "kind", "depth", "epoch", "train_error", "train_error_augmented", "test_error", "lr", "seconds"]
 
@@ -71,8 +78,9 @@ def parse_depths(text: str) -> tuple[int, ...]:
     except ValueError:
         raise UserError(f"--depths takes whole numbers separated by commas, like 20,56, not {text!r}.") from None
     names = set(list_models())
-    possible = sorted(int(n[len("plain") :]) for n in names
-                      if n.startswith("plain") and n[5:].isdigit() and f"resnet{n[5:]}" in names)  # fmt: skip
+    possible = sorted(
+        int(n[len("plain") :]) for n in names if n.startswith("plain") and n[5:].isdigit() and f"resnet{n[5:]}" in names
+    )
     wrong = [d for d in depths if d not in possible]
     if not depths or wrong:
         raise UserError(
@@ -91,8 +99,15 @@ def _comparable(train_config: TrainConfig) -> dict[str, Any]:
 
 def training_sample(config: DegradationConfig) -> ImageData:
     """The training images the training error is measured on: a fixed random sample of those trained on."""
-    train_data, _ = load_train_test(config.dataset, config.data_dir, None, config.subset, config.test_subset,
-                                    config.seed, cache_dir=config.cache_dir)  # fmt: skip
+    train_data, _ = load_train_test(
+        config.dataset,
+        config.data_dir,
+        None,
+        config.subset,
+        config.test_subset,
+        config.seed,
+        cache_dir=config.cache_dir,
+    )
     return train_data.sample(config.train_eval_size, config.seed + 1)
 
 
@@ -135,8 +150,12 @@ def _train_one(config: DegradationConfig, net: str, sample: ImageData, label: st
         )
 
     summary = train(train_config, on_epoch=after_epoch)
-    saved = {"settings": _comparable(train_config), "train_eval_size": len(sample), "rows": rows,
-             "num_params": summary["num_params"]}  # fmt: skip
+    saved = {
+        "settings": _comparable(train_config),
+        "train_eval_size": len(sample),
+        "rows": rows,
+        "num_params": summary["num_params"],
+    }
     record.write_text(json.dumps(saved, indent=2) + "\n")
     return rows
 
@@ -256,8 +275,7 @@ def fresh_network(net: str, num_classes: int, in_channels: int, seed: int) -> nn
     return create_model(net, num_classes, in_channels)
 
 
-def gradient_norms(network: nn.Module, data: ImageData, batches: int, batch_size: int,
-                   runtime: Runtime) -> list[float]:  # fmt: skip
+def gradient_norms(network: nn.Module, data: ImageData, batches: int, batch_size: int, runtime: Runtime) -> list[float]:
     """The L2 norm of the loss gradient of each weighted layer's weight (models.weighted_layers), the mean over
     the first `batches` batches of data (in order). The network is in training mode, as at the first step of
     training (BN normalizes with each batch's statistics), and runs in fp32; no weight is changed."""
@@ -284,8 +302,15 @@ def run_gradients(config: GradientsConfig) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(config.out)
     runtime = select_runtime(config.device, "fp32")  # gradients measured in bf16 would carry its rounding
-    data, _ = load_train_test(config.dataset, config.data_dir, None, config.batches * config.batch_size, None,
-                              config.seed, cache_dir=config.cache_dir)  # fmt: skip
+    data, _ = load_train_test(
+        config.dataset,
+        config.data_dir,
+        None,
+        config.batches * config.batch_size,
+        None,
+        config.seed,
+        cache_dir=config.cache_dir,
+    )
     batches = min(config.batches, -(-len(data) // config.batch_size))
     nets = [f"{kind}{depth}" for depth in config.depths for kind in ("plain", "resnet")]
     settings = (
@@ -298,8 +323,10 @@ def run_gradients(config: GradientsConfig) -> dict[str, Any]:
         network = fresh_network(net, len(data.classes), data.channels, config.seed)
         norms = gradient_norms(network, data, batches, config.batch_size, runtime)
         names = [name for name, _ in weighted_layers(network)]
-        rows += [{"net": net, "layer": i, "name": name, "grad_norm": norm}
-                 for i, (name, norm) in enumerate(zip(names, norms), 1)]  # fmt: skip
+        rows += [
+            {"net": net, "layer": i, "name": name, "grad_norm": norm}
+            for i, (name, norm) in enumerate(zip(names, norms), 1)
+        ]
     report = gradients_verdict(rows)
     files = {
         "csv": write_csv(rows, out / "gradients.csv", GRADIENT_COLUMNS),
@@ -331,17 +358,23 @@ def gradients_verdict(rows: list[dict[str, Any]]) -> str:
         first, last = convs[0]["grad_norm"], convs[-1]["grad_norm"]
         ratio = first / last
         way = "grows" if ratio > 1 else "shrinks" if ratio < 1 else "keeps its size"
-        sentences.append(f"{net}: the first conv layer's gradient norm is {first:.3g}, the last conv layer's "
-                         f"{last:.3g}: {_two_digits(ratio)} times as large (from the output back to the input the "
-                         f"gradient {way}).")  # fmt: skip
+        sentences.append(
+            f"{net}: the first conv layer's gradient norm is {first:.3g}, the last conv layer's "
+            f"{last:.3g}: {_two_digits(ratio)} times as large (from the output back to the input the "
+            f"gradient {way})."
+        )
         if first * VANISHING_FACTOR < last:
             vanishing.append(net)
     if vanishing:
-        sentences.append(f"In {', '.join(vanishing)} the first layer's gradient is below 1/{VANISHING_FACTOR} of "
-                         "the last conv layer's: there the gradients vanish towards the input.")  # fmt: skip
+        sentences.append(
+            f"In {', '.join(vanishing)} the first layer's gradient is below 1/{VANISHING_FACTOR} of "
+            "the last conv layer's: there the gradients vanish towards the input."
+        )
     else:
-        sentences.append(f"In no net is the first layer's gradient below 1/{VANISHING_FACTOR} of the last conv "
-                         "layer's: at the start of training the gradients do not vanish.")  # fmt: skip
+        sentences.append(
+            f"In no net is the first layer's gradient below 1/{VANISHING_FACTOR} of the last conv "
+            "layer's: at the start of training the gradients do not vanish."
+        )
     return "\n".join(sentences)
 
 
@@ -408,11 +441,16 @@ def run_responses(config: ResponsesConfig) -> dict[str, Any]:
         rows += [{"net": label, "layer": i, "name": name, "response_std": std} for i, (name, std) in enumerate(stds, 1)]
         means[label] = sum(std for _, std in stds) / len(stds)
         test_sets.add(f"{len(data)} {checkpoint.card.dataset} test images")
-        _log(f"{label}: mean response std {means[label]:.3f} over its {len(stds)} 3x3 layers ({path}, "
-             f"{len(data)} test images)", config.quiet)  # fmt: skip
+        _log(
+            f"{label}: mean response std {means[label]:.3f} over its {len(stds)} 3x3 layers ({path}, "
+            f"{len(data)} test images)",
+            config.quiet,
+        )
     report = responses_verdict(means)
-    settings = (f"std of each 3x3 layer's response (its BN's output, before the ReLU and the addition) on "
-                f"{', '.join(sorted(test_sets))}")  # fmt: skip
+    settings = (
+        f"std of each 3x3 layer's response (its BN's output, before the ReLU and the addition) on "
+        f"{', '.join(sorted(test_sets))}"
+    )
     files = {
         "csv": write_csv(rows, out / "responses.csv", RESPONSE_COLUMNS),
         "plot": layer_responses_plot(rows, out / "responses.png", settings),
@@ -433,8 +471,9 @@ def responses_verdict(means: dict[str, float]) -> str:
     """What the mean response stds show: each resnetD against plainD, and each residual net against the next
     shallower one (the paper: residual functions respond less, and less still in deeper residual nets)."""
     named = {net: m for net in means if (m := re.fullmatch(r"(plain|resnet)(\d+)", net))}
-    sentences = [_compare(net, f"plain{m[2]}", means) for net, m in named.items()
-                 if m[1] == "resnet" and f"plain{m[2]}" in means]  # fmt: skip
+    sentences = [
+        _compare(net, f"plain{m[2]}", means) for net, m in named.items() if m[1] == "resnet" and f"plain{m[2]}" in means
+    ]
     residual = sorted((int(m[2]), net) for net, m in named.items() if m[1] == "resnet")
     sentences += [_compare(deep, shallow, means) for (_, shallow), (_, deep) in pairwise(residual)]
     return "\n".join(sentences)

@@ -68,14 +68,16 @@ def _is_index(item: str) -> bool:
     return item.isdigit() and not Path(item).exists()
 
 
-def cam_of(classifier: PixelClassifier, images: torch.Tensor, stage: nn.Module,
-           target: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def cam_of(
+    classifier: PixelClassifier, images: torch.Tensor, stage: nn.Module, target: torch.Tensor | None = None
+) -> torch.Tensor:
     """Grad-CAM maps [N, H, W] of uint8 images through a PixelClassifier's network (normalized as everywhere)."""
     return grad_cam(classifier.network, classifier.prepare(images), stage, target)[0]
 
 
-def _gather(predictor: TorchPredictor, items: list[str], data_dir: str | None,
-            cache_dir: str | None = None) -> tuple[torch.Tensor, list, list]:  # fmt: skip
+def _gather(
+    predictor: TorchPredictor, items: list[str], data_dir: str | None, cache_dir: str | None = None
+) -> tuple[torch.Tensor, list, list]:
     """The images to explain (test images by index, image files or folders), their names and true classes."""
     indices = [int(item) for item in items if _is_index(item)]
     test = predictor.load_test_data(data_dir, cache_dir=cache_dir) if indices else None
@@ -84,8 +86,9 @@ def _gather(predictor: TorchPredictor, items: list[str], data_dir: str | None,
         if _is_index(item):
             i = int(item)
             if i >= len(test):
-                raise UserError(f"test image {i} does not exist: the test split has {len(test)} images (0 to "
-                                f"{len(test) - 1}).")  # fmt: skip
+                raise UserError(
+                    f"test image {i} does not exist: the test split has {len(test)} images (0 to {len(test) - 1})."
+                )
             images.append(test.take(torch.tensor([i]))[0])
             names.append(f"test image {i}")
             actual.append(predictor.card.classes[int(test.labels[i])])
@@ -118,8 +121,10 @@ def explain_checkpoint(
     probabilities = predictor.probabilities(batch)
     confidence, predicted = probabilities.max(1)
     device_batch = batch.to(predictor.runtime.device)
-    maps = [cam_of(predictor.classifier, chunk, stages[stage - 1], target.to(chunk.device)).cpu()
-            for chunk, target in zip(device_batch.split(64), predicted.split(64))]  # fmt: skip
+    maps = [
+        cam_of(predictor.classifier, chunk, stages[stage - 1], target.to(chunk.device)).cpu()
+        for chunk, target in zip(device_batch.split(64), predicted.split(64))
+    ]
     return Explanation(
         images=batch,
         maps=torch.cat(maps),

@@ -25,8 +25,15 @@ from .card import ModelCard
 from .checkpoint import resolve_path
 from .config import EXPORT_CHECK_IMAGES, EXPORT_FORMATS, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES, INT8_MIN_AGREEMENT
 from .errors import UserError
-from .inference import (EXPORT_FORMAT, ONNX_INPUT, ONNX_JSON_FIELDS, ONNX_OUTPUTS, TorchPredictor, read_onnx_metadata,
-                        require)  # fmt: skip
+from .inference import (
+    EXPORT_FORMAT,
+    ONNX_INPUT,
+    ONNX_JSON_FIELDS,
+    ONNX_OUTPUTS,
+    TorchPredictor,
+    read_onnx_metadata,
+    require,
+)
 from .preprocess import ExportedClassifier, PixelClassifier
 from .recorder import RUN_FILES
 from .runtime import cpu_has_vnni
@@ -54,8 +61,11 @@ def describe(predictor: TorchPredictor) -> dict[str, Any]:
         "outputs": f"{', '.join(ONNX_OUTPUTS)}: float32 [N, {card.num_classes}]",
         "normalization": "inside the model: (pixels / 255 - mean) / std per channel"
         + ("; logits averaged with the mirrored image's" if card.test_time_flip else "")
-        + ("; and with those of the image moved one pixel down-right and up-left (weights 1/2, 1/4, 1/4)"
-           if card.test_time_translate else ""),
+        + (
+            "; and with those of the image moved one pixel down-right and up-left (weights 1/2, 1/4, 1/4)"
+            if card.test_time_translate
+            else ""
+        ),
         "epoch": checkpoint.epoch,
         "best_test_accuracy": checkpoint.best_test_accuracy,
         "resnetlab_version": __version__,
@@ -77,9 +87,15 @@ def export_onnx(module: ExportedClassifier, example: torch.Tensor, path: Path, d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), str(path), dynamo=False, opset_version=17, input_names=[ONNX_INPUT],
-            output_names=list(ONNX_OUTPUTS), dynamic_axes={name: {0: "batch"} for name in (ONNX_INPUT, *ONNX_OUTPUTS)},
-        )  # fmt: skip
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=[ONNX_INPUT],
+            output_names=list(ONNX_OUTPUTS),
+            dynamic_axes={name: {0: "batch"} for name in (ONNX_INPUT, *ONNX_OUTPUTS)},
+        )
     _write_onnx_metadata(path, description)
     return path
 
@@ -90,21 +106,25 @@ def _write_onnx_metadata(path: Path, description: dict[str, Any]) -> None:
 
     model = onnx.load(str(path))
     del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {k: json.dumps(v) if k in ONNX_JSON_FIELDS else str(v)
-                                        for k, v in description.items()})  # fmt: skip
+    onnx.helper.set_model_props(
+        model, {k: json.dumps(v) if k in ONNX_JSON_FIELDS else str(v) for k, v in description.items()}
+    )
     precision = f", {description['precision']}" if "precision" in description else ""
     model.doc_string = f"{description['model']['name']} trained by resnetlab on {description['dataset']}{precision}"
     onnx.save(model, str(path))
 
 
-def _calibration_images(predictor: TorchPredictor, data_dir: str | None, count: int,
-                        cache_dir: str | None = None) -> torch.Tensor:  # fmt: skip
+def _calibration_images(
+    predictor: TorchPredictor, data_dir: str | None, count: int, cache_dir: str | None = None
+) -> torch.Tensor:
     """`count` training images drawn at random (seed 0): what the int8 model's activation ranges are set from."""
     card = predictor.card
     if not predictor.has_data(data_dir):
-        raise UserError(f"an int8 export calibrates on training images, and the {card.dataset} data is not in "
-                        f"{card.data_folder(data_dir)}; give --data-dir the folder the checkpoint was trained "
-                        "from.")  # fmt: skip
+        raise UserError(
+            f"an int8 export calibrates on training images, and the {card.dataset} data is not in "
+            f"{card.data_folder(data_dir)}; give --data-dir the folder the checkpoint was trained "
+            "from."
+        )
     return predictor.load_data(data_dir, train=True, cache_dir=cache_dir).sample(count, seed=0).images
 
 
@@ -134,11 +154,16 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: torch.Tensor, descri
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32_path), str(prepared))
             quantize_static(
-                str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                str(prepared),
+                str(path),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
                 reduce_range=not cpu_has_vnni(),
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
                 op_types_to_quantize=["Conv", "Gemm", "MatMul"],
-            )  # fmt: skip
+            )
     finally:
         prepared.unlink(missing_ok=True)
     _write_onnx_metadata(path, {**description, "precision": "int8"})  # the quantizer keeps no metadata
@@ -180,8 +205,9 @@ def _run_exported(path: Path, fmt: str, images: torch.Tensor) -> tuple[torch.Ten
     return logits, probabilities, description
 
 
-def _check_images(predictor: TorchPredictor, data_dir: str | None, count: int,
-                  cache_dir: str | None = None) -> tuple[torch.Tensor, str]:  # fmt: skip
+def _check_images(
+    predictor: TorchPredictor, data_dir: str | None, count: int, cache_dir: str | None = None
+) -> tuple[torch.Tensor, str]:
     """Up to `count` images of the checkpoint's test split when it can be found without downloading, else
     random images; with a line saying which."""
     card = predictor.card
@@ -198,8 +224,16 @@ def _check_images(predictor: TorchPredictor, data_dir: str | None, count: int,
     return images, f"{count} random images (note: {reason}; give --data-dir to check on real test images)"
 
 
-def _check_export(draft: Path, fmt: str, module: ExportedClassifier, predictor: TorchPredictor, images: torch.Tensor,
-                  description: dict[str, Any], tolerance: float, int8: bool) -> dict[str, Any]:
+def _check_export(
+    draft: Path,
+    fmt: str,
+    module: ExportedClassifier,
+    predictor: TorchPredictor,
+    images: torch.Tensor,
+    description: dict[str, Any],
+    tolerance: float,
+    int8: bool,
+) -> dict[str, Any]:
     """Load the written file afresh and compare it with the eager model on `images`."""
     with torch.no_grad():
         logits, _ = module(images)
@@ -227,12 +261,16 @@ def _check_problem(report: dict[str, Any], fmt: str, checked_on: str) -> str | N
     if report["precision"] == "int8":
         agreement = report["same_top_class"] / max(report["images"], 1)
         if agreement < report["min_agreement"]:
-            return (f"the int8 model keeps the checkpoint's top class for only {agreement:.1%} of {checked_on}, "
-                    f"below {report['min_agreement']:.0%} (export without --int8 for the fp32 model)")  # fmt: skip
+            return (
+                f"the int8 model keeps the checkpoint's top class for only {agreement:.1%} of {checked_on}, "
+                f"below {report['min_agreement']:.0%} (export without --int8 for the fp32 model)"
+            )
     elif not report["max_abs_diff_probabilities"] <= report["tolerance"]:
-        return (f"the exported {fmt} model differs from the checkpoint by up to "
-                f"{report['max_abs_diff_probabilities']:.3g} in probability on {checked_on}, above the tolerance "
-                f"{report['tolerance']:g}")  # fmt: skip
+        return (
+            f"the exported {fmt} model differs from the checkpoint by up to "
+            f"{report['max_abs_diff_probabilities']:.3g} in probability on {checked_on}, above the tolerance "
+            f"{report['tolerance']:g}"
+        )
     return None
 
 
@@ -268,8 +306,9 @@ def export_checkpoint(
     if path.resolve() == source.resolve():
         raise UserError(f"-o {path} is the checkpoint itself; give another file name for the {fmt} model.")
     if path.name in RUN_FILES and path.exists():
-        raise UserError(f"-o {path} is a file of a training run, which the export would replace; give another file "
-                        "name.")  # fmt: skip
+        raise UserError(
+            f"-o {path} is a file of a training run, which the export would replace; give another file name."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
 
     # The reference: the checkpoint's own model, in fp32 on the CPU, as exported.

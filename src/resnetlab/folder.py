@@ -36,8 +36,10 @@ from .imagefiles import IMAGE_SUFFIXES, decode, file_is_grayscale, is_image_file
 FOLDER_LAYOUT = ("train/<class>/<image>", "test/<class>/<image>")
 # What cached pixels depend on besides the files: imagefiles.decode's steps, preprocess.resize (antialiased
 # bilinear) and the Pillow that decodes. Change the number when either changes.
-DECODER = (f"imagefiles.decode 2: EXIF rotation, 16 to 8 bits, JPEG draft 2x, reduce, centre square, resize; "
-           f"Pillow {PIL.__version__}")  # fmt: skip
+DECODER = (
+    f"imagefiles.decode 2: EXIF rotation, 16 to 8 bits, JPEG draft 2x, reduce, centre square, resize; "
+    f"Pillow {PIL.__version__}"
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,10 @@ def find_folder(root: Path) -> str | None:
 
 def _split_dir(root: Path, train: bool) -> Path:
     if not root.is_dir():
-        raise UserError(f"the image folder {root} does not exist; give --data-dir a folder of class folders (or with "
-                        "train/ and test/ in it).")  # fmt: skip
+        raise UserError(
+            f"the image folder {root} does not exist; give --data-dir a folder of class folders (or with "
+            "train/ and test/ in it)."
+        )
     names = ["train"] if train else ["test", "val"]
     for name in names:
         if (root / name).is_dir():
@@ -78,7 +82,7 @@ def _split_dir(root: Path, train: bool) -> Path:
 def _relative(path: str, folder: str | Path) -> str:
     """path under folder, as os.path.relpath gives it, without its cost for the paths the walk made from folder."""
     prefix = str(folder).rstrip(os.sep) + os.sep
-    return path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, folder)
+    return path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, folder)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -120,7 +124,9 @@ class _Walk:
                     pending.append(entry.path)
                 elif entry.is_file() and is_image_file(entry.name):
                     # a plain file's real path is its folder's real path and its name; only links need resolving
-                    real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_current, entry.name)
+                    real = (
+                        os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_current, entry.name)
+                    )
                     if real not in self.seen:
                         self.seen.add(real)
                         found.append(entry.path)
@@ -128,9 +134,13 @@ class _Walk:
 
     def classes(self, split: Path) -> list[str]:
         """The class folders of a split, sorted (their images not listed)."""
-        return [entry.name for entry in sorted(os.scandir(split), key=lambda e: e.name)
-                if not entry.name.startswith(".") and not (entry.is_symlink() and not self._follow(entry))
-                and entry.is_dir()]  # fmt: skip
+        return [
+            entry.name
+            for entry in sorted(os.scandir(split), key=lambda e: e.name)
+            if not entry.name.startswith(".")
+            and not (entry.is_symlink() and not self._follow(entry))
+            and entry.is_dir()
+        ]
 
     def split(self, split: Path) -> tuple[list[str], list[tuple[str, int]]]:
         """The classes of a split (sorted) and its (file, class index) samples."""
@@ -140,8 +150,10 @@ class _Walk:
         if not classes or empty:
             plural = "s" if len(empty) > 1 else ""
             where = f"the class folder{plural} {', '.join(empty)}" if empty else "no class folder"
-            raise UserError(f"{split}: {where} has no images; every class folder needs at least one image "
-                            f"({' '.join(IMAGE_SUFFIXES)}).")  # fmt: skip
+            raise UserError(
+                f"{split}: {where} has no images; every class folder needs at least one image "
+                f"({' '.join(IMAGE_SUFFIXES)})."
+            )
         return classes, samples
 
 
@@ -157,17 +169,21 @@ def held_out(root: Path, samples: list[tuple[str, int]], classes: list[str], hol
     if holdout.files:
         missing = [f for f in holdout.files if not (root / f).is_file()]
         if missing:
-            raise UserError(f"{len(missing)} of the {len(holdout.files)} held-out images this model was validated "
-                            f"on are no longer in {root} (e.g. {missing[0]}); give the folder as it was when trained, "
-                            "or train again.")  # fmt: skip
+            raise UserError(
+                f"{len(missing)} of the {len(holdout.files)} held-out images this model was validated "
+                f"on are no longer in {root} (e.g. {missing[0]}); give the folder as it was when trained, "
+                "or train again."
+            )
         return set(holdout.files)
     generator = torch.Generator().manual_seed(holdout.seed)
     chosen = set()
     for label, name in enumerate(classes):
         files = [_relative(path, root) for path, i in samples if i == label]
         if len(files) < 2:
-            raise UserError(f"the class {name} in {root} has only one image, and holding out a validation share "
-                            "needs at least two per class; add images, or give train/ and test/ folders.")  # fmt: skip
+            raise UserError(
+                f"the class {name} in {root} has only one image, and holding out a validation share "
+                "needs at least two per class; add images, or give train/ and test/ folders."
+            )
         count = min(max(1, round(len(files) * holdout.fraction)), len(files) - 1)
         chosen |= {files[i] for i in torch.randperm(len(files), generator=generator)[:count].tolist()}
     return chosen
@@ -218,14 +234,26 @@ def _select(root: Path, train: bool, holdout: Holdout) -> _Listing:
         held = tuple(sorted(held_out(root, samples, classes, holdout)))
         keep = set(held)
         rows = [i for i, (path, _) in enumerate(samples) if (_relative(path, root) in keep) != train]
-    notes = [f"skipped {len(skipped)} link(s) that lead back into the dataset or nowhere: "
-             f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}"] if skipped else []  # fmt: skip
+    notes = (
+        [
+            f"skipped {len(skipped)} link(s) that lead back into the dataset or nowhere: "
+            f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}"
+        ]
+        if skipped
+        else []
+    )
     if held and train:
-        how = "as the checkpoint records them" if holdout.files else \
-            f"{holdout.fraction:.0%} of each class, seed {holdout.seed}"  # fmt: skip
-        notes.insert(0, f"{root} has no train/ and test/ folders: {len(held)} images ({how}) are held out for "
-                     "validation and reported as the test split; the list is kept in the checkpoint and in the run "
-                     "folder's split.json")  # fmt: skip
+        how = (
+            "as the checkpoint records them"
+            if holdout.files
+            else f"{holdout.fraction:.0%} of each class, seed {holdout.seed}"
+        )
+        notes.insert(
+            0,
+            f"{root} has no train/ and test/ folders: {len(held)} images ({how}) are held out for "
+            "validation and reported as the test split; the list is kept in the checkpoint and in the run "
+            "folder's split.json",
+        )
     return _Listing(source, classes, samples, rows, notes, held)
 
 
@@ -250,8 +278,11 @@ def _channels_of(root: Path, listing: _Listing, cache: Path | None, prints: list
     found.update({split: _Walk(root).split(split)[1] for split in splits if split != listing.source})
     entry = None
     if cache is not None:
-        lines = (line for split, samples in found.items()
-                 for line in [f"{split.name}/", *(prints if split == listing.source else _fingerprint(split, samples))])
+        lines = (
+            line
+            for split, samples in found.items()
+            for line in [f"{split.name}/", *(prints if split == listing.source else _fingerprint(split, samples))]
+        )
         entry = imagecache.entry_for(cache, os.path.realpath(root), ["channels"], [DECODER], lines)
         known = imagecache.read_value(entry)
         if known in ("1", "3"):
@@ -270,8 +301,9 @@ def _channels_of(root: Path, listing: _Listing, cache: Path | None, prints: list
 DECODE_CHUNK = 256
 
 
-def decode_all(paths: list[str], channels: int, size: int, images: torch.Tensor | None = None,
-               sums: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def decode_all(
+    paths: list[str], channels: int, size: int, images: torch.Tensor | None = None, sums: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode image files into uint8 [N, C, size, size] (into `images` when given, such as a tensor mapped onto
     a cache file) on every core, DECODE_CHUNK files per task, with a progress bar on a terminal. Also returns, per
     image and channel, the sums of the pixels and of their squares (int64 [N, C, 2], see mean_std)."""
@@ -280,8 +312,14 @@ def decode_all(paths: list[str], channels: int, size: int, images: torch.Tensor 
     tasks = [(paths[start : start + DECODE_CHUNK], channels, size) for start in range(0, len(paths), DECODE_CHUNK)]
     pool = _decoding_pool(len(tasks))
     try:
-        with tqdm(total=len(paths), desc="decoding images", unit="img", leave=False, file=sys.stderr,
-                  disable=not sys.stderr.isatty() or len(paths) < 1000) as bar:  # fmt: skip
+        with tqdm(
+            total=len(paths),
+            desc="decoding images",
+            unit="img",
+            leave=False,
+            file=sys.stderr,
+            disable=not sys.stderr.isatty() or len(paths) < 1000,
+        ) as bar:
             start = 0
             for pixels, chunk_sums in pool.map(_decode_chunk, tasks):
                 images[start : start + len(pixels)] = torch.from_numpy(pixels)
@@ -298,8 +336,9 @@ def _decoding_pool(tasks: int) -> Executor:
     Python, which threads cannot run in parallel); threads otherwise (Pillow's decoders release Python's lock)."""
     workers = max(1, min(os.cpu_count() or 1, tasks))
     if tasks > 1 and sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_decoding_worker)  # fmt: skip
+        return ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_decoding_worker
+        )
     return ThreadPoolExecutor(workers)
 
 
@@ -335,25 +374,30 @@ def _cache_folder(cache_dir: str | None, root: Path) -> tuple[Path | None, list[
         return None, []
     folder = Path(cache_dir).expanduser() if cache_dir is not None else Path(user_cache_dir())
     if _inside(os.path.realpath(folder), os.path.realpath(root)):
-        note = (f"the cache folder {folder} is inside the image folder {root}, where resnetlab writes nothing, so "
-                "the images were decoded into memory; give --cache-dir another folder")  # fmt: skip
+        note = (
+            f"the cache folder {folder} is inside the image folder {root}, where resnetlab writes nothing, so "
+            "the images were decoded into memory; give --cache-dir another folder"
+        )
         return None, [note]
     return folder, []
 
 
-def _decode_cached(cache: Path, listing: _Listing, prints: list[str], channels: int, size: int,
-                   notes: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+def _decode_cached(
+    cache: Path, listing: _Listing, prints: list[str], channels: int, size: int, notes: list[str]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Pixels and sums of every image of listing.source: from the cache, or decoded into it. None when the cache
     cannot be written (the notes get one line saying why): decode the split into memory instead."""
     shape = (len(listing.samples), channels, size, size)
-    entry = imagecache.entry_for(cache, os.path.realpath(listing.source), [size, channels],
-                                 [DECODER, listing.classes], prints)  # fmt: skip
+    entry = imagecache.entry_for(
+        cache, os.path.realpath(listing.source), [size, channels], [DECODER, listing.classes], prints
+    )
     found = imagecache.read(entry, shape)
     if found is not None:
         return found
     if entry.pixels_path.exists():
-        notes.append(f"the cached images {entry.pixels_path} were damaged (truncated, or not this folder's); "
-                     "decoded them again")  # fmt: skip
+        notes.append(
+            f"the cached images {entry.pixels_path} were damaged (truncated, or not this folder's); decoded them again"
+        )
     try:
         writer = imagecache.Writer(entry, shape)
     except OSError as e:
@@ -371,12 +415,20 @@ def _decode_cached(cache: Path, listing: _Listing, prints: list[str], channels: 
 
 
 def _cache_warning(folder: Path, error: OSError) -> str:
-    return (f"could not cache the decoded images in {folder} ({error.strerror or error}), so they were decoded "
-            "into memory this time; --cache-dir chooses another folder, --no-cache turns the cache off")
+    return (
+        f"could not cache the decoded images in {folder} ({error.strerror or error}), so they were decoded "
+        "into memory this time; --cache-dir chooses another folder, --no-cache turns the cache off"
+    )
 
 
-def load_folder_split(root: Path, train: bool, image_size: int, channels: int | None = None,
-                      holdout: Holdout | None = None, cache_dir: str | None = None) -> ImageData:  # fmt: skip
+def load_folder_split(
+    root: Path,
+    train: bool,
+    image_size: int,
+    channels: int | None = None,
+    holdout: Holdout | None = None,
+    cache_dir: str | None = None,
+) -> ImageData:
     """Load one split of an image folder.
 
     Images are grayscale when every image of the folder (all splits) is, RGB otherwise, unless channels is
@@ -400,6 +452,14 @@ def load_folder_split(root: Path, train: bool, image_size: int, channels: int | 
         (pixels, sums), rows = decoded, listing.rows
     mean, std = mean_std(sums if rows is None else sums[rows], image_size * image_size)
     labels = torch.tensor([label for _, label in listing.selected], dtype=torch.int64)
-    return ImageData(pixels, labels, listing.classes, mean, std, source=str(listing.source),
-                     notes=listing.notes + notes, holdout=listing.held,
-                     rows=None if rows is None else torch.tensor(rows, dtype=torch.int64))  # fmt: skip
+    return ImageData(
+        pixels,
+        labels,
+        listing.classes,
+        mean,
+        std,
+        source=str(listing.source),
+        notes=listing.notes + notes,
+        holdout=listing.held,
+        rows=None if rows is None else torch.tensor(rows, dtype=torch.int64),
+    )

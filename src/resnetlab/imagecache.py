@@ -76,14 +76,19 @@ class Entry:
         return self.folder / f".{self.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}"
 
 
-def entry_for(folder: Path, source: str, family: Iterable[object], details: Iterable[object],
-              lines: Iterable[str] = ()) -> Entry:  # fmt: skip
+def entry_for(
+    folder: Path, source: str, family: Iterable[object], details: Iterable[object], lines: Iterable[str] = ()
+) -> Entry:
     """The entry of `source` (a folder's real path) in the cache folder: family, for instance the image size and
     channels, names what an entry replaces; details and lines (one per file) complete the key."""
     family = tuple(family)
     name = re.sub(r"[^A-Za-z0-9_.]+", "_", "-".join(Path(source).parts[-2:]))[-48:] or "folder"
-    return Entry(Path(folder), name, _hash(source, *family)[:12],
-                 _hash(FORMAT_VERSION, source, *family, *details, lines=lines)[:32])  # fmt: skip
+    return Entry(
+        Path(folder),
+        name,
+        _hash(source, *family)[:12],
+        _hash(FORMAT_VERSION, source, *family, *details, lines=lines)[:32],
+    )
 
 
 def read(entry: Entry, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -8,8 +8,9 @@ image with more than MAX_IMAGE_PIXELS pixels is refused from its header, before 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import numpy as np
 import torch
@@ -46,16 +47,20 @@ def _open(source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_IMAGE
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"{name} has far too many pixels (over {max_pixels:,}); resize it to a smaller "
-                            "image.") from None  # fmt: skip
+        raise ImageTooLarge(
+            f"{name} has far too many pixels (over {max_pixels:,}); resize it to a smaller image."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageFileError(f"{name} is not a readable image ({e}); remove it or replace it with a valid "
-                             "image.") from None  # fmt: skip
+        raise ImageFileError(
+            f"{name} is not a readable image ({e}); remove it or replace it with a valid image."
+        ) from None
     width, height = image.size
     if width * height > max_pixels:
         image.close()
-        raise ImageTooLarge(f"{name} is {width}x{height} pixels, more than the {max_pixels:,} resnetlab reads; "
-                            "resize it to a smaller image.")  # fmt: skip
+        raise ImageTooLarge(
+            f"{name} is {width}x{height} pixels, more than the {max_pixels:,} resnetlab reads; "
+            "resize it to a smaller image."
+        )
     return image
 
 
@@ -98,8 +103,13 @@ def centre_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + short, top + short))
 
 
-def decode(source: str | Path | IO[bytes], channels: int, size: int, name: str | None = None,
-           max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:  # fmt: skip
+def decode(
+    source: str | Path | IO[bytes],
+    channels: int,
+    size: int,
+    name: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> torch.Tensor:
     """An image file (or file object) as uint8 pixels [channels, size, size].
 
     JPEGs are decoded at a reduced scale where that still leaves at least twice the target size (draft mode),
@@ -128,8 +138,9 @@ def decode(source: str | Path | IO[bytes], channels: int, size: int, name: str |
     except ImageFileError:
         raise
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageFileError(f"{name} is not a readable image ({e}); remove it or replace it with a valid "
-                             "image.") from None  # fmt: skip
+        raise ImageFileError(
+            f"{name} is not a readable image ({e}); remove it or replace it with a valid image."
+        ) from None
     array = np.asarray(image, dtype=np.uint8)
     pixels = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()).permute(2, 0, 1)
     return resize(pixels[None], size)[0]

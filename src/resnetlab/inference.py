@@ -32,9 +32,23 @@ ONNX_INPUT = "images"
 ONNX_OUTPUTS = ("logits", "probabilities")
 EXPORT_FORMAT = "resnetlab-export"
 # Metadata fields stored JSON-encoded in ONNX metadata_props; the other fields are plain strings.
-ONNX_JSON_FIELDS = frozenset({"model", "classes", "num_classes", "in_channels", "image_size", "mean", "std",
-                              "test_time_flip", "test_time_translate", "version", "epoch", "best_test_accuracy",
-                              "holdout"})  # fmt: skip
+ONNX_JSON_FIELDS = frozenset(
+    {
+        "model",
+        "classes",
+        "num_classes",
+        "in_channels",
+        "image_size",
+        "mean",
+        "std",
+        "test_time_flip",
+        "test_time_translate",
+        "version",
+        "epoch",
+        "best_test_accuracy",
+        "holdout",
+    }
+)
 
 
 class Predictor(Protocol):
@@ -75,8 +89,10 @@ class PredictorBase:
 
     def top_classes(self, probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
         values, indices = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
-        return [[(self.card.classes[i], float(p)) for p, i in zip(row_values.tolist(), row_indices.tolist())]
-                for row_values, row_indices in zip(values, indices)]  # fmt: skip
+        return [
+            [(self.card.classes[i], float(p)) for p, i in zip(row_values.tolist(), row_indices.tolist())]
+            for row_values, row_indices in zip(values, indices)
+        ]
 
     def evaluate(self, data: ImageData) -> dict[str, Any]:
         """metrics.score on a split: loss, accuracy, per-class accuracy, confusion matrix, throughput."""
@@ -85,14 +101,21 @@ class PredictorBase:
         logits = torch.cat(chunks) if chunks else torch.empty(0, self.card.num_classes)
         return score(logits, data.labels, self.card.num_classes, time.perf_counter() - start)
 
-    def load_data(self, data_dir: str | None = None, limit: int | None = None, train: bool = False,
-                  cache_dir: str | None = None) -> ImageData:  # fmt: skip
+    def load_data(
+        self, data_dir: str | None = None, limit: int | None = None, train: bool = False, cache_dir: str | None = None
+    ) -> ImageData:
         """The card's training or test split (its first `limit` images), prepared as in training. cache_dir: where
         a folder's decoded images are kept (data.load_split)."""
         folder = self.card.data_folder(data_dir)
         holdout = Holdout(files=self.card.holdout) if self.card.holdout else None
-        data = load_split(self.card.dataset, folder, train=train, image_size=self.card.image_size, holdout=holdout,
-                          cache_dir=cache_dir)  # fmt: skip
+        data = load_split(
+            self.card.dataset,
+            folder,
+            train=train,
+            image_size=self.card.image_size,
+            holdout=holdout,
+            cache_dir=cache_dir,
+        )
         if data.channels == 1 and self.card.in_channels == 3:
             data = data.with_channels(3)  # a grayscale dataset that trained an RGB model (train --pretrained)
         if data.channels != self.card.in_channels or len(data.classes) != self.card.num_classes:
@@ -103,8 +126,9 @@ class PredictorBase:
             )
         return data.select(slice(0, limit)) if limit is not None else data
 
-    def load_test_data(self, data_dir: str | None = None, limit: int | None = None,
-                       cache_dir: str | None = None) -> ImageData:  # fmt: skip
+    def load_test_data(
+        self, data_dir: str | None = None, limit: int | None = None, cache_dir: str | None = None
+    ) -> ImageData:
         return self.load_data(data_dir, limit, train=False, cache_dir=cache_dir)
 
     def has_data(self, data_dir: str | None = None) -> bool:
@@ -138,7 +162,7 @@ class TorchPredictor(PredictorBase):
         self.classifier = self.classifier.to(runtime.device).eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "TorchPredictor":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> TorchPredictor:
         checkpoint = load_checkpoint(path)
         runtime = select_runtime(device, precision)
         return cls(checkpoint, fold_batchnorm(checkpoint.build_model(str(path))), runtime)
@@ -169,9 +193,11 @@ def require(purpose: str, *modules: str) -> None:
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise UserError(f"{purpose} needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}, "
-                        "which is not installed; install it from the resnetlab folder with: "
-                        "pip install -e '.[export]'.")  # fmt: skip
+        raise UserError(
+            f"{purpose} needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}, "
+            "which is not installed; install it from the resnetlab folder with: "
+            "pip install -e '.[export]'."
+        )
 
 
 def read_onnx_metadata(metadata: dict[str, str]) -> dict[str, Any]:
@@ -190,7 +216,7 @@ class OnnxPredictor(PredictorBase):
         self.session, self.card, self.metadata = session, card, metadata
 
     @classmethod
-    def from_file(cls, path: str | Path, device: str = "auto") -> "OnnxPredictor":
+    def from_file(cls, path: str | Path, device: str = "auto") -> OnnxPredictor:
         require("running an ONNX model", "onnxruntime")
         import onnxruntime
 
@@ -206,8 +232,10 @@ class OnnxPredictor(PredictorBase):
             raise UserError(f"{path} is not a readable ONNX model ({type(e).__name__}); export it again.") from None
         metadata = read_onnx_metadata(session.get_modelmeta().custom_metadata_map)
         if metadata.get("format") != EXPORT_FORMAT or "classes" not in metadata:
-            raise UserError(f"{path} was not written by resnetlab export (its metadata has no class names); "
-                            "export the model with resnetlab export.")  # fmt: skip
+            raise UserError(
+                f"{path} was not written by resnetlab export (its metadata has no class names); "
+                "export the model with resnetlab export."
+            )
         return cls(session, ModelCard.from_dict(metadata, str(path)), metadata)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -56,11 +56,20 @@ class Job:
 
     def train_state(self, progress: Progress) -> dict[str, Any]:
         """What --resume needs, as last.pt stores it."""
-        return {"epoch": progress.epoch, "step": progress.step, "totals": progress.totals, "model": self.weights(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "rows": progress.rows, "best_accuracy": progress.best_accuracy,
-                "best_epoch": progress.best_epoch, "elapsed": progress.elapsed,
-                **({"lookahead": self.lookahead.state_dict()} if self.lookahead is not None else {})}  # fmt: skip
+        return {
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "totals": progress.totals,
+            "model": self.weights(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "rows": progress.rows,
+            "best_accuracy": progress.best_accuracy,
+            "best_epoch": progress.best_epoch,
+            "elapsed": progress.elapsed,
+            **({"lookahead": self.lookahead.state_dict()} if self.lookahead is not None else {}),
+        }
 
     def restore(self, state: dict[str, Any]) -> Progress:
         """Load a train_state saved by `train_state`; returns where it stood."""
@@ -70,5 +79,12 @@ class Job:
         if self.lookahead is not None:
             self.lookahead.load_state_dict(state["lookahead"])
         torch.set_rng_state(state["torch_rng"])
-        return Progress(state["epoch"], state["step"], state.get("totals"), list(state["rows"]), state["best_accuracy"],
-                        state["best_epoch"], state.get("elapsed", 0.0))  # fmt: skip
+        return Progress(
+            state["epoch"],
+            state["step"],
+            state.get("totals"),
+            list(state["rows"]),
+            state["best_accuracy"],
+            state["best_epoch"],
+            state.get("elapsed", 0.0),
+        )

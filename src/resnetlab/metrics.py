@@ -6,7 +6,8 @@ split they were measured on (test_accuracy, train_accuracy, ...), as metrics.csv
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

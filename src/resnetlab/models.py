@@ -258,8 +258,10 @@ class ResNet(nn.Module):
         if self.transition == "pool":
             opening = PoolTransition(self.in_planes, planes, self.activation, self.pool_first)
             self.in_planes = planes
-            return nn.Sequential(opening, *[block(planes, planes, residual=self.residual, activation=self.activation)
-                                            for _ in range(blocks)])  # fmt: skip
+            return nn.Sequential(
+                opening,
+                *[block(planes, planes, residual=self.residual, activation=self.activation) for _ in range(blocks)],
+            )
         out_planes = planes * block.expansion
         downsample = None
         if self.residual and (stride != 1 or self.in_planes != out_planes):
@@ -370,8 +372,14 @@ def create_model(
         if image_size is not None and image_size < 16:  # 2x2 stem and three 2x2 max-pools: 15, 7, 3, 1 pixels
             raise ValueError(f"{name} needs images of at least 16 pixels, not {image_size}")
         stem = "whiten"
-        options = {"transition": "pool", "head_pool": "max", "logit_scale": 1 / 9, "activation": "gelu",
-                "pool_first": True, "fc_bias": False}  # fmt: skip
+        options = {
+            "transition": "pool",
+            "head_pool": "max",
+            "logit_scale": 1 / 9,
+            "activation": "gelu",
+            "pool_first": True,
+            "fc_bias": False,
+        }
     elif family in ("cifar", "page"):
         if stem == "imagenet":
             raise ValueError(f"{name} has only the small stem")

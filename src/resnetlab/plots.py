@@ -13,8 +13,9 @@ import functools
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -111,14 +112,29 @@ def training_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: str
         if not points:
             continue
         scale = 100 if ax is accuracy_ax else 1
-        ax.plot([e for e, _ in points], [v * scale for _, v in points], style, color=color, marker=marker,
-                markersize=4, label=label)  # fmt: skip
+        ax.plot(
+            [e for e, _ in points],
+            [v * scale for _, v in points],
+            style,
+            color=color,
+            marker=marker,
+            markersize=4,
+            label=label,
+        )
     test_accuracy = [(_number(r.get("test_accuracy")), e) for e, r in zip(epochs, rows)]
     test_accuracy = [(a, e) for a, e in test_accuracy if a is not None]
     if test_accuracy:
         best, best_epoch = max(test_accuracy, key=lambda t: (t[0], -t[1]))
-        accuracy_ax.plot([best_epoch], [best * 100], "*", color="#ff7f0e", markersize=13, zorder=3, linestyle="none",
-                         label=f"best test accuracy {best:.2%} (epoch {best_epoch})")  # fmt: skip
+        accuracy_ax.plot(
+            [best_epoch],
+            [best * 100],
+            "*",
+            color="#ff7f0e",
+            markersize=13,
+            zorder=3,
+            linestyle="none",
+            label=f"best test accuracy {best:.2%} (epoch {best_epoch})",
+        )
     loss_ax.set_title("loss")
     accuracy_ax.set_title("accuracy")
     accuracy_ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
@@ -161,8 +177,14 @@ def confusion_matrix_plot(
     image = ax.imshow(share, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
     colorbar.set_label("share of the actual class")
-    ax.set_xticks(range(n), classes, fontsize=label_size, rotation=45 if n <= 12 else 90,
-                  ha="right" if n <= 12 else "center", rotation_mode="anchor" if n <= 12 else "default")  # fmt: skip
+    ax.set_xticks(
+        range(n),
+        classes,
+        fontsize=label_size,
+        rotation=45 if n <= 12 else 90,
+        ha="right" if n <= 12 else "center",
+        rotation_mode="anchor" if n <= 12 else "default",
+    )
     ax.set_yticks(range(n), classes, fontsize=label_size)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("actual class")
@@ -245,8 +267,9 @@ def prediction_grid(
     return path
 
 
-def gradcam_grid(images: torch.Tensor, maps: torch.Tensor, labels: list[str], wrong: list[bool], path: str | Path,
-                 title: str = "") -> Path:  # fmt: skip
+def gradcam_grid(
+    images: torch.Tensor, maps: torch.Tensor, labels: list[str], wrong: list[bool], path: str | Path, title: str = ""
+) -> Path:
     """Each image (uint8 [N, C, H, W]) above its Grad-CAM overlay (maps [N, H, W] in [0, 1]), titled with its
     label (red where the prediction is wrong); up to 8 images per row."""
     from matplotlib.figure import Figure
@@ -281,8 +304,14 @@ def _line_style(net: str, colours: dict[str, Any]) -> dict[str, Any]:
     size = net.removeprefix("plain").removeprefix("resnet")
     colours.setdefault(size, colormaps["tab10"](len(colours) % 10))
     label = f"{'plain' if plain else 'ResNet'}-{size}" if size.isdigit() else net
-    return {"color": colours[size], "linestyle": "--" if plain else "-", "linewidth": 1.8, "marker": "o",
-            "markersize": 3, "label": label}  # fmt: skip
+    return {
+        "color": colours[size],
+        "linestyle": "--" if plain else "-",
+        "linewidth": 1.8,
+        "marker": "o",
+        "markersize": 3,
+        "label": label,
+    }
 
 
 def _curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -302,9 +331,17 @@ def _mark_clipped(ax, top: float) -> None:
         for x, y in zip(line.get_xdata(), line.get_ydata()):
             if y > top:
                 stacked[x] = stacked.get(x, 0) + 1
-                ax.annotate(f"{y:.0f}%", xy=(x, top), xytext=(6, -12 * stacked[x]), textcoords="offset points",
-                            color=line.get_color(), fontsize=9, va="center", annotation_clip=False,
-                            arrowprops={"arrowstyle": "->", "color": line.get_color(), "linewidth": 0.8})  # fmt: skip
+                ax.annotate(
+                    f"{y:.0f}%",
+                    xy=(x, top),
+                    xytext=(6, -12 * stacked[x]),
+                    textcoords="offset points",
+                    color=line.get_color(),
+                    fontsize=9,
+                    va="center",
+                    annotation_clip=False,
+                    arrowprops={"arrowstyle": "->", "color": line.get_color(), "linewidth": 0.8},
+                )
 
 
 def degradation_figure(rows: list[dict[str, Any]], subtitle: str = ""):
@@ -386,8 +423,9 @@ def layer_responses_plot(rows: list[dict[str, Any]], path: str | Path, subtitle:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     by_layer.legend(title="dashed: plain, solid: residual", fontsize=9, title_fontsize=9)
-    fig.suptitle("Standard deviation of the responses of each 3x3 layer (after BN, before ReLU and addition)",
-                 fontsize=11)  # fmt: skip
+    fig.suptitle(
+        "Standard deviation of the responses of each 3x3 layer (after BN, before ReLU and addition)", fontsize=11
+    )
     if subtitle:
         fig.supxlabel(subtitle, fontsize=8, color="#555555")
     return _save(fig, path)

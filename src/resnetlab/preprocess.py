@@ -8,7 +8,7 @@ moved by one pixel (test-time translation).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,15 +36,24 @@ def flip_average(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (model(x).float() + model(x.flip(3)).float()) / 2
 
 
-def translate_average(view: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                      memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:  # fmt: skip
+def translate_average(
+    view: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
     """airbench's test-time translation: half the logits of x, a quarter each of x moved one pixel down-right and
     one pixel up-left (the edge row and column reflected in). view gives the logits of one version of the images."""
     height, width = x.shape[-2:]
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     moved = [padded[..., :height, :width], padded[..., 2:, 2:]]
-    return view(x) / 2 + (view(moved[0].contiguous(memory_format=memory_format))
-                          + view(moved[1].contiguous(memory_format=memory_format))) / 4
+    return (
+        view(x) / 2
+        + (
+            view(moved[0].contiguous(memory_format=memory_format))
+            + view(moved[1].contiguous(memory_format=memory_format))
+        )
+        / 4
+    )
 
 
 class PixelClassifier(nn.Module):
@@ -55,9 +64,15 @@ class PixelClassifier(nn.Module):
     weights. Exported models are this module traced, so they take pixels too.
     """
 
-    def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float], flip: bool = False,
-                 memory_format: torch.memory_format = torch.contiguous_format,
-                 translate: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        network: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        flip: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        translate: bool = False,
+    ) -> None:
         super().__init__()
         self.network = network
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), persistent=False)
@@ -66,7 +81,7 @@ class PixelClassifier(nn.Module):
         self.memory_format = memory_format
 
     @classmethod
-    def from_card(cls, network: nn.Module, card: ModelCard, **kwargs) -> "PixelClassifier":
+    def from_card(cls, network: nn.Module, card: ModelCard, **kwargs) -> PixelClassifier:
         return cls(network, card.mean, card.std, card.test_time_flip, translate=card.test_time_translate, **kwargs)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:

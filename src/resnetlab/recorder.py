@@ -10,9 +10,10 @@ import csv
 import json
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 from tqdm import tqdm
@@ -47,8 +48,10 @@ def choose_out_dir(out: str | None, dataset: str, model_name: str, overwrite: bo
     owned = [name for name in RUN_FILES if (path / name).exists()]
     if owned and not overwrite:
         resume = f"continue it with resnetlab train --resume {path}, " if "last.pt" in owned else ""
-        raise UserError(f"{path} already holds a run ({', '.join(owned)}); {resume}choose another --out, or pass "
-                        "--overwrite to replace it.")  # fmt: skip
+        raise UserError(
+            f"{path} already holds a run ({', '.join(owned)}); {resume}choose another --out, or pass "
+            "--overwrite to replace it."
+        )
     return path
 
 
@@ -67,8 +70,10 @@ def _save(obj: Any, path: Path) -> None:
     try:
         save_atomic(obj, path)
     except OSError as e:
-        raise UserError(f"could not write {path} ({e.strerror or e}); free some space or choose another --out (the "
-                        "files saved before are intact).") from None  # fmt: skip
+        raise UserError(
+            f"could not write {path} ({e.strerror or e}); free some space or choose another --out (the "
+            "files saved before are intact)."
+        ) from None
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -82,8 +87,9 @@ class RunRecorder:
     """Writes a run's files and prints its progress. Only the main process of a distributed run writes files;
     with quiet (or on the other processes) nothing is printed."""
 
-    def __init__(self, out: Path, card: ModelCard, config: TrainConfig, main: bool = True,
-                 on_epoch: EpochCallback | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, out: Path, card: ModelCard, config: TrainConfig, main: bool = True, on_epoch: EpochCallback | None = None
+    ) -> None:
         self.out, self.card, self.config, self.main = out, card, config, main
         self.quiet = config.quiet or not main
         self.callbacks: list[EpochCallback] = [on_epoch] if on_epoch else []
@@ -103,24 +109,46 @@ class RunRecorder:
             self.say(f"note: {note}")
         self.say(f"{description}; writing to {self.out}")
         if self.main and self.card.holdout:
-            split = {"data_dir": self.card.data_dir, "val_split": self.config.val_split, "seed": self.config.seed,
-                     "validation": list(self.card.holdout)}  # fmt: skip
+            split = {
+                "data_dir": self.card.data_dir,
+                "val_split": self.config.val_split,
+                "seed": self.config.seed,
+                "validation": list(self.card.holdout),
+            }
             (self.out / "split.json").write_text(json.dumps(split, indent=1) + "\n")
 
     def progress_bar(self, epoch: int, epochs: int, steps: int) -> tqdm:
-        return tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=self.quiet or not sys.stderr.isatty(),
-                    leave=False, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+        return tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{epochs}",
+            disable=self.quiet or not sys.stderr.isatty(),
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def _checkpoint(self, job: Job, progress: Progress, row: dict[str, Any]) -> Checkpoint:
-        return Checkpoint(self.card, job.weights(), epoch=progress.epoch, metrics=row,
-                          best_test_accuracy=progress.best_accuracy, config=self.config.to_dict())  # fmt: skip
+        return Checkpoint(
+            self.card,
+            job.weights(),
+            epoch=progress.epoch,
+            metrics=row,
+            best_test_accuracy=progress.best_accuracy,
+            config=self.config.to_dict(),
+        )
 
-    def epoch_end(self, job: Job, progress: Progress, row: dict[str, Any], improved: bool,
-                  images_per_second: float) -> None:  # fmt: skip
-        test = f"test average loss {row['test_loss']:.4f}, accuracy {row['test_accuracy']:.2%}" \
-            if row["test_accuracy"] is not None else f"no test evaluation (every {job.eval_every} epochs)"
-        self.say(f"epoch {row['epoch']}/{job.epochs}: train loss {row['train_loss']:.4f}, {images_per_second:.0f} "
-                 f"img/s | {test} | {row['seconds']:.0f} s")  # fmt: skip
+    def epoch_end(
+        self, job: Job, progress: Progress, row: dict[str, Any], improved: bool, images_per_second: float
+    ) -> None:
+        test = (
+            f"test average loss {row['test_loss']:.4f}, accuracy {row['test_accuracy']:.2%}"
+            if row["test_accuracy"] is not None
+            else f"no test evaluation (every {job.eval_every} epochs)"
+        )
+        self.say(
+            f"epoch {row['epoch']}/{job.epochs}: train loss {row['train_loss']:.4f}, {images_per_second:.0f} "
+            f"img/s | {test} | {row['seconds']:.0f} s"
+        )
         if not self.main:
             return
         checkpoint = self._checkpoint(job, progress, row)
@@ -140,9 +168,12 @@ class RunRecorder:
             last = self._checkpoint(job, progress, progress.rows[-1] if progress.rows else {})
             _save(replace(last, train_state=job.train_state(progress)).to_dict(), self.out / "last.pt")
         number = self.stop_signal()
-        raise Interrupted(f"{signal.Signals(number).name}: stopped in epoch {progress.epoch + 1} at step "
-                          f"{progress.step}, saved {self.out / 'last.pt'}; continue with: resnetlab train --resume "
-                          f"{self.out}", number)  # fmt: skip
+        raise Interrupted(
+            f"{signal.Signals(number).name}: stopped in epoch {progress.epoch + 1} at step "
+            f"{progress.step}, saved {self.out / 'last.pt'}; continue with: resnetlab train --resume "
+            f"{self.out}",
+            number,
+        )
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         if self.tensorboard is not None:
@@ -151,8 +182,11 @@ class RunRecorder:
             try:
                 (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             except OSError as e:
-                raise UserError(f"could not write {self.out / 'summary.json'} ({e.strerror}); free some "
-                                "space.") from None  # fmt: skip
-        self.say(f"best test accuracy {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}; weights "
-                 f"in {self.out / 'best.pt'} (predict with: resnetlab predict {self.out / 'best.pt'})")  # fmt: skip
+                raise UserError(
+                    f"could not write {self.out / 'summary.json'} ({e.strerror}); free some space."
+                ) from None
+        self.say(
+            f"best test accuracy {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}; weights "
+            f"in {self.out / 'best.pt'} (predict with: resnetlab predict {self.out / 'best.pt'})"
+        )
         return summary

@@ -10,7 +10,11 @@ from .plots import confusion_matrix_plot, prediction_grid, read_metrics, trainin
 
 
 def redraw_run(
-    run: str | Path, data_dir: str | None = None, device: str = "auto", precision: str = "auto", n: int = 20,
+    run: str | Path,
+    data_dir: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    n: int = 20,
     cache_dir: str | None = None,
 ) -> list[str]:
     """Draw every picture of a run folder again from its files: curves.png from metrics.csv, and, when the
@@ -36,13 +40,16 @@ def redraw_run(
         return lines
     card = predictor.card
     if not predictor.has_data(data_dir):
-        lines.append(f"skipped confusion_matrix.png and predictions.png: the {card.dataset} test data is not in "
-                     f"{card.data_folder(data_dir)}; give --data-dir")  # fmt: skip
+        lines.append(
+            f"skipped confusion_matrix.png and predictions.png: the {card.dataset} test data is not in "
+            f"{card.data_folder(data_dir)}; give --data-dir"
+        )
         return lines
     data = predictor.load_test_data(data_dir, cache_dir=cache_dir)
     stats = predictor.evaluate(data)
-    lines.append(str(confusion_matrix_plot(stats["confusion_matrix"], predictor.classes,
-                                           run / "confusion_matrix.png", title)))  # fmt: skip
+    lines.append(
+        str(confusion_matrix_plot(stats["confusion_matrix"], predictor.classes, run / "confusion_matrix.png", title))
+    )
     first = data.select(slice(0, n))
     confidence, indices = predictor.probabilities(first.images).max(1)
     predicted = [card.classes[i] for i in indices.tolist()]

@@ -95,12 +95,16 @@ class Prediction(BaseModel):
     model: str = Field(description="the model's name, e.g. resnet20")
     milliseconds: float = Field(description="server time to decode, prepare and classify the image")
     input_png: str | None = Field(
-        default=None, description="only with ?input_png=true: the image as the model saw it (converted and resized, "
-        "before normalization), as a data:image/png;base64 URL")  # fmt: skip
+        default=None,
+        description="only with ?input_png=true: the image as the model saw it (converted and resized, "
+        "before normalization), as a data:image/png;base64 URL",
+    )
     gradcam_png: str | None = Field(
-        default=None, description="only with ?gradcam=true, for models that support it (see /model): the input under "
+        default=None,
+        description="only with ?gradcam=true, for models that support it (see /model): the input under "
         "a Grad-CAM heat map of the last stage for the top class (red: what drove the prediction), 4x larger, as a "
-        "data:image/png;base64 URL")  # fmt: skip
+        "data:image/png;base64 URL",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -144,10 +148,17 @@ def load_predictor(path: str | Path, device: str = "auto", precision: str = "aut
 def model_info(predictor: ServablePredictor, max_upload_bytes: int) -> ModelInfo:
     card = predictor.card
     return ModelInfo(
-        model=card.architecture, dataset=card.dataset, classes=list(card.classes), image_size=card.image_size,
-        in_channels=card.in_channels, test_accuracy=predictor.best_test_accuracy, epoch=predictor.epoch,
-        gradcam=supports_gradcam(predictor), max_upload_bytes=max_upload_bytes, resnetlab_version=__version__,
-    )  # fmt: skip
+        model=card.architecture,
+        dataset=card.dataset,
+        classes=list(card.classes),
+        image_size=card.image_size,
+        in_channels=card.in_channels,
+        test_accuracy=predictor.best_test_accuracy,
+        epoch=predictor.epoch,
+        gradcam=supports_gradcam(predictor),
+        max_upload_bytes=max_upload_bytes,
+        resnetlab_version=__version__,
+    )
 
 
 def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
@@ -158,13 +169,17 @@ def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
     if not data:
         raise HTTPException(400, f"the request has no image: send it as the body or as the form field '{FORM_FIELD}'.")
     try:
-        return decode(io.BytesIO(data), card.in_channels, card.image_size, name="the upload",
-                      max_pixels=MAX_IMAGE_PIXELS)  # fmt: skip
+        return decode(
+            io.BytesIO(data), card.in_channels, card.image_size, name="the upload", max_pixels=MAX_IMAGE_PIXELS
+        )
     except ImageTooLarge as e:
         raise HTTPException(413, str(e)) from None
     except ImageFileError:
-        raise HTTPException(400, "the upload is not an image Pillow can read, or not the whole file; send a PNG, "
-                            "JPEG, GIF, BMP, TIFF or WebP file.") from None  # fmt: skip
+        raise HTTPException(
+            400,
+            "the upload is not an image Pillow can read, or not the whole file; send a PNG, "
+            "JPEG, GIF, BMP, TIFF or WebP file.",
+        ) from None
 
 
 def supports_gradcam(predictor: ServablePredictor) -> bool:
@@ -178,8 +193,12 @@ def gradcam_overlay(predictor: ServablePredictor, image: torch.Tensor, target: i
     from matplotlib import colormaps
 
     device = predictor.runtime.device
-    maps = cam_of(predictor.classifier, image[None].to(device), predictor.network.stages()[-1],
-                  torch.tensor([target], device=device))  # fmt: skip
+    maps = cam_of(
+        predictor.classifier,
+        image[None].to(device),
+        predictor.network.stages()[-1],
+        torch.tensor([target], device=device),
+    )
     size = (image.shape[1] * scale, image.shape[2] * scale)
     heat = F.interpolate(maps[None].float().cpu(), size=size, mode="bilinear", align_corners=False)[0, 0]
     colors = torch.from_numpy(colormaps["jet"](heat.clamp(0, 1).numpy())[..., :3]).float()
@@ -227,8 +246,9 @@ def form_file(body: bytes, content_type: str) -> bytes:
         nonlocal parts
         parts += 1
         if parts > MAX_FORM_PARTS:  # refused at the first part too many, before the rest is parsed
-            raise HTTPException(400, f"the form has more than {MAX_FORM_PARTS} parts; send only the image, as the "
-                                f"field '{FORM_FIELD}'.")  # fmt: skip
+            raise HTTPException(
+                400, f"the form has more than {MAX_FORM_PARTS} parts; send only the image, as the field '{FORM_FIELD}'."
+            )
         part.update(headers={}, name=b"", value=b"", data=bytearray())
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
@@ -248,17 +268,25 @@ def form_file(body: bytes, content_type: str) -> bytes:
         _, disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))
         fields.setdefault(disposition.get(b"name", b"").decode("utf-8", "replace"), bytes(part["data"]))
 
-    callbacks = {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
-                 "on_header_value": on_header_value, "on_header_end": on_header_end,
-                 "on_part_data": on_part_data, "on_part_end": on_part_end}  # fmt: skip
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    }
     try:
         parser = MultipartParser(boundary, callbacks)
         parser.logger = PARSER_LOG
         parser.write(body)
         parser.finalize()
     except MultipartParseError:  # its text is the parser's state machine ("at index 2"): no help to a client
-        raise HTTPException(400, "the multipart/form-data body is malformed; let your HTTP client build the form "
-                            f"(e.g. curl -F {FORM_FIELD}=@image.png).") from None  # fmt: skip
+        raise HTTPException(
+            400,
+            "the multipart/form-data body is malformed; let your HTTP client build the form "
+            f"(e.g. curl -F {FORM_FIELD}=@image.png).",
+        ) from None
     if FORM_FIELD not in fields:
         raise HTTPException(400, f"the form has no field '{FORM_FIELD}'; send the image as {FORM_FIELD}=@image.png.")
     return fields[FORM_FIELD]
@@ -295,8 +323,10 @@ def allowed_host_names(allowed_hosts: Iterable[str] | None) -> frozenset[str] | 
         except ValueError:
             name = host_name(entry)
         if name is None:
-            raise UserError(f"--allowed-host {entry!r} is not a host name; give a name or address such as "
-                            "resnet.lan or 192.168.1.5, without http:// or a path.")  # fmt: skip
+            raise UserError(
+                f"--allowed-host {entry!r} is not a host name; give a name or address such as "
+                "resnet.lan or 192.168.1.5, without http:// or a path."
+            )
         names.add(name)
     return frozenset(names)
 
@@ -307,8 +337,10 @@ def same_origin(origin: str, scheme: str, host: str) -> bool:
     try:
         theirs, ours = urlsplit(origin), urlsplit(f"{scheme}://{host}")
         return theirs.hostname is not None and (
-            theirs.scheme, theirs.hostname, theirs.port or DEFAULT_PORTS.get(theirs.scheme)
-        ) == (ours.scheme, ours.hostname, ours.port or DEFAULT_PORTS.get(ours.scheme))  # fmt: skip
+            theirs.scheme,
+            theirs.hostname,
+            theirs.port or DEFAULT_PORTS.get(theirs.scheme),
+        ) == (ours.scheme, ours.hostname, ours.port or DEFAULT_PORTS.get(ours.scheme))
     except ValueError:
         return False
 
@@ -343,17 +375,50 @@ class HostAndOriginCheck:
             name = host_name(host)
             if name is None or not (is_loopback(name) or name in self.allowed_hosts):
                 shown = repr(name[:100]) if name else "missing or malformed"
-                return 400, (f"this server does not answer to the host name in the Host header ({shown}); open it "
-                             "as localhost or 127.0.0.1, or start it with --allowed-host NAME.")  # fmt: skip
+                return 400, (
+                    f"this server does not answer to the host name in the Host header ({shown}); open it "
+                    "as localhost or 127.0.0.1, or start it with --allowed-host NAME."
+                )
         origin = headers.get("origin")
         if origin is not None and not same_origin(origin, scope.get("scheme", "http"), host):
-            return 403, ("requests from pages of other sites are refused: the Origin header is not this server's "
-                         "own origin.")  # fmt: skip
+            return 403, (
+                "requests from pages of other sites are refused: the Origin header is not this server's own origin."
+            )
         return None
 
 
-def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: Iterable[str] | None = ()) -> FastAPI:  # fmt: skip
+def _app_with_pages(info: ModelInfo, names) -> FastAPI:
+    """The app with its page, its static files, /health and /model, behind the Host and Origin check."""
+    app = FastAPI(
+        title="resnetlab serve",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        description=f"{info.model} trained on {info.dataset}: send an image, get its most probable classes.",
+    )
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(HostAndOriginCheck, allowed_hosts=names)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/health")
+    async def health() -> Health:
+        return Health(status="ok")
+
+    @app.get("/model")
+    async def model() -> ModelInfo:
+        return info
+
+    return app
+
+
+def create_app(
+    predictor_or_path: ServablePredictor | str | Path,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    allowed_hosts: Iterable[str] | None = (),
+) -> FastAPI:
     """The web app for one model: a Predictor-like object, or the path of a checkpoint to load.
 
     `allowed_hosts`: the names the Host header may give besides loopback ones (localhost, 127.x.x.x, [::1]), with or
@@ -381,38 +446,26 @@ def create_app(predictor_or_path: ServablePredictor | str | Path, max_upload_byt
                 overlay = gradcam_overlay(predictor, image, int(probabilities[0].argmax()))
         best = predictor.top_classes(probabilities, top)[0]
         return Prediction(
-            top=[ClassProbability(class_name=name, probability=p) for name, p in best], model=info.model,
+            top=[ClassProbability(class_name=name, probability=p) for name, p in best],
+            model=info.model,
             milliseconds=round((time.perf_counter() - start) * 1000, 3),
             input_png=png_data_url(image) if with_input else None,
             gradcam_png=png_data_url(overlay) if overlay is not None else None,
-        )  # fmt: skip
+        )
 
-    app = FastAPI(
-        title="resnetlab serve", version=__version__, docs_url=None, redoc_url=None,
-        description=f"{info.model} trained on {info.dataset}: send an image, get its most probable classes.",
-    )  # fmt: skip
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(HostAndOriginCheck, allowed_hosts=names)
-
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
-
-    @app.get("/health")
-    async def health() -> Health:
-        return Health(status="ok")
-
-    @app.get("/model")
-    async def model() -> ModelInfo:
-        return info
+    app = _app_with_pages(info, names)
 
     @app.post(
-        "/predict", response_model=Prediction, response_model_exclude_none=True,
+        "/predict",
+        response_model=Prediction,
+        response_model_exclude_none=True,
         openapi_extra={"requestBody": IMAGE_BODY},
-        responses={400: {"description": "not an image, a malformed form, or a Host header not allowed"},
-                   403: {"description": "sent by a page of another origin"},
-                   413: {"description": "upload or image too large"}},
-    )  # fmt: skip
+        responses={
+            400: {"description": "not an image, a malformed form, or a Host header not allowed"},
+            403: {"description": "sent by a page of another origin"},
+            413: {"description": "upload or image too large"},
+        },
+    )
     async def predict(
         request: Request,
         top: int = Query(5, ge=1, description="how many classes to return (at most the number of classes)"),
@@ -464,8 +517,14 @@ def answered_hosts(bind_host: str, allowed_hosts: Iterable[str] = ()) -> list[st
     return names if names or is_loopback(bind_host) else None
 
 
-def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
-          precision: str = "auto", allowed_hosts: Iterable[str] = ()) -> None:  # fmt: skip
+def serve(
+    checkpoint: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "auto",
+    precision: str = "auto",
+    allowed_hosts: Iterable[str] = (),
+) -> None:
     """Load a checkpoint and serve the page and the API until Ctrl+C."""
     names = answered_hosts(host, allowed_hosts)
     allowed_host_names(names)  # a mistake in --allowed-host is told before the model loads
@@ -475,11 +534,16 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, dev
     port = sock.getsockname()[1]
     url_host = f"[{host}]" if ":" in host else host
     card = predictor.card
-    print(f"resnetlab: serving {card.architecture} ({card.dataset}) at http://{url_host}:{port}/ ; "
-          "Ctrl+C stops.", flush=True)  # fmt: skip
+    print(
+        f"resnetlab: serving {card.architecture} ({card.dataset}) at http://{url_host}:{port}/ ; Ctrl+C stops.",
+        flush=True,
+    )
     if not is_loopback(host):
-        print(f"resnetlab: note: {host} is not a loopback address, so anyone who can reach this machine can use the "
-              "model.", flush=True)  # fmt: skip
+        print(
+            f"resnetlab: note: {host} is not a loopback address, so anyone who can reach this machine can use the "
+            "model.",
+            flush=True,
+        )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     try:
         server.run(sockets=[sock])

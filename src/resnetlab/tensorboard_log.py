@@ -28,9 +28,11 @@ class TensorBoardLog:
 
     def __init__(self, folder: str | Path) -> None:
         if importlib.util.find_spec("tensorboard") is None:
-            raise UserError("--tensorboard needs the tensorboard package, which is not installed; install it from the "
-                            "resnetlab folder with: pip install -e '.[tensorboard]', or train without "
-                            "--tensorboard.")  # fmt: skip
+            raise UserError(
+                "--tensorboard needs the tensorboard package, which is not installed; install it from the "
+                "resnetlab folder with: pip install -e '.[tensorboard]', or train without "
+                "--tensorboard."
+            )
         self.folder = Path(folder)
         self._writer = None
 

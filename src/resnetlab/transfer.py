@@ -107,16 +107,27 @@ def imagenet_start(model: str, progress: bool = True) -> Start:
             raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
     except Exception as e:  # noqa: BLE001 - a failed download or an unreadable file, whatever raised it
         if not cached and not file.is_file():
-            raise UserError(f"the ImageNet weights of {model} are not in {file.parent} and could not be downloaded "
-                            f"({type(e).__name__}: {_first_line(e)}); download {weights.url} into {file}, or run once "
-                            "online.") from None  # fmt: skip
-        raise UserError(f"{file} could not be read as the ImageNet weights of {model} ({type(e).__name__}); delete it "
-                        f"so that it is downloaded again, or download {weights.url} into it.") from None  # fmt: skip
+            raise UserError(
+                f"the ImageNet weights of {model} are not in {file.parent} and could not be downloaded "
+                f"({type(e).__name__}: {_first_line(e)}); download {weights.url} into {file}, or run once "
+                "online."
+            ) from None
+        raise UserError(
+            f"{file} could not be read as the ImageNet weights of {model} ({type(e).__name__}); delete it "
+            f"so that it is downloaded again, or download {weights.url} into it."
+        ) from None
     return Start(
-        weights=state, source=str(file), advice=f"delete it so that it is downloaded again from {weights.url}",
-        architecture=model, shortcut="B", stem="imagenet", in_channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        weights=state,
+        source=str(file),
+        advice=f"delete it so that it is downloaded again from {weights.url}",
+        architecture=model,
+        shortcut="B",
+        stem="imagenet",
+        in_channels=3,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         min_image_size=PRETRAINED_MIN_IMAGE_SIZE,
-    )  # fmt: skip
+    )
 
 
 def checkpoint_start(path: str, model: str | None = None, shortcut: str | None = None) -> Start:
@@ -126,16 +137,26 @@ def checkpoint_start(path: str, model: str | None = None, shortcut: str | None =
     card, source = checkpoint.card, str(resolve_path(path))
     net = checkpoint.build_model(source)  # checks that the weights fit the card; gives the options it was built with
     if model is not None and model != card.architecture:
-        raise UserError(f"--init {source} is a {card.architecture}, not a {model}; start from a checkpoint of the "
-                        f"same architecture, or leave out --model to train a {card.architecture}.")  # fmt: skip
+        raise UserError(
+            f"--init {source} is a {card.architecture}, not a {model}; start from a checkpoint of the "
+            f"same architecture, or leave out --model to train a {card.architecture}."
+        )
     if shortcut is not None and shortcut != net.shortcut:
-        raise UserError(f"--init {source} has shortcut {net.shortcut}, not {shortcut}; leave out --shortcut to keep "
-                        "the checkpoint's.")  # fmt: skip
+        raise UserError(
+            f"--init {source} has shortcut {net.shortcut}, not {shortcut}; leave out --shortcut to keep "
+            "the checkpoint's."
+        )
     return Start(
-        weights=checkpoint.state_dict, source=source, advice="train again or use another checkpoint",
-        architecture=card.architecture, shortcut=net.shortcut, stem=net.stem, in_channels=card.in_channels,
-        classes=card.classes, image_size=card.image_size,
-    )  # fmt: skip
+        weights=checkpoint.state_dict,
+        source=source,
+        advice="train again or use another checkpoint",
+        architecture=card.architecture,
+        shortcut=net.shortcut,
+        stem=net.stem,
+        in_channels=card.in_channels,
+        classes=card.classes,
+        image_size=card.image_size,
+    )
 
 
 def starting_point(config: TrainConfig) -> Start | None:
@@ -155,12 +176,16 @@ def initialize(net: nn.Module, card: ModelCard, start: Start) -> None:
     expected = net.state_dict()
     # torchvision's older files lack BatchNorm's num_batches_tracked, which nothing but momentum=None reads.
     optional = {k for k in expected if k.endswith("num_batches_tracked") or (k.startswith(HEAD) and not keep_head)}
-    wrong = sorted(k for k, v in weights.items() if k not in expected or not isinstance(v, torch.Tensor)
-                   or v.shape != expected[k].shape)  # fmt: skip
+    wrong = sorted(
+        k
+        for k, v in weights.items()
+        if k not in expected or not isinstance(v, torch.Tensor) or v.shape != expected[k].shape
+    )
     wrong += sorted(set(expected) - set(weights) - optional)
     if wrong:
-        raise UserError(f"{start.source} does not fit {card.architecture} (first difference: {wrong[0]}); "
-                        f"{start.advice}.")  # fmt: skip
+        raise UserError(
+            f"{start.source} does not fit {card.architecture} (first difference: {wrong[0]}); {start.advice}."
+        )
     net.load_state_dict(weights, strict=False)
 
 
