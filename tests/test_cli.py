@@ -270,3 +270,67 @@ def test_help_works_for_the_program_and_every_subcommand(capsys):
             main([*command, "--help"])
         assert exit_info.value.code == 0, command
         assert "usage: resnetlab" in capsys.readouterr().out, command
+
+
+@pytest.mark.parametrize(
+    "argv, config_class, not_fields, not_flags",
+    [
+        (["train"], "TrainConfig", {"command", "resume"}, {"test_subset"}),
+        (["experiment", "degradation"], "DegradationConfig", {"command", "experiment", "full"}, set()),
+        (["experiment", "gradients"], "GradientsConfig", {"command", "experiment"}, set()),
+        (["experiment", "responses", "run"], "ResponsesConfig", {"command", "experiment"}, set()),
+    ],
+)
+def test_each_config_field_is_set_by_the_flag_of_its_name(argv, config_class, not_fields, not_flags):
+    """The configs are built from the flags by field name (cli._flag_values), so a flag that named no field, or a
+    field that a flag of another name set, would be lost: only these flags and fields stand apart."""
+    from dataclasses import fields
+
+    from resnetlab import config
+    from resnetlab.cli import build_parser
+
+    flags = set(vars(build_parser().parse_args(argv)))
+    names = {f.name for f in fields(getattr(config, config_class))}
+    assert (flags - names, names - flags) == (not_fields, not_flags)
+
+
+def test_train_flags_reach_the_config(monkeypatch, tmp_path):
+    from resnetlab import engine
+    from resnetlab.config import TrainConfig
+
+    given = []
+    monkeypatch.setattr(engine, "train", given.append)
+    argv = ["train", "--dataset", "folder", "--data-dir", str(tmp_path), "--no-cache", "--image-size", "40"]
+    argv += ["--no-augment", "--subset", "50", "--val-split", "0.3", "--model", "resnet18", "--shortcut", "B"]
+    argv += ["--pretrained", "--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--recipe", "best"]
+    argv += ["--eval-every", "2", "--tta", "none", "--out", "run", "--overwrite", "--seed", "7", "--device", "cpu"]
+    argv += ["--precision", "fp32", "--quiet", "--tensorboard"]
+    assert main(argv) == 0
+    assert given == [
+        TrainConfig(
+            dataset="folder",
+            data_dir=str(tmp_path),
+            cache_dir="",
+            image_size=40,
+            augment=False,
+            subset=50,
+            val_split=0.3,
+            model="resnet18",
+            shortcut="B",
+            pretrained=True,
+            epochs=3,
+            batch_size=16,
+            lr=0.05,
+            recipe="best",
+            eval_every=2,
+            tta="none",
+            out="run",
+            overwrite=True,
+            seed=7,
+            device="cpu",
+            precision="fp32",
+            quiet=True,
+            tensorboard=True,
+        )
+    ]
+    assert main(["train", "--init", "ckpt"]) == 0 and given[1] == TrainConfig(init="ckpt")

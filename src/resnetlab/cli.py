@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import ConfigError, Interrupted, UserError
@@ -546,6 +547,14 @@ def _no_arguments(p: argparse.ArgumentParser) -> None:
     pass
 
 
+def _flag_values(config_class: type, args: argparse.Namespace, **converted: Any) -> dict[str, Any]:
+    """Each field of a config dataclass that a flag sets, from the flag of the same name (--batch-size sets
+    batch_size; there are no renames, so a ConfigError's field names its flag), with `converted` for flags whose
+    text is turned into the field's type first. Fields without a flag are left out, to keep their defaults."""
+    flags = vars(args)
+    return {f.name: flags[f.name] for f in fields(config_class) if f.name in flags} | converted
+
+
 def _train(args: argparse.Namespace) -> None:
     from .config import TrainConfig
     from .engine import resume_config, train
@@ -555,32 +564,7 @@ def _train(args: argparse.Namespace) -> None:
         cache_dir = config.cache_dir if args.cache_dir is None else args.cache_dir  # where, not what: may change
         train(replace(config, quiet=args.quiet or config.quiet, cache_dir=cache_dir), resume_state=state)
         return
-    config = TrainConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        out=args.out,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        image_size=args.image_size,
-        recipe=args.recipe,
-        shortcut=args.shortcut,
-        overwrite=args.overwrite,
-        quiet=args.quiet,
-        subset=args.subset,
-        tensorboard=args.tensorboard,
-        augment=args.augment,
-        val_split=args.val_split,
-        pretrained=args.pretrained,
-        init=args.init,
-        cache_dir=args.cache_dir,
-        eval_every=args.eval_every,
-        tta=args.tta,
-    )
+    config = TrainConfig(**_flag_values(TrainConfig, args))
     train(config)
 
 
@@ -760,33 +744,12 @@ def _experiment(args: argparse.Namespace) -> None:
 
 
 def _degradation(args: argparse.Namespace) -> None:
-    from .config import degradation_config
+    from .config import DegradationConfig, degradation_config
     from .experiments import parse_depths, run_degradation
 
-    given = {
-        "dataset": args.dataset,
-        "depths": parse_depths(args.depths) if args.depths else None,
-        "epochs": args.epochs,
-        "subset": args.subset,
-        "test_subset": args.test_subset,
-        "train_eval_size": args.train_eval_size,
-        "recipe": args.recipe,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "out": args.out,
-        "augment": args.augment,
-    }
-    config = degradation_config(
-        args.full,
-        data_dir=args.data_dir,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        overwrite=args.overwrite,
-        quiet=args.quiet,
-        cache_dir=args.cache_dir,
-        **{k: v for k, v in given.items() if v is not None},
-    )
+    depths = parse_depths(args.depths) if args.depths else None
+    given = _flag_values(DegradationConfig, args, depths=depths)
+    config = degradation_config(args.full, **{k: v for k, v in given.items() if v is not None})
     run_degradation(config)
 
 
@@ -794,38 +757,14 @@ def _gradients(args: argparse.Namespace) -> None:
     from .config import GradientsConfig
     from .experiments import parse_depths, run_gradients
 
-    run_gradients(
-        GradientsConfig(
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            depths=parse_depths(args.depths),
-            batches=args.batches,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            out=args.out,
-            device=args.device,
-            quiet=args.quiet,
-            cache_dir=args.cache_dir,
-        )
-    )
+    run_gradients(GradientsConfig(**_flag_values(GradientsConfig, args, depths=parse_depths(args.depths))))
 
 
 def _responses(args: argparse.Namespace) -> None:
     from .config import ResponsesConfig
     from .experiments import run_responses
 
-    run_responses(
-        ResponsesConfig(
-            checkpoints=tuple(args.checkpoints),
-            data_dir=args.data_dir,
-            test_subset=args.test_subset,
-            seed=args.seed,
-            out=args.out,
-            device=args.device,
-            quiet=args.quiet,
-            cache_dir=args.cache_dir,
-        )
-    )
+    run_responses(ResponsesConfig(**_flag_values(ResponsesConfig, args, checkpoints=tuple(args.checkpoints))))
 
 
 def _explain(args: argparse.Namespace) -> None:
