@@ -13,8 +13,6 @@ from typing import Any
 from . import __version__
 from .errors import ConfigError, Interrupted, UserError
 
-PICTURE_IMAGES = 100  # images drawn in predictions.png at most
-
 EPILOG = "Each command has its own --help, e.g. resnetlab train --help. Docs: README.md."
 
 
@@ -575,31 +573,14 @@ def _format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from .checkpoint import resolve_path
-    from .inference import open_predictor
-    from .metrics import with_prefix
-    from .plots import confusion_matrix_plot
+    from .evaluation import evaluate_checkpoint
 
-    predictor = open_predictor(args.checkpoint, args.device, args.precision)
-    card = predictor.card
-    stats = with_prefix(predictor.evaluate(predictor.load_test_data(args.data_dir, cache_dir=args.cache_dir)), "test")
-    save = Path(args.save) if args.save else resolve_path(args.checkpoint).parent / "confusion_matrix.png"
-    confusion_matrix_plot(stats["confusion_matrix"], card.classes, save, f"{card.architecture} on {card.dataset}")
+    result = evaluate_checkpoint(args.checkpoint, args.data_dir, args.device, args.precision, args.cache_dir, args.save)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "checkpoint": str(args.checkpoint),
-                    "model": card.architecture,
-                    "dataset": card.dataset,
-                    "classes": list(card.classes),
-                    **stats,
-                    "picture": str(save),
-                }
-            )
-        )
+        print(json.dumps(result.to_json()))
         return
-    print(f"{card.architecture} on {card.dataset} ({stats['images']} test images, {predictor.describe()})")
+    card, stats = result.card, result.stats
+    print(f"{card.architecture} on {card.dataset} ({stats['images']} test images, {result.runtime})")
     print(
         f"test average loss {stats['test_loss']:.4f}, accuracy {stats['test_accuracy']:.2%}, "
         f"{stats['images_per_second']:.0f} images/s\n"
@@ -616,72 +597,35 @@ def _eval(args: argparse.Namespace) -> None:
             [[str(i)] + [str(v) for v in row] for i, row in enumerate(stats["confusion_matrix"])],
         )
     )
-    print(f"\npicture: {save}")
-
-
-def _top_json(top: list[tuple[str, float]]) -> list[dict]:
-    return [{"class": name, "probability": round(p, 6)} for name, p in top]
-
-
-def _predict_files(predictor, args: argparse.Namespace, say) -> tuple:
-    """Predict image files chunk by chunk; returns what the picture shows (the first PICTURE_IMAGES)."""
-    import torch
-
-    from .imagefiles import expand_image_paths
-
-    shown, tops_shown, captions = [], [], []
-    for paths, images, probabilities in predictor.predict_files(expand_image_paths(args.images)):
-        tops = predictor.top_classes(probabilities, args.top)
-        for path, top in zip(paths, tops):
-            if args.json:
-                print(json.dumps({"file": str(path), "top": _top_json(top)}), flush=True)
-            say(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in top))
-        room = PICTURE_IMAGES - len(captions)
-        shown.append(images[:room])
-        tops_shown += tops[:room]
-        captions += [path.name for path in paths[:room]]
-    return torch.cat(shown), tops_shown, None, captions
-
-
-def _predict_test_images(predictor, args: argparse.Namespace, say) -> tuple:
-    data = predictor.load_test_data(args.data_dir, limit=args.n, cache_dir=args.cache_dir)
-    tops = predictor.top_classes(predictor.probabilities(data.images), args.top)
-    actual = [predictor.card.classes[i] for i in data.labels.tolist()]
-    for i, (top, a) in enumerate(zip(tops, actual)):
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "index": i,
-                        "predicted": top[0][0],
-                        "probability": round(top[0][1], 6),
-                        "actual": a,
-                        "correct": top[0][0] == a,
-                        "top": _top_json(top),
-                    }
-                )
-            )
-        say(f'predicted: "{top[0][0]}", actual: "{a}"')
-    right = sum(top[0][0] == a for top, a in zip(tops, actual))
-    say(f"{right} of {len(actual)} right ({right / len(actual):.0%})")
-    return data.images[:PICTURE_IMAGES], tops[:PICTURE_IMAGES], actual[:PICTURE_IMAGES], None
+    print(f"\npicture: {result.picture}")
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .checkpoint import resolve_path
-    from .inference import open_predictor
-    from .plots import prediction_grid
+    from .prediction import predict
 
-    predictor = open_predictor(args.checkpoint, args.device, args.precision)
-    save = Path(args.save) if args.save else resolve_path(args.checkpoint).parent / "predictions.png"
     say = print if not (args.quiet or args.json) else lambda *a: None
-    run = _predict_files if args.images else _predict_test_images
-    images, tops, actual, captions = run(predictor, args, say)
+
+    def report(record: dict | None, line: str) -> None:
+        if args.json and record is not None:
+            print(json.dumps(record), flush=True)
+        say(line)
+
+    picture = predict(
+        args.checkpoint,
+        args.images,
+        args.n,
+        args.top,
+        report,
+        args.data_dir,
+        args.cache_dir,
+        args.device,
+        args.precision,
+        args.save,
+    )
     if args.json and not (args.save or args.show):
         return
-    predicted, confidence = [top[0][0] for top in tops], [top[0][1] for top in tops]
-    prediction_grid(images, predicted, confidence, actual, save, args.show, captions)
-    say(f"picture: {save}")
+    picture.draw(args.show)
+    say(f"picture: {picture.path}")
 
 
 def _plot(args: argparse.Namespace) -> None:
