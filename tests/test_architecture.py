@@ -3,6 +3,7 @@ preprocessing path that every command shares."""
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,36 @@ from resnetlab.cli import main
 
 PACKAGE = Path(resnetlab.__file__).parent
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+ARCHITECTURE_MD = Path(__file__).parent.parent / "docs" / "architecture.md"
 FP32 = ["--device", "cpu", "--precision", "fp32"]
+
+# The layers of src/resnetlab, top to bottom, as the diagram of docs/architecture.md draws them. A module imports
+# only from the layers below its own (imports inside functions count the same), or from its own layer where
+# ALLOWED_SAME_LAYER lists the pair. The package's __init__ (its version) and __main__ (python -m resnetlab) stand
+# outside the layers.
+LAYERS: list[set[str]] = [
+    {"cli"},
+    {"evaluation", "explain", "experiments", "export", "prediction", "redraw", "serve"},
+    {"inference"},
+    {"engine"},
+    {"job", "recorder", "transfer"},
+    {"checkpoint", "metrics"},
+    {"batches", "data", "folder", "imagecache"},
+    {"imagefiles", "preprocess"},
+    {"card"},
+    {"config", "distributed", "models", "plots", "runtime", "tensorboard_log"},
+    {"errors"},
+]
+# (importer, imported) within one layer.
+ALLOWED_SAME_LAYER: set[tuple[str, str]] = {
+    ("serve", "explain"),  # the web page's Grad-CAM
+    ("recorder", "job"),  # the files of a run record its Job
+    ("data", "batches"),  # every dataset loads into ImageData
+    ("data", "folder"),  # --dataset folder
+    ("folder", "batches"),
+    ("folder", "imagecache"),  # a folder is decoded once, into the cache
+    ("imagefiles", "preprocess"),  # the decoder resizes as preprocessing does
+}
 
 
 def _own_imports(path: Path) -> set[str]:
@@ -33,9 +63,12 @@ def _own_imports(path: Path) -> set[str]:
     return found & set(MODULES)
 
 
+IMPORTS = {name: _own_imports(PACKAGE / f"{name}.py") for name in MODULES}
+
+
 def import_order() -> list[str]:
     """The modules in an order where each comes after everything it imports; fails on a cycle."""
-    graph = {name: _own_imports(PACKAGE / f"{name}.py") for name in MODULES}
+    graph = dict(IMPORTS)
     order: list[str] = []
     while graph:
         ready = sorted(name for name, deps in graph.items() if deps <= set(order))
@@ -46,27 +79,120 @@ def import_order() -> list[str]:
     return order
 
 
-def _reach(name: str) -> set[str]:
-    """Every resnetlab module that importing `name` imports."""
-    seen, pending = set(), [name]
-    while pending:
-        for dep in _own_imports(PACKAGE / f"{pending.pop()}.py") - seen:
-            seen.add(dep)
-            pending.append(dep)
-    return seen
+def _depth(layers: list[set[str]]) -> dict[str, int]:
+    """Each module's layer, counted from the top (0: cli)."""
+    return {name: i for i, layer in enumerate(layers) for name in layer}
 
 
-def test_imports_go_one_way_with_no_cycle():
-    import_order()  # fails on a cycle
-    # The layers of docs/architecture.md: nothing reaches up into a layer above it.
-    assert _reach("models") == set() and _reach("config") == {"errors"}
-    assert not _reach("card") & {"preprocess", "batches", "data", "checkpoint"}
-    assert not _reach("data") & {"checkpoint", "metrics", "engine", "inference"}
-    assert not _reach("plots")
-    assert not _reach("engine") & {"inference", "export", "explain", "experiments", "serve", "redraw", "cli"}
-    assert not _reach("inference") & {"engine", "recorder", "export", "explain", "serve", "cli"}
-    for top in ("export", "explain", "experiments", "serve", "redraw"):
-        assert "cli" not in _reach(top)
+def _where_to_put(name: str, imports: dict[str, set[str]], layers: list[set[str]]) -> str:
+    """What to add where, for a module in no layer: the layer right above the highest one it imports from."""
+    depth = _depth(layers)
+    below = min((depth[dep] for dep in imports[name] if dep in depth), default=len(layers))
+    users = sorted(user for user, deps in imports.items() if name in deps)
+    if below == 0 or any(depth.get(user, -1) >= below - 1 for user in users):
+        above = (
+            f"right above the one with {', '.join(sorted(layers[below]))}" if below < len(layers) else "at the bottom"
+        )
+        where = f"a new layer of its own in LAYERS, {above},"
+    else:
+        where = f"the layer of LAYERS with {', '.join(sorted(layers[below - 1]))}"
+    return (
+        f"{name}.py is in no layer: add {name!r} to {where} in tests/test_architecture.py, right above everything "
+        f"it imports ({', '.join(sorted(imports[name])) or 'nothing'}) and below what imports it "
+        f"({', '.join(users) or 'nothing yet'}), and to that layer's line of the diagram in docs/architecture.md"
+    )
+
+
+def layer_problems(imports: dict[str, set[str]], layers: list[set[str]], allowed: set[tuple[str, str]]) -> list[str]:
+    """Modules in no layer or in two, and imports that neither go down a layer nor are an allowed same-layer pair."""
+    placed = [name for layer in layers for name in layer]
+    problems = [
+        f"{name!r} is in more than one layer of LAYERS" for name in sorted(set(placed)) if placed.count(name) > 1
+    ]
+    problems += [f"{name!r} is in LAYERS but there is no {name}.py" for name in sorted(set(placed) - imports.keys())]
+    problems += [_where_to_put(name, imports, layers) for name in sorted(imports.keys() - set(placed))]
+    depth = _depth(layers)
+    for name, deps in sorted(imports.items()):
+        for dep in sorted(deps):
+            if name not in depth or dep not in depth or depth[dep] > depth[name] or (name, dep) in allowed:
+                continue
+            where = (
+                "its own layer (or add the pair to ALLOWED_SAME_LAYER)"
+                if depth[dep] == depth[name]
+                else "a layer above"
+            )
+            problems.append(f"{name} imports {dep}, from {where}")
+    for name, dep in sorted(allowed):
+        if dep not in imports.get(name, set()) or depth.get(name) != depth.get(dep):
+            problems.append(f"ALLOWED_SAME_LAYER lists {name} -> {dep}, which is no import within one layer")
+    return problems
+
+
+def test_every_module_is_in_one_layer_and_every_import_goes_down_or_is_allowed():
+    assert not layer_problems(IMPORTS, LAYERS, ALLOWED_SAME_LAYER), "\n".join(
+        layer_problems(IMPORTS, LAYERS, ALLOWED_SAME_LAYER)
+    )
+    import_order()  # fails on a cycle (possible only among the allowed same-layer pairs)
+
+
+def test_the_package_and_its_entry_point_stand_outside_the_layers():
+    assert _own_imports(PACKAGE / "__init__.py") == set()
+    assert _own_imports(PACKAGE / "__main__.py") == {"cli"}
+
+
+def test_a_new_module_in_no_layer_or_an_import_reaching_up_fails():
+    graph = {**IMPORTS, "check": {"data", "errors", "folder"}, "cli": IMPORTS["cli"] | {"check"}}
+    assert layer_problems(graph, LAYERS, ALLOWED_SAME_LAYER) == [
+        "check.py is in no layer: add 'check' to the layer of LAYERS with checkpoint, metrics in "
+        "tests/test_architecture.py, right above everything it imports (data, errors, folder) and below what "
+        "imports it (cli), and to that layer's line of the diagram in docs/architecture.md"
+    ]
+    graph = {**IMPORTS, "check": {"inference"}, "serve": IMPORTS["serve"] | {"check"}}
+    assert layer_problems(graph, LAYERS, ALLOWED_SAME_LAYER)[0].startswith(
+        "check.py is in no layer: add 'check' to a new layer of its own in LAYERS, right above the one with "
+        "inference, in tests/test_architecture.py"
+    )
+    graph = {**IMPORTS, "models": {"engine"}, "folder": IMPORTS["folder"] | {"data"}}
+    assert layer_problems(graph, LAYERS, ALLOWED_SAME_LAYER) == [
+        "folder imports data, from its own layer (or add the pair to ALLOWED_SAME_LAYER)",
+        "models imports engine, from a layer above",
+    ]
+    assert layer_problems(IMPORTS, LAYERS, ALLOWED_SAME_LAYER | {("card", "models")}) == [
+        "ALLOWED_SAME_LAYER lists card -> models, which is no import within one layer"
+    ]
+
+
+def test_cli_has_no_tensor_code():
+    """It parses and dispatches: every command's work lives in a module below it, so cli.py imports no torch."""
+    imported = set()
+    for node in ast.walk(ast.parse((PACKAGE / "cli.py").read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"torch", "torchvision", "numpy"}, imported
+
+
+def diagram_layers(markdown: str) -> list[set[str]]:
+    """The layers the first diagram of a markdown file draws: lines of module names (each followed by two spaces
+    or more and what they do), a line holding only | between one layer and the next."""
+    diagram = markdown.split("```\n")[1]
+    layers: list[set[str]] = [set()]
+    for line in diagram.splitlines():
+        if line.strip() == "|":
+            layers.append(set())
+        elif line.strip():
+            layers[-1] |= set(re.split(r"\s{2,}", line.strip(), maxsplit=1)[0].split())
+    return layers
+
+
+def test_the_diagram_of_docs_architecture_md_draws_these_layers():
+    text = ARCHITECTURE_MD.read_text()
+    drawn = diagram_layers(text)
+    assert drawn == LAYERS, "the diagram should have, top to bottom, one line (or more) per layer:\n" + "\n |\n".join(
+        " ".join(sorted(layer)) for layer in LAYERS
+    )
+    assert set(re.findall(r"`(\w+) -> (\w+)`", text)) == ALLOWED_SAME_LAYER
 
 
 def test_every_module_imports_alone_in_dependency_order():
