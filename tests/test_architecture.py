@@ -172,15 +172,15 @@ def test_predicting_thousands_of_files_runs_in_chunks(trained_run, tmp_path, cap
 
 
 def test_every_command_gives_the_same_probabilities_for_the_same_image(trained_run, tmp_path, capsys):
-    """eval (the dataset path), predict on files, the training loop's evaluation, ONNX, TorchScript, explain and
-    serve: one preprocessing path, so one set of probabilities, within 1e-5."""
+    """eval (the dataset path), predict on files, the training loop's evaluation, every export format, explain
+    and serve: one preprocessing path, so one set of probabilities, within 1e-5."""
     pytest.importorskip("onnxruntime")
     from fakedata import pattern_images
 
     from resnetlab.engine import predict_logits
     from resnetlab.explain import explain_checkpoint
-    from resnetlab.export import load_torchscript
-    from resnetlab.inference import OnnxPredictor, TorchPredictor
+    from resnetlab.formats import EXPORT_FORMATS
+    from resnetlab.inference import TorchPredictor, open_predictor
     from resnetlab.preprocess import PixelClassifier
     from resnetlab.runtime import select_runtime
 
@@ -199,13 +199,11 @@ def test_every_command_gives_the_same_probabilities_for_the_same_image(trained_r
     unfolded = PixelClassifier.from_card(predictor.checkpoint.build_model(), predictor.card)  # as training evaluates
     batches = TensorBatches(ImageData(images, torch.zeros(len(images), dtype=torch.long), []), 3)
     got = {"training loop": predict_logits(unfolded, batches, select_runtime("cpu", "fp32"))[0].softmax(1)}
-    for fmt, name in (("onnx", "m.onnx"), ("torchscript", "m.torchscript.pt")):
-        assert main(["export", str(trained_run), "--format", fmt, "-o", str(tmp_path / name), "--json"]) == 0
+    for fmt in EXPORT_FORMATS.values():  # every export format, each file run by its own loader
+        path = tmp_path / fmt.file_name("m")
+        assert main(["export", str(trained_run), "--format", fmt.name, "-o", str(path), "--json"]) == 0
+        got[fmt.name] = open_predictor(path, "cpu").probabilities(images)
     capsys.readouterr()
-    got["onnx"] = OnnxPredictor.from_file(tmp_path / "m.onnx").probabilities(images)
-    module, _ = load_torchscript(tmp_path / "m.torchscript.pt")
-    with torch.no_grad():
-        got["torchscript"] = module(images)[1]
     for name, probabilities in got.items():
         assert (probabilities - reference).abs().max() <= 1e-5, name
 
