@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"inference"},
     {"engine"},
     {"job", "recorder", "transfer"},
-    {"checkpoint", "metrics"},
+    {"checkpoint", "formats", "metrics"},
     {"batches", "data", "folder", "imagecache"},
     {"imagefiles", "preprocess"},
     {"card"},
@@ -141,15 +141,15 @@ def test_the_package_and_its_entry_point_stand_outside_the_layers():
 
 
 def test_a_new_module_in_no_layer_or_an_import_reaching_up_fails():
-    graph = {**IMPORTS, "check": {"data", "errors", "folder"}, "cli": IMPORTS["cli"] | {"check"}}
+    graph = {**IMPORTS, "audit": {"data", "errors", "folder"}, "cli": IMPORTS["cli"] | {"audit"}}
     assert layer_problems(graph, LAYERS, ALLOWED_SAME_LAYER) == [
-        "check.py is in no layer: add 'check' to the layer of LAYERS with checkpoint, metrics in "
+        "audit.py is in no layer: add 'audit' to the layer of LAYERS with checkpoint, formats, metrics in "
         "tests/test_architecture.py, right above everything it imports (data, errors, folder) and below what "
         "imports it (cli), and to that layer's line of the diagram in docs/architecture.md"
     ]
-    graph = {**IMPORTS, "check": {"inference"}, "serve": IMPORTS["serve"] | {"check"}}
+    graph = {**IMPORTS, "audit": {"inference"}, "serve": IMPORTS["serve"] | {"audit"}}
     assert layer_problems(graph, LAYERS, ALLOWED_SAME_LAYER)[0].startswith(
-        "check.py is in no layer: add 'check' to a new layer of its own in LAYERS, right above the one with "
+        "audit.py is in no layer: add 'audit' to a new layer of its own in LAYERS, right above the one with "
         "inference, in tests/test_architecture.py"
     )
     graph = {**IMPORTS, "models": {"engine"}, "folder": IMPORTS["folder"] | {"data"}}
@@ -298,15 +298,15 @@ def test_predicting_thousands_of_files_runs_in_chunks(trained_run, tmp_path, cap
 
 
 def test_every_command_gives_the_same_probabilities_for_the_same_image(trained_run, tmp_path, capsys):
-    """eval (the dataset path), predict on files, the training loop's evaluation, ONNX, TorchScript, explain and
-    serve: one preprocessing path, so one set of probabilities, within 1e-5."""
+    """eval (the dataset path), predict on files, the training loop's evaluation, every export format, explain
+    and serve: one preprocessing path, so one set of probabilities, within 1e-5."""
     pytest.importorskip("onnxruntime")
     from fakedata import pattern_images
 
     from resnetlab.engine import predict_logits
     from resnetlab.explain import explain_checkpoint
-    from resnetlab.export import load_torchscript
-    from resnetlab.inference import OnnxPredictor, TorchPredictor
+    from resnetlab.formats import EXPORT_FORMATS
+    from resnetlab.inference import TorchPredictor, open_predictor
     from resnetlab.preprocess import PixelClassifier
     from resnetlab.runtime import select_runtime
 
@@ -325,13 +325,11 @@ def test_every_command_gives_the_same_probabilities_for_the_same_image(trained_r
     unfolded = PixelClassifier.from_card(predictor.checkpoint.build_model(), predictor.card)  # as training evaluates
     batches = TensorBatches(ImageData(images, torch.zeros(len(images), dtype=torch.long), []), 3)
     got = {"training loop": predict_logits(unfolded, batches, select_runtime("cpu", "fp32"))[0].softmax(1)}
-    for fmt, name in (("onnx", "m.onnx"), ("torchscript", "m.torchscript.pt")):
-        assert main(["export", str(trained_run), "--format", fmt, "-o", str(tmp_path / name), "--json"]) == 0
+    for fmt in EXPORT_FORMATS.values():  # every export format, each file run by its own loader
+        path = tmp_path / fmt.file_name("m")
+        assert main(["export", str(trained_run), "--format", fmt.name, "-o", str(path), "--json"]) == 0
+        got[fmt.name] = open_predictor(path, "cpu").probabilities(images)
     capsys.readouterr()
-    got["onnx"] = OnnxPredictor.from_file(tmp_path / "m.onnx").probabilities(images)
-    module, _ = load_torchscript(tmp_path / "m.torchscript.pt")
-    with torch.no_grad():
-        got["torchscript"] = module(images)[1]
     for name, probabilities in got.items():
         assert (probabilities - reference).abs().max() <= 1e-5, name
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from fakedata import (
 from PIL import Image
 
 from resnetlab.batches import ImageData, TensorBatches, random_translate
-from resnetlab.data import find_data, get_spec, load_split
+from resnetlab.data import DATASETS, find_data, get_spec, load_split
 from resnetlab.errors import UserError
 from resnetlab.preprocess import PixelClassifier
 
@@ -64,6 +66,64 @@ def test_stl10_binaries(tmp_path, skip_md5):
     assert np.array_equal(train.images[0].permute(1, 2, 0).numpy(), arrays["first_train_image"])
     small = load_split("stl10", tmp_path, train=False, image_size=48)
     assert small.images.shape == (8, 3, 48, 48)
+
+
+# Each named dataset's files as tests write them, in its real on-disk format (fakedata.py): a dataset added to the
+# registry needs its writer here, or the test that loads every one fails.
+FAKE_FILES = {
+    "mnist": lambda root: write_mnist_like(root, "MNIST", n_train=20, n_test=10),
+    "kmnist": lambda root: write_mnist_like(root, "KMNIST", n_train=20, n_test=10),
+    "fashion-mnist": lambda root: write_mnist_like(root, "FashionMNIST", n_train=20, n_test=10),
+    "cifar10": lambda root: write_cifar10(root, n_train=20, n_test=10),
+    "svhn": lambda root: write_svhn(root, n_train=20, n_test=10),
+    "stl10": lambda root: write_stl10(root, n_train=20, n_test=10),
+}
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_every_dataset_spec_is_consistent_and_listed(name, capsys):
+    import inspect
+
+    import torchvision.datasets
+
+    from resnetlab.cli import main
+    from resnetlab.models import list_models
+
+    spec = DATASETS[name]
+    assert spec.name == name and get_spec(name) is spec and spec.default_model in list_models()
+    assert spec.image_size > 0 and 0 <= spec.crop_padding < spec.image_size
+    assert spec.files and not any(Path(f).is_absolute() for f in spec.files)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert name in capsys.readouterr().out  # --dataset's help reads the registry
+    if not spec.torchvision_class:  # a user's folder: classes, channels and mean/std come from its images
+        assert spec.classes == spec.mean == spec.std == () and spec.shape == "any"
+        return
+    assert len(spec.classes) == len(set(spec.classes)) >= 2 and spec.url.startswith("http")
+    assert (
+        len(spec.mean) == len(spec.std) == spec.channels in (1, 3)
+        and spec.shape == f"{spec.channels}x{spec.image_size}x{spec.image_size}"
+    )
+    assert all(0 < m < 1 for m in spec.mean) and all(0 < s < 1 for s in spec.std)
+    assert spec.pixel_layout in ("NHW", "NCHW", "NHWC") and ("C" in spec.pixel_layout) == (spec.channels == 3)
+    cls = getattr(torchvision.datasets, spec.torchvision_class)
+    assert ("split" in inspect.signature(cls).parameters) == spec.split_argument
+    assert spec.is_idx == issubclass(cls, torchvision.datasets.MNIST)
+    assert not spec.is_idx or all(f.startswith(f"{spec.torchvision_class}/raw/") for f in spec.files)
+
+
+@pytest.mark.parametrize("name", [name for name, spec in DATASETS.items() if spec.torchvision_class])
+def test_every_named_dataset_loads_from_tiny_files_in_its_own_format(tmp_path, skip_md5, name):
+    spec = get_spec(name)
+    arrays = FAKE_FILES[name](tmp_path)
+    assert find_data(name, tmp_path) == str(tmp_path)
+    train, test = load_split(name, tmp_path, train=True), load_split(name, tmp_path, train=False)
+    for data, n in ((train, 20), (test, 10)):
+        assert data.images.shape == (n, spec.channels, spec.image_size, spec.image_size)
+        assert data.images.dtype == torch.uint8 and data.classes == list(spec.classes)
+    assert np.array_equal(train.labels.numpy(), np.asarray(arrays["train_labels"]))
+    first = arrays["first_train_image"] if "first_train_image" in arrays else arrays["train_images"][0][..., None]
+    assert np.array_equal(train.images[0].permute(1, 2, 0).numpy(), first)  # pixel_layout read the axes right
 
 
 def test_data_already_present_is_not_downloaded_again(tmp_path, monkeypatch):

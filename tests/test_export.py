@@ -1,6 +1,8 @@
-"""Export to ONNX and TorchScript: write, reload, compare with eager PyTorch; predict with the ONNX model."""
+"""Export in every format of the table (formats.EXPORT_FORMATS): write, reload, compare with eager PyTorch; predict
+and eval with the exported file. A toy format registered at run time shows that the table is all there is to it."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,11 +10,16 @@ import torch
 from fakedata import pattern_images
 from PIL import Image
 
+from resnetlab import formats
+from resnetlab.card import ModelCard
 from resnetlab.checkpoint import load_checkpoint, read_checkpoint, save_atomic
 from resnetlab.cli import main
 from resnetlab.config import EXPORT_TOLERANCE as DEFAULT_TOLERANCE
 from resnetlab.export import load_torchscript
-from resnetlab.inference import OnnxPredictor, TorchPredictor, open_predictor
+from resnetlab.formats import EXPORT_FORMATS, ExportedModel, ExportFormat, format_of
+from resnetlab.inference import ExportedPredictor, OnnxPredictor, TorchPredictor, open_predictor
+from resnetlab.models import fold_batchnorm
+from resnetlab.preprocess import ExportedClassifier, PixelClassifier
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -28,6 +35,14 @@ def _export(capsys, checkpoint, fmt, output, *extra):
 FP32 = ("--device", "cpu", "--precision", "fp32")
 
 
+@pytest.fixture(scope="module", params=list(EXPORT_FORMATS))
+def exported(request, trained_run, tmp_path_factory):
+    """The shared run's best.pt exported in each format of the table."""
+    path = tmp_path_factory.mktemp(request.param) / EXPORT_FORMATS[request.param].file_name("model")
+    assert main(["export", str(trained_run / "best.pt"), "--format", request.param, "-o", str(path), "--json"]) == 0
+    return path
+
+
 @pytest.fixture(scope="module")
 def onnx_model(trained_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
@@ -35,39 +50,65 @@ def onnx_model(trained_run, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", list(EXPORT_FORMATS))
 def test_export_reload_and_compare(trained_run, tmp_path, capsys, fmt):
-    output = tmp_path / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+    output = tmp_path / EXPORT_FORMATS[fmt].file_name("model")
     report = _export(capsys, trained_run / "best.pt", fmt, output)
     assert report["file"] == str(output) and output.is_file()
+    assert report["format"] == fmt and report["precision"] == "fp32" and report["metadata_ok"] is True
     assert report["checked_on"] == "100 fashion-mnist test images"
     assert report["max_abs_diff_probabilities"] <= DEFAULT_TOLERANCE
     assert report["same_top_class"] == report["images"] == 100
 
-    # Reload as another program would, and compare on images of another batch size.
+    # Reload by the file's name alone, as predict does, and compare on images of another batch size.
     predictor = TorchPredictor.from_checkpoint(trained_run / "best.pt", "cpu", "fp32")
     images = predictor.load_test_data(limit=7).images
-    expected = predictor.probabilities(images)
-    if fmt == "onnx":
-        model = onnx.load(str(output))
-        onnx.checker.check_model(model)
-        meta = {p.key: p.value for p in model.metadata_props}
-        session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
-        assert [i.name for i in session.get_inputs()] == ["images"]
-        logits, probabilities = session.run(None, {"images": images.numpy()})
-        probabilities = torch.from_numpy(probabilities)
-        description = {k: json.loads(meta[k]) for k in ("classes", "image_size", "in_channels", "mean", "std")}
-        assert "inside the model" in meta["normalization"]
-    else:
-        module, description = load_torchscript(output)
-        with torch.no_grad():
-            logits, probabilities = module(images)
-    assert probabilities.shape == (7, 10) and logits.shape == (7, 10)
-    assert (probabilities - expected).abs().max() <= DEFAULT_TOLERANCE
+    reloaded = open_predictor(output, "cpu")
+    assert isinstance(reloaded, ExportedPredictor) and format_of(output) is EXPORT_FORMATS[fmt]
+    logits = reloaded.logits(images)
+    assert logits.shape == (7, 10) and logits.dtype == torch.float32
+    assert (reloaded.probabilities(images) - predictor.probabilities(images)).abs().max() <= DEFAULT_TOLERANCE
+    assert reloaded.card == predictor.card  # the whole model card travels in the file
+    assert reloaded.epoch == predictor.epoch and "inside the model" in reloaded.metadata["normalization"]
+
+
+def _check_description(description, trained_run):
     card = load_checkpoint(trained_run / "best.pt").card
     assert description["classes"] == list(card.classes)
     assert description["image_size"] == 28 and description["in_channels"] == 1
     assert description["mean"] == pytest.approx(card.mean) and description["std"] == pytest.approx(card.std)
+
+
+def test_the_onnx_file_reads_in_a_plain_onnxruntime_session(trained_run, onnx_model):
+    """Another program sees the documented input, outputs and metadata_props."""
+    model = onnx.load(str(onnx_model))
+    onnx.checker.check_model(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    session = onnxruntime.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    images = TorchPredictor.from_checkpoint(trained_run / "best.pt", "cpu", "fp32").load_test_data(limit=7).images
+    logits, probabilities = session.run(None, {"images": images.numpy()})
+    assert probabilities.shape == (7, 10) and logits.shape == (7, 10)
+    _check_description(
+        {k: json.loads(meta[k]) for k in ("classes", "image_size", "in_channels", "mean", "std")}, trained_run
+    )
+    assert "inside the model" in meta["normalization"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_the_torchscript_archive_reads_with_torch_jit_load(trained_run, tmp_path, capsys):
+    output = tmp_path / "model.torchscript.pt"
+    _export(capsys, trained_run / "best.pt", "torchscript", output, "--check-images", "8")
+    predictor = TorchPredictor.from_checkpoint(trained_run / "best.pt", "cpu", "fp32")
+    images = predictor.load_test_data(limit=7).images
+    extra = {"resnetlab.json": ""}
+    module = torch.jit.load(str(output), _extra_files=extra)
+    with torch.no_grad():
+        logits, probabilities = module(images)
+    assert probabilities.shape == (7, 10) and logits.shape == (7, 10)
+    assert (probabilities - predictor.probabilities(images)).abs().max() <= DEFAULT_TOLERANCE
+    _check_description(json.loads(extra["resnetlab.json"]), trained_run)
+    assert load_torchscript(output)[1] == json.loads(extra["resnetlab.json"])
 
 
 def test_export_keeps_the_test_time_flip(trained_run, tmp_path, capsys):
@@ -87,12 +128,13 @@ def test_export_keeps_the_test_time_translation(trained_run, tmp_path, capsys):
     moved = TorchPredictor.from_checkpoint(tmp_path / "moved.pt", *FP32[1::2])
     images = moved.load_test_data(limit=16).images
     assert (moved.logits(images) - plain.logits(images)).abs().max() > 1e-3  # the card changes the predictions
-    for fmt, output in (("onnx", tmp_path / "moved.onnx"), ("torchscript", tmp_path / "moved.torchscript.pt")):
-        report = _export(capsys, tmp_path / "moved.pt", fmt, output)
+    for fmt in EXPORT_FORMATS.values():
+        report = _export(capsys, tmp_path / "moved.pt", fmt.name, tmp_path / fmt.file_name("moved"))
         assert report["max_abs_diff_probabilities"] <= DEFAULT_TOLERANCE
-    exported = OnnxPredictor.from_file(tmp_path / "moved.onnx")
-    assert exported.card.test_time_translate is True and "moved one pixel" in exported.metadata["normalization"]
-    torch.testing.assert_close(exported.logits(images), moved.logits(images), atol=1e-4, rtol=1e-4)
+        exported = ExportedPredictor.from_file(tmp_path / fmt.file_name("moved"))
+        assert exported.card.test_time_translate is True and "moved one pixel" in exported.metadata["normalization"]
+        torch.testing.assert_close(exported.logits(images), moved.logits(images), atol=1e-4, rtol=1e-4)
+    assert isinstance(OnnxPredictor.from_file(tmp_path / "moved.onnx"), ExportedPredictor)  # the earlier name
 
 
 def test_export_without_test_data_checks_on_random_images_with_a_note(trained_run, tmp_path, capsys):
@@ -176,28 +218,28 @@ def _same_predictions(a, b):
         assert [t["probability"] for t in x["top"]] == pytest.approx([t["probability"] for t in y["top"]], abs=1e-5)
 
 
-def test_onnx_predict_equals_checkpoint_predict(trained_run, onnx_model, tmp_path, capsys):
+def test_exported_predict_equals_checkpoint_predict(trained_run, exported, tmp_path, capsys):
     images = _write_images(tmp_path / "images")
     assert main(["predict", str(trained_run / "best.pt"), str(images), "--json", *FP32]) == 0
     from_checkpoint = _json_lines(capsys)
-    assert main(["predict", str(onnx_model), str(images), "--json"]) == 0
+    assert main(["predict", str(exported), str(images), "--json"]) == 0
     _same_predictions(_json_lines(capsys), from_checkpoint)
 
-    # The test split too: the ONNX model knows its dataset and data folder.
+    # The test split too: the exported model knows its dataset and data folder.
     assert main(["predict", str(trained_run / "best.pt"), "-n", "8", "--json", *FP32]) == 0
     from_checkpoint = _json_lines(capsys)
-    assert main(["predict", str(onnx_model), "-n", "8", "--json"]) == 0
+    assert main(["predict", str(exported), "-n", "8", "--json"]) == 0
     _same_predictions(_json_lines(capsys), from_checkpoint)
 
-    assert main(["predict", str(onnx_model), str(images), "--save", str(tmp_path / "p.png")]) == 0
+    assert main(["predict", str(exported), str(images), "--save", str(tmp_path / "p.png")]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"picture: {tmp_path / 'p.png'}"
     assert (tmp_path / "p.png").is_file()
 
 
-def test_onnx_predictor_has_the_predictor_interface(trained_run, onnx_model, tmp_path):
-    exported = open_predictor(onnx_model)
+def test_exported_predictor_has_the_predictor_interface(trained_run, exported, tmp_path):
+    exported = open_predictor(exported)
     eager = open_predictor(trained_run / "best.pt", "cpu", "fp32")
-    assert isinstance(exported, OnnxPredictor) and isinstance(eager, TorchPredictor)
+    assert isinstance(exported, ExportedPredictor) and isinstance(eager, TorchPredictor)
     assert exported.classes == eager.classes
     paths = sorted(_write_images(tmp_path / "images").iterdir())
     images = exported.decode_files(paths)
@@ -229,10 +271,10 @@ def test_an_onnx_file_not_from_resnetlab_is_a_user_error(tmp_path, capsys):
     assert "is not a readable ONNX model" in capsys.readouterr().err
 
 
-def test_eval_of_an_onnx_model_equals_eval_of_its_checkpoint(trained_run, onnx_model, tmp_path, capsys):
+def test_eval_of_an_exported_model_equals_eval_of_its_checkpoint(trained_run, exported, tmp_path, capsys):
     assert main(["eval", str(trained_run / "best.pt"), "--json", "--save", str(tmp_path / "a.png"), *FP32]) == 0
     eager = json.loads(capsys.readouterr().out)
-    assert main(["eval", str(onnx_model), "--json", "--save", str(tmp_path / "b.png")]) == 0
+    assert main(["eval", str(exported), "--json", "--save", str(tmp_path / "b.png")]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert exported["images"] == eager["images"] > 0
     differences = sum(
@@ -297,3 +339,118 @@ def test_int8_export_mistakes_are_user_errors(trained_run, tmp_path, capsys, ext
     assert main(["export", str(trained_run), "-o", str(tmp_path / "m.int8.onnx"), "--int8", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def _export_help(capsys) -> str:
+    """`resnetlab export --help`, its lines joined as one."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("fmt", list(EXPORT_FORMATS.values()), ids=list(EXPORT_FORMATS))
+def test_each_format_is_one_consistent_entry_that_the_help_reads(fmt, capsys):
+    assert fmt.suffix.startswith(".") and fmt.suffix == fmt.suffix.lower()
+    assert [f.name for f in EXPORT_FORMATS.values() if f.suffix == fmt.suffix] == [fmt.name]
+    names = [fmt.file_name("best"), f"runs/demo/{fmt.file_name('best')}".upper()]
+    for name in names + ([fmt.file_name("best", int8=True)] if fmt.int8 else []):
+        assert format_of(name) is fmt, name
+    for pytorch_path in ("runs/demo/best.pt", "runs/demo/last.pt", "runs/demo"):  # checkpoints and run folders
+        assert format_of(pytorch_path) is None
+    text = _export_help(capsys)
+    assert f"--format {{{','.join(EXPORT_FORMATS)}}}" in text and fmt.help in text and fmt.file_name("best") in text
+    int8_names = text.split("--int8 ")[-1].split(" only: quantize to int8")[0].split(" or ")
+    assert (fmt.name in int8_names) == fmt.int8
+
+
+@pytest.mark.parametrize("fmt", [f.name for f in EXPORT_FORMATS.values() if not f.int8])
+def test_int8_is_refused_for_the_formats_the_table_gives_no_quantizer(trained_run, tmp_path, capsys, fmt):
+    assert main(["export", str(trained_run), "--format", fmt, "-o", str(tmp_path / "m"), "--int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    able = " or ".join(f.name for f in EXPORT_FORMATS.values() if f.int8)
+    assert f"--int8 works with --format {able} only" in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", list(EXPORT_FORMATS.values()), ids=list(EXPORT_FORMATS))
+def test_a_missing_or_broken_exported_file_is_a_user_error(tmp_path, capsys, fmt):
+    image = _write_images(tmp_path / "images") / "0.png"
+    missing = tmp_path / fmt.file_name("missing")
+    assert main(["predict", str(missing), str(image)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"no {fmt.title} model at {missing}; export one first (resnetlab export CKPT --format {fmt.name})" in err
+    broken = tmp_path / fmt.file_name("broken")
+    broken.write_bytes(b"not a model")
+    assert main(["eval", str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{broken} is not a readable {fmt.title} model" in err and len(err.splitlines()) == 1
+
+
+# A toy format, registered only inside the test below: the exported module's weights (torch.save) and the export's
+# description; the loader rebuilds the module from the card in the description.
+def _save_weights(module, example, path, description):
+    torch.save({"weights": module.state_dict(), "description": description}, path)
+    return path
+
+
+def _load_weights(path, device):
+    saved = torch.load(path, weights_only=True)
+    card = ModelCard.from_dict(saved["description"], str(path))
+    module = ExportedClassifier(PixelClassifier.from_card(fold_batchnorm(card.build_model()), card))
+    module.load_state_dict(saved["weights"])
+    module.eval()
+
+    @torch.no_grad()
+    def run(images):
+        return module(images)
+
+    return ExportedModel(run, saved["description"], "torch.load, cpu, fp32")
+
+
+WEIGHTS = ExportFormat(
+    name="weights",
+    title="weights",
+    suffix=".weights.pt",
+    runs_with="torch.load",
+    write=_save_weights,
+    load=_load_weights,
+)
+
+
+def test_a_format_added_to_the_table_exports_predicts_and_evaluates(trained_run, tmp_path, capsys, monkeypatch):
+    """One entry in the table and nothing else: export --help offers it, export writes and checks it, and predict
+    and eval know the file by its suffix and give the checkpoint's answers."""
+    monkeypatch.setitem(formats.EXPORT_FORMATS, "weights", WEIGHTS)
+    text = _export_help(capsys)
+    assert "--format {onnx,torchscript,weights}" in text
+    assert "torchscript runs with torch.jit.load; weights runs with torch.load" in text and "best.weights.pt" in text
+
+    checkpoint = tmp_path / "run" / "best.pt"
+    checkpoint.parent.mkdir()
+    shutil.copy(trained_run / "best.pt", checkpoint)
+    assert main(["export", str(checkpoint), "--format", "weights", "--int8"]) == 2  # the entry has no quantizer
+    assert "--int8 works with --format onnx only" in capsys.readouterr().err
+    assert main(["export", str(checkpoint), "--format", "weights", "--json", "--check-images", "16"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    output = checkpoint.with_name("best.weights.pt")  # the default name: the table's suffix, beside the checkpoint
+    assert report["file"] == str(output) and output.is_file() and report["format"] == "weights"
+    assert report["metadata_ok"] is True and report["max_abs_diff_probabilities"] <= DEFAULT_TOLERANCE
+
+    images = _write_images(tmp_path / "images")
+    assert main(["predict", str(checkpoint), str(images), "--json", *FP32]) == 0
+    from_checkpoint = _json_lines(capsys)
+    assert main(["predict", str(output), str(images), "--json"]) == 0
+    _same_predictions(_json_lines(capsys), from_checkpoint)
+
+    assert main(["eval", str(checkpoint), "--json", "--save", str(tmp_path / "a.png"), *FP32]) == 0
+    eager = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(output), "--save", str(tmp_path / "b.png")]) == 0
+    assert "resnet20 on fashion-mnist (100 test images, torch.load, cpu, fp32)" in capsys.readouterr().out
+    assert main(["eval", str(output), "--json", "--save", str(tmp_path / "b.png")]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    differences = sum(
+        abs(a - b) for ra, rb in zip(exported["confusion_matrix"], eager["confusion_matrix"]) for a, b in zip(ra, rb)
+    )
+    assert differences <= 2  # at most one near-tie image decided the other way
+    assert exported["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-4)

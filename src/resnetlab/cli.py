@@ -284,26 +284,19 @@ def _plot_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
-    from .config import (
-        EXPORT_CHECK_IMAGES,
-        EXPORT_FORMATS,
-        EXPORT_TOLERANCE,
-        INT8_CALIBRATION_IMAGES,
-        INT8_MIN_AGREEMENT,
-    )
+    from .config import EXPORT_CHECK_IMAGES, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES, INT8_MIN_AGREEMENT
+    from .formats import EXPORT_FORMATS, int8_formats
 
+    formats = list(EXPORT_FORMATS.values())
     p.add_argument("checkpoint", help="a best.pt / last.pt, or a run folder")
     p.add_argument(
-        "--format",
-        default="onnx",
-        choices=EXPORT_FORMATS,
-        help="onnx runs with onnxruntime (the export extra); torchscript with torch.jit.load",
+        "--format", default=formats[0].name, choices=list(EXPORT_FORMATS), help="; ".join(f.help for f in formats)
     )
     p.add_argument(
         "-o",
         "--output",
         default=None,
-        help="the file to write; default: beside the checkpoint, best.onnx or best.torchscript.pt",
+        help="the file to write; default: beside the checkpoint, " + " or ".join(f.file_name("best") for f in formats),
     )
     p.add_argument(
         "--data-dir",
@@ -324,7 +317,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--int8",
         action="store_true",
-        help=f"onnx only: quantize to int8 (calibrated on "
+        help=f"{' or '.join(f.name for f in int8_formats())} only: quantize to int8 (calibrated on "
         f"{INT8_CALIBRATION_IMAGES} training images; faster on CPUs), checked to keep the top class of "
         f"{round(INT8_MIN_AGREEMENT * 100)}%% of the check images",
     )

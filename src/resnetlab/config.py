@@ -311,8 +311,7 @@ class TrainConfig:
         return self.tta or ("flip" if self.recipe_settings.tta_flip else "none")
 
 
-# export: the check of an exported model against eager PyTorch.
-EXPORT_FORMATS = ("onnx", "torchscript")
+# export: the check of an exported model against eager PyTorch (the formats themselves: formats.EXPORT_FORMATS).
 # The check fails above this largest absolute difference of probabilities between the exported model and
 # eager PyTorch (fp32, CPU). Both run the same fp32 graph; only the kernels' summation order differs. Measured
 # on 1000 Fashion-MNIST test images with resnet20: ONNX Runtime 5.5e-7 (logits 2.9e-6), TorchScript 0. Real
@@ -323,7 +322,7 @@ EXPORT_TOLERANCE = 1e-4
 EXPORT_CHECK_IMAGES = 256
 # An int8 model cannot match fp32 to 1e-4, so it is checked on what a user sees: the share of check images whose
 # top class it keeps. Measured on the 10,000 Fashion-MNIST test images with resnet8w (benchmarks/README.md):
-# test accuracy 92.99% int8 against 92.97% fp32; without reduce_range (see export.quantize_int8) 91.88%.
+# test accuracy 92.99% int8 against 92.97% fp32; without reduce_range (see formats.quantize_int8) 91.88%.
 INT8_MIN_AGREEMENT = 0.98
 INT8_CALIBRATION_IMAGES = 1000
 

@@ -14,6 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -48,11 +49,11 @@ class DatasetSpec:
     crop_padding: int  # random-translation augmentation, in pixels
     files: tuple[str, ...]  # the files torchvision needs, relative to --data-dir
     url: str = ""
-
-    @property
-    def is_idx(self) -> bool:
-        """Stored as IDX files, as the MNIST family is."""
-        return self.torchvision_class in ("MNIST", "KMNIST", "FashionMNIST")
+    # How the torchvision class is called and what it holds, where it differs from MNIST's.
+    is_idx: bool = False  # stored as the four IDX files of the MNIST family (a system copy may hold them gzipped)
+    split_argument: bool = False  # the class takes split="train"/"test", not train=True/False
+    pixel_layout: Literal["NHW", "NCHW", "NHWC"] = "NHW"  # the axes of its `data` array (NHW: one channel)
+    labels_attribute: str = "targets"  # the attribute holding its labels
 
     @property
     def system_names(self) -> tuple[str, ...]:
@@ -92,8 +93,8 @@ class DatasetSpec:
                     f"the {self.name} files under {root} could not be read ({e}); delete them to download a fresh copy."
                 ) from None
             raise UserError(_missing_data_message(self, root, e)) from None
-        images = _as_uint8_nchw(dataset.data, self.channels)
-        labels = torch.as_tensor(dataset.labels if hasattr(dataset, "labels") else dataset.targets, dtype=torch.int64)
+        images = _as_uint8_nchw(dataset.data, self.pixel_layout)
+        labels = torch.as_tensor(getattr(dataset, self.labels_attribute), dtype=torch.int64)
         if image_size:
             images = resize(images, image_size)
         return ImageData(images, labels, list(self.classes), self.mean, self.std, source=str(root))
@@ -126,59 +127,73 @@ DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
         DatasetSpec(
-            "mnist",
-            "MNIST",
-            1,
-            28,
-            _DIGITS,
-            (0.1307,),
-            (0.3081,),
-            "resnet8w",
-            False,
-            2,
-            tuple(f"MNIST/raw/{f}" for f in _IDX_FILES),
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            name="mnist",
+            torchvision_class="MNIST",
+            channels=1,
+            image_size=28,
+            classes=_DIGITS,
+            mean=(0.1307,),
+            std=(0.3081,),
+            default_model="resnet8w",
+            hflip=False,
+            crop_padding=2,
+            files=tuple(f"MNIST/raw/{f}" for f in _IDX_FILES),
+            url="https://ossci-datasets.s3.amazonaws.com/mnist/",
+            is_idx=True,
         ),
         DatasetSpec(
-            "kmnist",
-            "KMNIST",
-            1,
-            28,
-            ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-            (0.1918,),
-            (0.3483,),
-            "resnet8w",
-            False,
-            2,
-            tuple(f"KMNIST/raw/{f}" for f in _IDX_FILES),
-            "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+            name="kmnist",
+            torchvision_class="KMNIST",
+            channels=1,
+            image_size=28,
+            classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            mean=(0.1918,),
+            std=(0.3483,),
+            default_model="resnet8w",
+            hflip=False,
+            crop_padding=2,
+            files=tuple(f"KMNIST/raw/{f}" for f in _IDX_FILES),
+            url="http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+            is_idx=True,
         ),
         DatasetSpec(
-            "fashion-mnist",
-            "FashionMNIST",
-            1,
-            28,
-            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-            (0.2860,),
-            (0.3530,),
-            "resnet8w",
-            True,
-            2,
-            tuple(f"FashionMNIST/raw/{f}" for f in _IDX_FILES),
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            name="fashion-mnist",
+            torchvision_class="FashionMNIST",
+            channels=1,
+            image_size=28,
+            classes=(
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ),
+            mean=(0.2860,),
+            std=(0.3530,),
+            default_model="resnet8w",
+            hflip=True,
+            crop_padding=2,
+            files=tuple(f"FashionMNIST/raw/{f}" for f in _IDX_FILES),
+            url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            is_idx=True,
         ),
         DatasetSpec(
-            "cifar10",
-            "CIFAR10",
-            3,
-            32,
-            ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-            (0.4914, 0.4822, 0.4465),
-            (0.2470, 0.2435, 0.2616),
-            "resnet9",
-            True,
-            4,
-            tuple(
+            name="cifar10",
+            torchvision_class="CIFAR10",
+            channels=3,
+            image_size=32,
+            classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+            mean=(0.4914, 0.4822, 0.4465),
+            std=(0.2470, 0.2435, 0.2616),
+            default_model="resnet9",
+            hflip=True,
+            crop_padding=4,
+            files=tuple(
                 f"cifar-10-batches-py/{f}"
                 for f in [
                     "data_batch_1",
@@ -190,40 +205,59 @@ DATASETS: dict[str, DatasetSpec] = {
                     "batches.meta",
                 ]
             ),
-            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            pixel_layout="NHWC",
         ),
         DatasetSpec(
-            "svhn",
-            "SVHN",
-            3,
-            32,
-            _DIGITS,
-            (0.4377, 0.4438, 0.4728),
-            (0.1980, 0.2010, 0.1970),
-            "resnet20",
-            False,
-            2,
-            ("train_32x32.mat", "test_32x32.mat"),
-            "http://ufldl.stanford.edu/housenumbers/",
+            name="svhn",
+            torchvision_class="SVHN",
+            channels=3,
+            image_size=32,
+            classes=_DIGITS,
+            mean=(0.4377, 0.4438, 0.4728),
+            std=(0.1980, 0.2010, 0.1970),
+            default_model="resnet20",
+            hflip=False,
+            crop_padding=2,
+            files=("train_32x32.mat", "test_32x32.mat"),
+            url="http://ufldl.stanford.edu/housenumbers/",
+            split_argument=True,
+            pixel_layout="NCHW",
+            labels_attribute="labels",
         ),
         DatasetSpec(
-            "stl10",
-            "STL10",
-            3,
-            96,
-            ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
-            (0.4467, 0.4398, 0.4066),
-            (0.2603, 0.2566, 0.2713),
-            "resnet18",
-            True,
-            12,
-            tuple(
+            name="stl10",
+            torchvision_class="STL10",
+            channels=3,
+            image_size=96,
+            classes=("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
+            mean=(0.4467, 0.4398, 0.4066),
+            std=(0.2603, 0.2566, 0.2713),
+            default_model="resnet18",
+            hflip=True,
+            crop_padding=12,
+            files=tuple(
                 f"stl10_binary/{f}"
                 for f in ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin"]
             ),
-            "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+            url="http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+            split_argument=True,
+            pixel_layout="NCHW",
+            labels_attribute="labels",
         ),
-        FolderSpec("folder", "", 0, 32, (), (), (), "resnet9", True, 4, FOLDER_LAYOUT),
+        FolderSpec(
+            name="folder",
+            torchvision_class="",
+            channels=0,  # each folder's own: 1 when every image is grayscale, else 3
+            image_size=32,
+            classes=(),
+            mean=(),
+            std=(),
+            default_model="resnet9",
+            hflip=True,
+            crop_padding=4,
+            files=FOLDER_LAYOUT,
+        ),
     ]
 }
 
@@ -322,9 +356,8 @@ def _torchvision_split(spec: DatasetSpec, root: Path, train: bool):
     cls = getattr(tvd, spec.torchvision_class)
     # Files already in place are used as they are: SVHN's download() would otherwise fetch them again.
     download = not _have_files(root, spec)
-    if spec.torchvision_class in ("SVHN", "STL10"):
-        return cls(str(root), split="train" if train else "test", download=download)
-    return cls(str(root), train=train, download=download)
+    split = {"split": "train" if train else "test"} if spec.split_argument else {"train": train}
+    return cls(str(root), download=download, **split)
 
 
 def _missing_data_message(spec: DatasetSpec, root: Path, error: Exception) -> str:
@@ -335,15 +368,14 @@ def _missing_data_message(spec: DatasetSpec, root: Path, error: Exception) -> st
     )
 
 
-def _as_uint8_nchw(data, channels: int) -> torch.Tensor:
+def _as_uint8_nchw(data, layout: str) -> torch.Tensor:
+    """A torchvision dataset's `data`, its axes named by layout (DatasetSpec.pixel_layout), as uint8 [N, C, H, W]."""
     x = torch.as_tensor(data)
     if x.dtype != torch.uint8:
         raise UserError("the dataset's images are not 8-bit; resnetlab expects 8-bit images.")
-    if x.ndim == 3:  # MNIST family: [N, H, W]
-        return x.unsqueeze(1).contiguous()
-    if x.shape[1] == channels:  # SVHN, STL10: [N, C, H, W]
-        return x.contiguous()
-    return x.permute(0, 3, 1, 2).contiguous()  # CIFAR: [N, H, W, C]
+    if "C" not in layout:  # one channel
+        x, layout = x.unsqueeze(-1), layout + "C"
+    return x.permute(*(layout.index(axis) for axis in "NCHW")).contiguous()
 
 
 def load_split(

@@ -1,4 +1,5 @@
-"""Running a trained model: a checkpoint with PyTorch, or an exported .onnx file with onnxruntime.
+"""Running a trained model: a checkpoint with PyTorch, or a file written by resnetlab export with its format's
+loader (formats.py).
 
 Both take uint8 pixels [N, C, H, W] prepared by imagefiles.decode (or a dataset's loader) and run them in
 chunks of `chunk_size` images, so memory stays flat however many images there are.
@@ -6,7 +7,6 @@ chunks of `chunk_size` images, so memory stays flat however many images there ar
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +20,7 @@ from .checkpoint import Checkpoint, load_checkpoint, resolve_path
 from .data import find_data, load_split
 from .errors import UserError
 from .folder import Holdout
+from .formats import ExportedModel, format_of, get_format, open_exported
 from .imagefiles import decode
 from .metrics import score
 from .models import fold_batchnorm
@@ -27,28 +28,6 @@ from .preprocess import PixelClassifier
 from .runtime import Runtime, select_runtime
 
 CHUNK_SIZE = 256  # images per forward pass, and image files decoded at a time
-# ONNX models written by resnetlab export: their two outputs and one input.
-ONNX_INPUT = "images"
-ONNX_OUTPUTS = ("logits", "probabilities")
-EXPORT_FORMAT = "resnetlab-export"
-# Metadata fields stored JSON-encoded in ONNX metadata_props; the other fields are plain strings.
-ONNX_JSON_FIELDS = frozenset(
-    {
-        "model",
-        "classes",
-        "num_classes",
-        "in_channels",
-        "image_size",
-        "mean",
-        "std",
-        "test_time_flip",
-        "test_time_translate",
-        "version",
-        "epoch",
-        "best_test_accuracy",
-        "holdout",
-    }
-)
 
 
 class Predictor(Protocol):
@@ -187,62 +166,23 @@ class TorchPredictor(PredictorBase):
         return self.runtime.describe()
 
 
-def require(purpose: str, *modules: str) -> None:
-    """A UserError naming the export extra when an optional package is missing."""
-    import importlib.util
+class ExportedPredictor(PredictorBase):
+    """A file written by resnetlab export, run by its format's loader (formats.EXPORT_FORMATS: onnxruntime for
+    .onnx, torch.jit for .torchscript.pt); its card read from the file's metadata."""
 
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(
-            f"{purpose} needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}, "
-            "which is not installed; install it from the resnetlab folder with: "
-            "pip install -e '.[export]'."
-        )
-
-
-def read_onnx_metadata(metadata: dict[str, str]) -> dict[str, Any]:
-    """An ONNX model's metadata_props (as onnxruntime's custom_metadata_map gives them) as resnetlab export
-    wrote them."""
-    try:
-        return {k: json.loads(v) if k in ONNX_JSON_FIELDS else v for k, v in metadata.items()}
-    except ValueError:
-        raise UserError("the ONNX model's metadata is damaged; export the model again.") from None
-
-
-class OnnxPredictor(PredictorBase):
-    """An exported .onnx model run with onnxruntime; its card read from the model's metadata."""
-
-    def __init__(self, session: Any, card: ModelCard, metadata: dict[str, Any]) -> None:
-        self.session, self.card, self.metadata = session, card, metadata
+    def __init__(self, model: ExportedModel, card: ModelCard) -> None:
+        self.model, self.card, self.metadata = model, card, model.metadata
 
     @classmethod
-    def from_file(cls, path: str | Path, device: str = "auto") -> OnnxPredictor:
-        require("running an ONNX model", "onnxruntime")
-        import onnxruntime
-
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"no ONNX model at {path}; export one first (resnetlab export CKPT --format onnx).")
-        providers = ["CPUExecutionProvider"]
-        if device in ("auto", "cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            session = onnxruntime.InferenceSession(str(path), providers=providers)
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types for a bad file
-            raise UserError(f"{path} is not a readable ONNX model ({type(e).__name__}); export it again.") from None
-        metadata = read_onnx_metadata(session.get_modelmeta().custom_metadata_map)
-        if metadata.get("format") != EXPORT_FORMAT or "classes" not in metadata:
-            raise UserError(
-                f"{path} was not written by resnetlab export (its metadata has no class names); "
-                "export the model with resnetlab export."
-            )
-        return cls(session, ModelCard.from_dict(metadata, str(path)), metadata)
+    def from_file(cls, path: str | Path, device: str = "auto", fmt: str | None = None) -> ExportedPredictor:
+        """fmt: the format's name; by default, the one whose suffix the file name ends with."""
+        model = open_exported(path, device, get_format(fmt) if fmt else None)
+        return cls(model, ModelCard.from_dict(model.metadata, str(path)))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         outputs = [torch.empty(0, self.card.num_classes)]
         for chunk in images.split(self.chunk_size):
-            (result,) = self.session.run([ONNX_OUTPUTS[0]], {ONNX_INPUT: chunk.contiguous().numpy()})
-            outputs.append(torch.from_numpy(result))
+            outputs.append(self.model.run(chunk)[0])
         return torch.cat(outputs)
 
     @property
@@ -254,12 +194,15 @@ class OnnxPredictor(PredictorBase):
         return self.metadata.get("best_test_accuracy")
 
     def describe(self) -> str:
-        providers = ", ".join(p.replace("ExecutionProvider", "") for p in self.session.get_providers())
-        return f"onnxruntime, {providers}, {self.metadata.get('precision', 'fp32')}"
+        return self.model.runs_on
+
+
+OnnxPredictor = ExportedPredictor  # its name from when .onnx files were the only exported models that ran
 
 
 def open_predictor(path: str | Path, device: str = "auto", precision: str = "auto") -> PredictorBase:
-    """A TorchPredictor for a checkpoint or run folder, or an OnnxPredictor for an exported .onnx file."""
-    if Path(path).suffix.lower() == ".onnx":
-        return OnnxPredictor.from_file(path, device)
+    """A TorchPredictor for a checkpoint or run folder, or an ExportedPredictor for a file written by resnetlab
+    export (told apart by the suffixes of formats.EXPORT_FORMATS)."""
+    if format_of(path) is not None:
+        return ExportedPredictor.from_file(path, device)
     return TorchPredictor.from_checkpoint(resolve_path(path), device, precision)
