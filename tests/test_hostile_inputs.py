@@ -1,5 +1,7 @@
 """Hostile inputs, round 2 (issue 16): links that loop, runs that must not be overwritten, decompression bombs,
-unusual image modes, crafted checkpoints, hidden files and CJK class names. Each mistake gets one sentence,
+unusual image modes, crafted checkpoints, hidden files and CJK class names; round 3 (issue 27): files that are not
+checkpoints, flags given with --resume, special files, runs with only last.pt, serve's query and class names that
+cannot be drawn. Each mistake gets one sentence,
 exit status 2, no traceback, and files saved before stay as they were."""
 
 from __future__ import annotations
@@ -460,7 +462,7 @@ def test_a_long_refusal_from_torch_is_cut_between_words(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "load", refuse)
     path = tmp_path / "model.pt"
-    path.write_bytes(b"not a zip")
+    path.write_bytes(b"\x80\x02not a zip")  # a pickle, as far as its first bytes tell
     with pytest.raises(UserError) as refused:
         read_checkpoint(path)
     reason = str(refused.value).split("(", 1)[1].rsplit(")", 1)[0]
@@ -480,3 +482,55 @@ def test_cjk_class_names_are_drawn_with_a_cjk_font(tmp_path):
         images = torch.zeros(2, 1, 16, 16, dtype=torch.uint8)
         prediction_grid(images, ["猫", "狗"], [0.9, 0.6], ["猫", "猫"], tmp_path / "grid.png")
     assert not [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+# Round 3 (issue 27)
+# 1. Files that are not checkpoints
+
+
+def _not_a_checkpoint(kind: str, folder: Path) -> Path:
+    """A model exported for other programs (ONNX, TorchScript), or bytes that are no kind of checkpoint."""
+    model = torch.nn.Linear(2, 2)
+    if kind == "onnx":
+        path = folder / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.zeros(1, 2),), str(path), dynamo=False)
+    elif kind == "torchscript":
+        path = folder / "model.torchscript.pt"
+        torch.jit.save(torch.jit.script(model), str(path))
+    else:
+        path = folder / "random.pt"
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript", "random"])
+def test_init_from_a_file_that_is_not_a_checkpoint_says_what_init_takes(tiny_fashion, tmp_path, capsys, kind):
+    path = _not_a_checkpoint(kind, tmp_path)
+    args = [
+        "train",
+        "--data-dir",
+        str(tiny_fashion),
+        "--epochs",
+        "1",
+        "--init",
+        str(path),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    if kind == "random":
+        err = _fails_clearly(capsys, args, f"{path} is not a readable checkpoint (another kind of file)")
+    else:
+        err = _fails_clearly(
+            capsys, args, "cannot be a starting point", "--init takes a best.pt, last.pt or run folder"
+        )
+    assert "could run code" not in err, err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_an_export_given_as_a_checkpoint_is_named_as_an_export(tmp_path, capsys, kind):
+    path, out = _not_a_checkpoint(kind, tmp_path), tmp_path / "out" / "again.onnx"
+    err = _fails_clearly(capsys, ["export", str(path), "-o", str(out)], "model from resnetlab export")
+    assert "best.pt or last.pt it was exported from" in err, err

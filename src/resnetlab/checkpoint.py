@@ -146,6 +146,40 @@ def _check_inflation(path: Path) -> None:
         )
 
 
+def export_kind(path: Path) -> str | None:
+    """ "an ONNX model" or "a TorchScript model" for a file of the kinds resnetlab export writes, None for any other."""
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX model"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    return "a TorchScript model" if any(name.endswith("/constants.pkl") or "/code/" in name for name in names) else None
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why a file is certainly not a checkpoint, before torch.load reads it: an export, or neither a zip archive nor
+    a pickle (torch.load's unpickler would refuse its first byte in words meant for a pickle that could run code)."""
+    kind = export_kind(path)
+    if kind:
+        return (
+            f"{path} is {kind} from resnetlab export, not a checkpoint; give the best.pt or last.pt it "
+            "was exported from, or its run folder."
+        )
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError:
+        return None  # torch.load says why it cannot be read
+    if start != b"PK\x03\x04" and not start.startswith(b"\x80"):  # torch.save's zip archive, or its older pickle
+        return (
+            f"{path} is not a readable checkpoint (another kind of file); use a best.pt or last.pt written by "
+            "resnetlab train."
+        )
+    return None
+
+
 def _first_sentence(error: Exception) -> str:
     """The first sentence of torch's refusal, whole (its message runs on for paragraphs)."""
     text = " ".join(str(error).split()) or type(error).__name__
@@ -168,6 +202,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes); it is not a checkpoint, train again or use another file.")
     _check_inflation(path)
+    refusal = _not_a_checkpoint(path)
+    if refusal:
+        raise UserError(refusal)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about the same refusal it raises
