@@ -534,3 +534,22 @@ def test_an_export_given_as_a_checkpoint_is_named_as_an_export(tmp_path, capsys,
     path, out = _not_a_checkpoint(kind, tmp_path), tmp_path / "out" / "again.onnx"
     err = _fails_clearly(capsys, ["export", str(path), "-o", str(out)], "model from resnetlab export")
     assert "best.pt or last.pt it was exported from" in err, err
+
+
+# 3. Named pipes, devices and links to them
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "link_to_fifo"])
+def test_a_named_pipe_or_a_device_is_not_a_regular_file(trained_run, tmp_path, capsys, kind):
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    special = {"fifo": fifo, "device": Path("/dev/zero"), "link_to_fifo": tmp_path / "link.png"}[kind]
+    if kind == "link_to_fifo":
+        os.symlink(fifo, special)
+    what = "a device" if kind == "device" else "a named pipe"
+    _fails_clearly(
+        capsys,
+        ["predict", str(trained_run), str(special), "--save", str(tmp_path / "p.png")],
+        f"{special} is not a regular file ({what}); give image files or folders of images",
+    )
+    _fails_clearly(capsys, ["eval", str(special)], f"{special} is not a regular file ({what}); give a best.pt")

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import __version__
 from .card import ModelCard
-from .errors import UserError
+from .errors import NotARegularFile, UserError
 
 FORMAT = "resnetlab-checkpoint"
 VERSION = 1
@@ -128,6 +128,8 @@ def resolve_path(path: str | Path) -> Path:
         raise UserError(f"{path} is a folder without best.pt; give the path of a checkpoint file.")
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; train one first (resnetlab train) or check the path.")
+    if not path.is_file():
+        raise NotARegularFile(path, "give a best.pt or last.pt written by resnetlab train, or its run folder")
     return path
 
 
