@@ -553,3 +553,19 @@ def test_a_named_pipe_or_a_device_is_not_a_regular_file(trained_run, tmp_path, c
         f"{special} is not a regular file ({what}); give image files or folders of images",
     )
     _fails_clearly(capsys, ["eval", str(special)], f"{special} is not a regular file ({what}); give a best.pt")
+
+
+# 4. A run folder with only last.pt
+
+
+@pytest.mark.parametrize("command", ["predict", "init"])
+def test_a_run_folder_with_only_last_pt_says_how_to_use_it(interrupted_run, tiny_fashion, tmp_path, capsys, command):
+    if command == "predict":
+        args = ["predict", str(interrupted_run), "--data-dir", str(tiny_fashion), "-n", "2"]
+    else:
+        args = ["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--init", str(interrupted_run)]
+        args += ["--out", str(tmp_path / "new")]
+    last = interrupted_run / "last.pt"
+    _fails_clearly(capsys, args, f"give {last} to use it", f"resnetlab train --resume {interrupted_run}")
+    assert main([*args[:1], *[str(last) if a == str(interrupted_run) else a for a in args[1:]], "--quiet"]) == 0
+    capsys.readouterr()

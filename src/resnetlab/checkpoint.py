@@ -125,6 +125,11 @@ def resolve_path(path: str | Path) -> Path:
     if path.is_dir():
         if (path / "best.pt").is_file():
             return path / "best.pt"
+        if (path / "last.pt").is_file():  # a run stopped before its first evaluation
+            raise UserError(
+                f"{path} is a folder without best.pt, but its last.pt is there (where training stopped); give "
+                f"{path / 'last.pt'} to use it, or continue training with resnetlab train --resume {path}."
+            )
         raise UserError(f"{path} is a folder without best.pt; give the path of a checkpoint file.")
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; train one first (resnetlab train) or check the path.")
