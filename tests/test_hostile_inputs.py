@@ -6,6 +6,7 @@ exit status 2, no traceback, and files saved before stay as they were."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -569,3 +570,94 @@ def test_a_run_folder_with_only_last_pt_says_how_to_use_it(interrupted_run, tiny
     _fails_clearly(capsys, args, f"give {last} to use it", f"resnetlab train --resume {interrupted_run}")
     assert main([*args[:1], *[str(last) if a == str(interrupted_run) else a for a in args[1:]], "--quiet"]) == 0
     capsys.readouterr()
+
+
+# 2. Flags given with --resume
+
+RESUMABLE = ["--model", "resnet20", "--batch-size", "32", "--subset", "128", "--seed", "3", "--quiet"]
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((out / "metrics.csv").open()))
+
+
+def test_resume_with_more_epochs_eval_every_and_tta_applies_them_and_says_so(tiny_fashion, tmp_path, capsys):
+    from resnetlab.config import RECIPES
+    from resnetlab.engine import build_scheduler
+
+    out = tmp_path / "run"
+    train = ["train", "--data-dir", str(tiny_fashion), "--out", str(out), *RESUMABLE]
+    assert main([*train, "--epochs", "2", "--eval-every", "2"]) == 0
+    capsys.readouterr()
+    resume = ["train", "--resume", str(out), "--epochs", "4", "--eval-every", "1", "--tta", "translate"]
+    assert main(resume) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 2, notes
+    assert notes[0].startswith("note: --epochs 4: the run was planned for 2 epochs; its one-cycle schedule"), notes
+    assert notes[1].startswith("note: --eval-every 1 and --tta translate apply from epoch 3 on"), notes
+    rows = _rows(out)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    assert [bool(r["test_accuracy"]) for r in rows] == [False, True, True, True]  # epoch 3: --eval-every 1
+    last = load_checkpoint(out / "last.pt")
+    assert last.card.test_time_translate and last.config["epochs"] == 4 and last.config["eval_every"] == 1
+    # The schedule was planned again for 4 epochs: the last step's learning rate is the 4-epoch plan's.
+    steps = 4 * (128 // 32)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2 * 32 / 128)
+    scheduler = build_scheduler(RECIPES["fast"], optimizer, steps)
+    for _ in range(steps - 1):
+        optimizer.step()
+        scheduler.step()
+    assert float(rows[-1]["lr"]) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A 2-epoch run of RESUMABLE's settings, for refusals that must leave it as it was."""
+    from fakedata import write_mnist_like
+
+    base = tmp_path_factory.mktemp("finished")
+    write_mnist_like(base / "data", "FashionMNIST", n_train=300, n_test=100)
+    args = ["train", "--data-dir", str(base / "data"), "--out", str(base / "run"), "--epochs", "2", *RESUMABLE]
+    assert main(args) == 0
+    return base / "run"
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (
+            ["--batch-size", "64", "--model", "resnet8w"],
+            "which cannot change: --model resnet8w (the run's: --model resnet20), --batch-size 64 (the run's: "
+            "--batch-size 32); leave them out, or train a new run into another --out.",
+        ),
+        (["--recipe", "best"], "--recipe best (the run's: --recipe fast); leave it out"),
+        (["--image-size", "32"], "--image-size 32 (the run's: --image-size none)"),
+        (["--epochs", "1"], "has already trained 2 epochs; give --epochs above 2 to train it longer"),
+    ],
+)
+def test_resume_refuses_flags_that_cannot_change(finished_run, capsys, flags, expected):
+    before = {path.name: _digest(path) for path in finished_run.iterdir() if path.is_file()}
+    _fails_clearly(capsys, ["train", "--resume", str(finished_run), *flags], expected)
+    assert {path.name: _digest(path) for path in finished_run.iterdir() if path.is_file()} == before
+
+
+def test_resume_on_a_folder_whose_files_changed_says_so_and_refuses_other_classes(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=8)
+    out = tmp_path / "run"
+    assert main(["train", *TRAIN_FOLDER, "--data-dir", str(root), "--out", str(out), "--quiet"]) == 0
+    shutil.copy(root / "train" / "a" / "0.png", root / "train" / "a" / "new.png")
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "changed since this run began" in line]
+    assert notes == [
+        f"note: the data in {root / 'train'} changed since this run began (17 training images now, 16 then); "
+        "it goes on with the files as they are now"
+    ]
+    for split in ("train", "test"):
+        shutil.copytree(root / split / "b", root / split / "c")
+    before = _digest(out / "last.pt")
+    _fails_clearly(
+        capsys,
+        ["train", "--resume", str(out), "--epochs", "3"],
+        f"the data in {root / 'train'} now has the classes a, b, c, not the ones this run trained on",
+    )
+    assert _digest(out / "last.pt") == before

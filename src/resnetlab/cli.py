@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
@@ -205,10 +205,10 @@ def _train_schedule_flags(p) -> None:
     p.add_argument(
         "--eval-every",
         type=_positive_int,
-        default=1,
+        default=None,
         metavar="N",
-        help="evaluate on the test split after every Nth epoch and after the last; best.pt is the "
-        "best of the evaluated epochs",
+        help="evaluate on the test split after every Nth epoch (default: every one) and after the last; best.pt is "
+        "the best of the evaluated epochs",
     )
     p.add_argument(
         "--tta",
@@ -229,7 +229,8 @@ def _train_run_flags(p) -> None:
         "--resume",
         default=None,
         metavar="OUT",
-        help="continue the run in folder OUT from its last.pt, with its own settings",
+        help="continue the run in folder OUT from its last.pt, with its own settings; --epochs (longer), "
+        "--eval-every, --tta and where it runs (--device, --precision, --cache-dir) may be given anew",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     _runtime_flags(p)
@@ -550,11 +551,6 @@ def _train(args: argparse.Namespace) -> None:
     from .config import TrainConfig
     from .engine import resume_config, train
 
-    if args.resume:
-        config, state = resume_config(args.resume)
-        cache_dir = config.cache_dir if args.cache_dir is None else args.cache_dir  # where, not what: may change
-        train(replace(config, quiet=args.quiet or config.quiet, cache_dir=cache_dir), resume_state=state)
-        return
     config = TrainConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -581,6 +577,10 @@ def _train(args: argparse.Namespace) -> None:
         eval_every=args.eval_every,
         tta=args.tta,
     )
+    if args.resume:  # the flags given are applied where a resumed run can take them, refused where it cannot
+        config, state = resume_config(args.resume, config)
+        train(config, resume_state=state)
+        return
     train(config)
 
 
