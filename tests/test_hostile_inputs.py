@@ -661,3 +661,52 @@ def test_resume_on_a_folder_whose_files_changed_says_so_and_refuses_other_classe
         f"the data in {root / 'train'} now has the classes a, b, c, not the ones this run trained on",
     )
     assert _digest(out / "last.pt") == before
+
+
+# 6. Class names the pictures cannot show as they are
+
+
+@pytest.fixture
+def no_cjk_font(monkeypatch):
+    """matplotlib as on a machine without fonts-noto-cjk: no CJK font in its list, and none found on the system."""
+    from matplotlib import font_manager
+
+    import resnetlab.plots as plots
+
+    kept = [f for f in font_manager.fontManager.ttflist if not any(k in f.fname.lower() for k in ("cjk", "wqy"))]
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", kept)
+    monkeypatch.setattr(font_manager, "findSystemFonts", lambda *args, **kwargs: [])
+    plots._cjk_font.cache_clear()
+    yield
+    plots._cjk_font.cache_clear()
+
+
+def test_names_no_font_can_draw_become_indices_and_long_ones_are_shortened(tmp_path, capsys, no_cjk_font):
+    import resnetlab.plots as plots
+
+    long = "a" * 240
+    root = write_image_folder(tmp_path / "data", classes=(long, "猫"), per_class=4)
+    out = tmp_path / "run"
+    assert main(["train", *TRAIN_FOLDER, "--data-dir", str(root), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    outputs = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name, args in {
+            "eval": ["eval", str(out)],
+            "predict": ["predict", str(out), "-n", "4", "--quiet"],
+            "json": ["eval", str(out), "--json", "--save", str(tmp_path / "cm.png")],
+        }.items():
+            getattr(plots, "_NOTED", set()).clear()  # each command is a process of its own
+            assert main(args) == 0
+            outputs[name] = capsys.readouterr()
+    drawing = [
+        str(w.message) for w in caught if "missing from font" in str(w.message) or "constrained" in str(w.message)
+    ]
+    assert not drawing, drawing[:3]
+    for name in ("eval", "predict"):
+        notes = outputs[name].err.splitlines()
+        assert len(notes) == 1 and "class index" in notes[0] and "fonts-noto-cjk" in notes[0], notes
+    assert max(len(line) for line in outputs["eval"].out.splitlines()) <= 100, outputs["eval"].out
+    assert json.loads(outputs["json"].out)["classes"] == [long, "猫"]  # the JSON keeps the names whole
+    assert plots.class_labels([long, "猫"], [long, "猫"]) == ["a" * 15 + "\u2026" + "a" * 8, "class 1"]

@@ -594,7 +594,7 @@ def _eval(args: argparse.Namespace) -> None:
     from .checkpoint import resolve_path
     from .inference import open_predictor
     from .metrics import with_prefix
-    from .plots import confusion_matrix_plot
+    from .plots import confusion_matrix_plot, short_label
 
     predictor = open_predictor(args.checkpoint, args.device, args.precision)
     card = predictor.card
@@ -621,7 +621,7 @@ def _eval(args: argparse.Namespace) -> None:
         f"{stats['images_per_second']:.0f} images/s\n"
     )
     rows = [
-        [name, sum(row), f"{acc:.2%}"]
+        [short_label(name, width=40), sum(row), f"{acc:.2%}"]
         for name, row, acc in zip(card.classes, stats["confusion_matrix"], stats["per_class_accuracy"])
     ]
     print(_format_table(["class", "images", "accuracy"], rows))
@@ -696,7 +696,7 @@ def _predict(args: argparse.Namespace) -> None:
     if args.json and not (args.save or args.show):
         return
     predicted, confidence = [top[0][0] for top in tops], [top[0][1] for top in tops]
-    prediction_grid(images, predicted, confidence, actual, save, args.show, captions)
+    prediction_grid(images, predicted, confidence, actual, save, args.show, captions, predictor.card.classes)
     say(f"picture: {save}")
 
 
