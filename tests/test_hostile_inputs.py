@@ -1,9 +1,12 @@
 """Hostile inputs, round 2 (issue 16): links that loop, runs that must not be overwritten, decompression bombs,
-unusual image modes, crafted checkpoints, hidden files and CJK class names. Each mistake gets one sentence,
+unusual image modes, crafted checkpoints, hidden files and CJK class names; round 3 (issue 27): files that are not
+checkpoints, flags given with --resume, special files, runs with only last.pt, serve's query and class names that
+cannot be drawn. Each mistake gets one sentence,
 exit status 2, no traceback, and files saved before stay as they were."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -460,7 +463,7 @@ def test_a_long_refusal_from_torch_is_cut_between_words(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "load", refuse)
     path = tmp_path / "model.pt"
-    path.write_bytes(b"not a zip")
+    path.write_bytes(b"\x80\x02not a zip")  # a pickle, as far as its first bytes tell
     with pytest.raises(UserError) as refused:
         read_checkpoint(path)
     reason = str(refused.value).split("(", 1)[1].rsplit(")", 1)[0]
@@ -480,3 +483,230 @@ def test_cjk_class_names_are_drawn_with_a_cjk_font(tmp_path):
         images = torch.zeros(2, 1, 16, 16, dtype=torch.uint8)
         prediction_grid(images, ["猫", "狗"], [0.9, 0.6], ["猫", "猫"], tmp_path / "grid.png")
     assert not [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+# Round 3 (issue 27)
+# 1. Files that are not checkpoints
+
+
+def _not_a_checkpoint(kind: str, folder: Path) -> Path:
+    """A model exported for other programs (ONNX, TorchScript), or bytes that are no kind of checkpoint."""
+    model = torch.nn.Linear(2, 2)
+    if kind == "onnx":
+        path = folder / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.zeros(1, 2),), str(path), dynamo=False)
+    elif kind == "torchscript":
+        path = folder / "model.torchscript.pt"
+        torch.jit.save(torch.jit.script(model), str(path))
+    else:
+        path = folder / "random.pt"
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript", "random"])
+def test_init_from_a_file_that_is_not_a_checkpoint_says_what_init_takes(tiny_fashion, tmp_path, capsys, kind):
+    path = _not_a_checkpoint(kind, tmp_path)
+    args = [
+        "train",
+        "--data-dir",
+        str(tiny_fashion),
+        "--epochs",
+        "1",
+        "--init",
+        str(path),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    if kind == "random":
+        err = _fails_clearly(capsys, args, f"{path} is not a readable checkpoint (another kind of file)")
+    else:
+        err = _fails_clearly(
+            capsys, args, "cannot be a starting point", "--init takes a best.pt, last.pt or run folder"
+        )
+    assert "could run code" not in err, err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_an_export_given_as_a_checkpoint_is_named_as_an_export(tmp_path, capsys, kind):
+    path, out = _not_a_checkpoint(kind, tmp_path), tmp_path / "out" / "again.onnx"
+    err = _fails_clearly(capsys, ["export", str(path), "-o", str(out)], "model from resnetlab export")
+    assert "best.pt or last.pt it was exported from" in err, err
+
+
+# 3. Named pipes, devices and links to them
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "link_to_fifo"])
+def test_a_named_pipe_or_a_device_is_not_a_regular_file(trained_run, tmp_path, capsys, kind):
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    special = {"fifo": fifo, "device": Path("/dev/zero"), "link_to_fifo": tmp_path / "link.png"}[kind]
+    if kind == "link_to_fifo":
+        os.symlink(fifo, special)
+    what = "a device" if kind == "device" else "a named pipe"
+    _fails_clearly(
+        capsys,
+        ["predict", str(trained_run), str(special), "--save", str(tmp_path / "p.png")],
+        f"{special} is not a regular file ({what}); give image files or folders of images",
+    )
+    _fails_clearly(capsys, ["eval", str(special)], f"{special} is not a regular file ({what}); give a best.pt")
+
+
+# 4. A run folder with only last.pt
+
+
+@pytest.mark.parametrize("command", ["predict", "init"])
+def test_a_run_folder_with_only_last_pt_says_how_to_use_it(interrupted_run, tiny_fashion, tmp_path, capsys, command):
+    if command == "predict":
+        args = ["predict", str(interrupted_run), "--data-dir", str(tiny_fashion), "-n", "2"]
+    else:
+        args = ["train", "--data-dir", str(tiny_fashion), "--epochs", "1", "--init", str(interrupted_run)]
+        args += ["--out", str(tmp_path / "new")]
+    last = interrupted_run / "last.pt"
+    _fails_clearly(capsys, args, f"give {last} to use it", f"resnetlab train --resume {interrupted_run}")
+    assert main([*args[:1], *[str(last) if a == str(interrupted_run) else a for a in args[1:]], "--quiet"]) == 0
+    capsys.readouterr()
+
+
+# 2. Flags given with --resume
+
+RESUMABLE = ["--model", "resnet20", "--batch-size", "32", "--subset", "128", "--seed", "3", "--quiet"]
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((out / "metrics.csv").open()))
+
+
+def test_resume_with_more_epochs_eval_every_and_tta_applies_them_and_says_so(tiny_fashion, tmp_path, capsys):
+    from resnetlab.config import RECIPES
+    from resnetlab.engine import build_scheduler
+
+    out = tmp_path / "run"
+    train = ["train", "--data-dir", str(tiny_fashion), "--out", str(out), *RESUMABLE]
+    assert main([*train, "--epochs", "2", "--eval-every", "2"]) == 0
+    capsys.readouterr()
+    resume = ["train", "--resume", str(out), "--epochs", "4", "--eval-every", "1", "--tta", "translate"]
+    assert main(resume) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 2, notes
+    assert notes[0].startswith("note: --epochs 4: the run was planned for 2 epochs; its one-cycle schedule"), notes
+    assert notes[1].startswith("note: --eval-every 1 and --tta translate apply from epoch 3 on"), notes
+    rows = _rows(out)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    assert [bool(r["test_accuracy"]) for r in rows] == [False, True, True, True]  # epoch 3: --eval-every 1
+    last = load_checkpoint(out / "last.pt")
+    assert last.card.test_time_translate and last.config["epochs"] == 4 and last.config["eval_every"] == 1
+    # The schedule was planned again for 4 epochs: the last step's learning rate is the 4-epoch plan's.
+    steps = 4 * (128 // 32)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2 * 32 / 128)
+    scheduler = build_scheduler(RECIPES["fast"], optimizer, steps)
+    for _ in range(steps - 1):
+        optimizer.step()
+        scheduler.step()
+    assert float(rows[-1]["lr"]) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A 2-epoch run of RESUMABLE's settings, for refusals that must leave it as it was."""
+    from fakedata import write_mnist_like
+
+    base = tmp_path_factory.mktemp("finished")
+    write_mnist_like(base / "data", "FashionMNIST", n_train=300, n_test=100)
+    args = ["train", "--data-dir", str(base / "data"), "--out", str(base / "run"), "--epochs", "2", *RESUMABLE]
+    assert main(args) == 0
+    return base / "run"
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (
+            ["--batch-size", "64", "--model", "resnet8w"],
+            "which cannot change: --model resnet8w (the run's: --model resnet20), --batch-size 64 (the run's: "
+            "--batch-size 32); leave them out, or train a new run into another --out.",
+        ),
+        (["--recipe", "best"], "--recipe best (the run's: --recipe fast); leave it out"),
+        (["--image-size", "32"], "--image-size 32 (the run's: --image-size none)"),
+        (["--epochs", "1"], "has already trained 2 epochs; give --epochs above 2 to train it longer"),
+    ],
+)
+def test_resume_refuses_flags_that_cannot_change(finished_run, capsys, flags, expected):
+    before = {path.name: _digest(path) for path in finished_run.iterdir() if path.is_file()}
+    _fails_clearly(capsys, ["train", "--resume", str(finished_run), *flags], expected)
+    assert {path.name: _digest(path) for path in finished_run.iterdir() if path.is_file()} == before
+
+
+def test_resume_on_a_folder_whose_files_changed_says_so_and_refuses_other_classes(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=8)
+    out = tmp_path / "run"
+    assert main(["train", *TRAIN_FOLDER, "--data-dir", str(root), "--out", str(out), "--quiet"]) == 0
+    shutil.copy(root / "train" / "a" / "0.png", root / "train" / "a" / "new.png")
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "changed since this run began" in line]
+    assert notes == [
+        f"note: the data in {root / 'train'} changed since this run began (17 training images now, 16 then); "
+        "it goes on with the files as they are now"
+    ]
+    for split in ("train", "test"):
+        shutil.copytree(root / split / "b", root / split / "c")
+    before = _digest(out / "last.pt")
+    _fails_clearly(
+        capsys,
+        ["train", "--resume", str(out), "--epochs", "3"],
+        f"the data in {root / 'train'} now has the classes a, b, c, not the ones this run trained on",
+    )
+    assert _digest(out / "last.pt") == before
+
+
+# 6. Class names the pictures cannot show as they are
+
+
+@pytest.fixture
+def no_cjk_font(monkeypatch):
+    """matplotlib as on a machine without fonts-noto-cjk: no CJK font in its list, and none found on the system."""
+    from matplotlib import font_manager
+
+    import resnetlab.plots as plots
+
+    kept = [f for f in font_manager.fontManager.ttflist if not any(k in f.fname.lower() for k in ("cjk", "wqy"))]
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", kept)
+    monkeypatch.setattr(font_manager, "findSystemFonts", lambda *args, **kwargs: [])
+    plots._cjk_font.cache_clear()
+    yield
+    plots._cjk_font.cache_clear()
+
+
+def test_names_no_font_can_draw_become_indices_and_long_ones_are_shortened(tmp_path, capsys, no_cjk_font):
+    import resnetlab.plots as plots
+
+    long = "a" * 240
+    root = write_image_folder(tmp_path / "data", classes=(long, "猫"), per_class=4)
+    out = tmp_path / "run"
+    assert main(["train", *TRAIN_FOLDER, "--data-dir", str(root), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    outputs = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name, args in {
+            "eval": ["eval", str(out)],
+            "predict": ["predict", str(out), "-n", "4", "--quiet"],
+            "json": ["eval", str(out), "--json", "--save", str(tmp_path / "cm.png")],
+        }.items():
+            getattr(plots, "_NOTED", set()).clear()  # each command is a process of its own
+            assert main(args) == 0
+            outputs[name] = capsys.readouterr()
+    drawing = [
+        str(w.message) for w in caught if "missing from font" in str(w.message) or "constrained" in str(w.message)
+    ]
+    assert not drawing, drawing[:3]
+    for name in ("eval", "predict"):
+        notes = outputs[name].err.splitlines()
+        assert len(notes) == 1 and "class index" in notes[0] and "fonts-noto-cjk" in notes[0], notes
+    assert max(len(line) for line in outputs["eval"].out.splitlines()) <= 100, outputs["eval"].out
+    assert json.loads(outputs["json"].out)["classes"] == [long, "猫"]  # the JSON keeps the names whole
+    assert plots.class_labels([long, "猫"], [long, "猫"]) == ["a" * 15 + "\u2026" + "a" * 8, "class 1"]

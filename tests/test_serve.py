@@ -161,7 +161,21 @@ def test_top_and_input_png(server, predictor, known_images):
     assert seen.shape == (28, 28)
     assert torch.equal(torch.from_numpy(seen.copy())[None], predictor.decode_files([path])[0])
     assert len(server.post_image(path.read_bytes(), "/predict?top=99").json()["top"]) == 10
-    assert server.post_image(path.read_bytes(), "/predict?top=0").status == 422
+
+
+@pytest.mark.parametrize(
+    "query,sentence",
+    [
+        ("top=0", "?top=0 is refused: top must be at least 1; see /openapi.json for what /predict takes."),
+        ("top=abc", "?top=abc is refused: top must be a whole number; see /openapi.json for what /predict takes."),
+        ("gradcam=maybe", "?gradcam=maybe is refused: gradcam must be true or false; see /openapi.json for what"),
+    ],
+)
+def test_a_bad_query_parameter_gets_400_and_one_sentence(server, known_images, query, sentence):
+    reply = server.post_image(known_images[0].read_bytes(), f"/predict?{query}")
+    assert reply.status == 400
+    detail = reply.json()["detail"]
+    assert isinstance(detail, str) and detail.startswith(sentence), detail
 
 
 def test_gradcam_overlay_for_the_top_class(server, predictor, known_images):

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import __version__
 from .card import ModelCard
-from .errors import UserError
+from .errors import NotARegularFile, UserError
 
 FORMAT = "resnetlab-checkpoint"
 VERSION = 1
@@ -125,9 +125,16 @@ def resolve_path(path: str | Path) -> Path:
     if path.is_dir():
         if (path / "best.pt").is_file():
             return path / "best.pt"
+        if (path / "last.pt").is_file():  # a run stopped before its first evaluation
+            raise UserError(
+                f"{path} is a folder without best.pt, but its last.pt is there (where training stopped); give "
+                f"{path / 'last.pt'} to use it, or continue training with resnetlab train --resume {path}."
+            )
         raise UserError(f"{path} is a folder without best.pt; give the path of a checkpoint file.")
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; train one first (resnetlab train) or check the path.")
+    if not path.is_file():
+        raise NotARegularFile(path, "give a best.pt or last.pt written by resnetlab train, or its run folder")
     return path
 
 
@@ -144,6 +151,40 @@ def _check_inflation(path: Path) -> None:
             f"{path} would unpack to {unpacked / 1e9:.1f} GB from {size / 1e6:.1f} MB, which no checkpoint "
             "written by resnetlab does; it was not loaded."
         )
+
+
+def export_kind(path: Path) -> str | None:
+    """ "an ONNX model" or "a TorchScript model" for a file of the kinds resnetlab export writes, None for any other."""
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX model"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    return "a TorchScript model" if any(name.endswith("/constants.pkl") or "/code/" in name for name in names) else None
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why a file is certainly not a checkpoint, before torch.load reads it: an export, or neither a zip archive nor
+    a pickle (torch.load's unpickler would refuse its first byte in words meant for a pickle that could run code)."""
+    kind = export_kind(path)
+    if kind:
+        return (
+            f"{path} is {kind} from resnetlab export, not a checkpoint; give the best.pt or last.pt it "
+            "was exported from, or its run folder."
+        )
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError:
+        return None  # torch.load says why it cannot be read
+    if start != b"PK\x03\x04" and not start.startswith(b"\x80"):  # torch.save's zip archive, or its older pickle
+        return (
+            f"{path} is not a readable checkpoint (another kind of file); use a best.pt or last.pt written by "
+            "resnetlab train."
+        )
+    return None
 
 
 def _first_sentence(error: Exception) -> str:
@@ -168,6 +209,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes); it is not a checkpoint, train again or use another file.")
     _check_inflation(path)
+    refusal = _not_a_checkpoint(path)
+    if refusal:
+        raise UserError(refusal)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about the same refusal it raises

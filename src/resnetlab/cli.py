@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -204,10 +204,10 @@ def _train_schedule_flags(p) -> None:
     p.add_argument(
         "--eval-every",
         type=_positive_int,
-        default=1,
+        default=None,
         metavar="N",
-        help="evaluate on the test split after every Nth epoch and after the last; best.pt is the "
-        "best of the evaluated epochs",
+        help="evaluate on the test split after every Nth epoch (default: every one) and after the last; best.pt is "
+        "the best of the evaluated epochs",
     )
     p.add_argument(
         "--tta",
@@ -228,7 +228,8 @@ def _train_run_flags(p) -> None:
         "--resume",
         default=None,
         metavar="OUT",
-        help="continue the run in folder OUT from its last.pt, with its own settings",
+        help="continue the run in folder OUT from its last.pt, with its own settings; --epochs (longer), "
+        "--eval-every, --tta and where it runs (--device, --precision, --cache-dir) may be given anew",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     _runtime_flags(p)
@@ -550,12 +551,11 @@ def _train(args: argparse.Namespace) -> None:
     from .config import TrainConfig
     from .engine import resume_config, train
 
-    if args.resume:
-        config, state = resume_config(args.resume)
-        cache_dir = config.cache_dir if args.cache_dir is None else args.cache_dir  # where, not what: may change
-        train(replace(config, quiet=args.quiet or config.quiet, cache_dir=cache_dir), resume_state=state)
-        return
     config = TrainConfig(**_flag_values(TrainConfig, args))
+    if args.resume:  # the flags given are applied where a resumed run can take them, refused where it cannot
+        config, state = resume_config(args.resume, config)
+        train(config, resume_state=state)
+        return
     train(config)
 
 
@@ -567,6 +567,7 @@ def _format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _eval(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_checkpoint
+    from .plots import short_label
 
     result = evaluate_checkpoint(args.checkpoint, args.data_dir, args.device, args.precision, args.cache_dir, args.save)
     if args.json:
@@ -579,7 +580,7 @@ def _eval(args: argparse.Namespace) -> None:
         f"{stats['images_per_second']:.0f} images/s\n"
     )
     rows = [
-        [name, sum(row), f"{acc:.2%}"]
+        [short_label(name, width=40), sum(row), f"{acc:.2%}"]
         for name, row, acc in zip(card.classes, stats["confusion_matrix"], stats["per_class_accuracy"])
     ]
     print(_format_table(["class", "images", "accuracy"], rows))

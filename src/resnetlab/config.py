@@ -209,7 +209,7 @@ class TrainConfig:
     pretrained: bool = False  # start from torchvision's ImageNet weights (resnet18..152)
     init: str | None = None  # start from this resnetlab checkpoint (or run folder) of the same architecture
     cache_dir: str | None = None  # --dataset folder's decoded images: None for user_cache_dir(), "" for no cache
-    eval_every: int = 1  # evaluate on the test split after every Nth epoch, and always after the last
+    eval_every: int | None = None  # evaluate on the test split after every Nth epoch (None: 1), and after the last
     tta: str | None = None  # test-time augmentation, one of TTA_CHOICES; None: the recipe's
 
     def to_dict(self) -> dict:

@@ -24,7 +24,7 @@ from .config import FINE_TUNE_BACKBONE_LR, Recipe, TrainConfig, fine_tune_rates
 from .data import get_spec, load_train_test
 from .distributed import Distributed
 from .errors import UserError
-from .job import Job, Progress
+from .job import Job, Progress, names_digest
 from .metrics import score, with_prefix
 from .models import count_parameters, list_models
 from .preprocess import PixelClassifier
@@ -295,16 +295,122 @@ class _StopRequests:
             signal.signal(sig, handler)
 
 
-def resume_config(out: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
-    """The configuration and training state saved in OUT/last.pt, to continue that run."""
+def resume_config(out: str | Path, requested: TrainConfig | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """The configuration and training state saved in OUT/last.pt, to continue that run.
+
+    `requested`: the config the command line built; the fields it gives (those not at TrainConfig's defaults) are
+    applied where a resumed run can take them (RESUME_APPLIES, RESUME_RUNS_ON), and refused in one sentence where it
+    cannot. The state then carries `notes`: what changed, for the start of training."""
     out = Path(out)
     if not (out / "last.pt").is_file():
         raise UserError(f"{out} has no last.pt to resume from; give the --out folder of an earlier run.")
     checkpoint = load_checkpoint(out / "last.pt")
     if checkpoint.train_state is None or checkpoint.config is None:
         raise UserError(f"{out / 'last.pt'} has no training state to resume from; train again instead.")
-    config = TrainConfig.from_dict(checkpoint.config)
-    return replace(config, out=str(out), overwrite=True), checkpoint.train_state
+    config = replace(TrainConfig.from_dict(checkpoint.config), out=str(out), overwrite=True)
+    state = {"epochs": config.epochs, **checkpoint.train_state}  # the length the schedule was planned for
+    if requested is None:
+        return config, state
+    config, notes = _resumed_with(config, requested, state["epoch"])
+    return config, {**state, "notes": notes}
+
+
+# What a resumed run takes from the command line: how long it trains and how it evaluates (said in a note), and where
+# and how it runs; every other setting is the run's own (refused when given otherwise: it would train another run).
+RESUME_APPLIES = ("epochs", "eval_every", "tta")
+RESUME_RUNS_ON = ("device", "precision", "quiet", "cache_dir", "tensorboard", "overwrite")
+_EFFECTIVE = {
+    "batch_size": "effective_batch_size",
+    "lr": "effective_lr",
+    "recipe": "recipe_name",
+    "augment": "effective_augment",
+    "tta": "effective_tta",
+}
+
+
+def _flag(field: str, value: Any) -> str:
+    name = "--" + field.replace("_", "-")
+    if isinstance(value, bool):
+        return name if value else f"--no-{field}" if field == "augment" else f"no {name}"
+    return f"{name} {'none' if value is None else value}"
+
+
+def _resumed_with(run: TrainConfig, requested: TrainConfig, done: int) -> tuple[TrainConfig, list[str]]:
+    """`run` with the fields `requested` gives that a resumed run can take, and notes on what changes; a UserError
+    for a field it cannot take (the model, the data, the batch size, the recipe, ...)."""
+    default, out = TrainConfig(), run.out
+    given = {f: getattr(requested, f) for f in TrainConfig.__dataclass_fields__}
+    given = {f: v for f, v in given.items() if v != getattr(default, f)}
+
+    def differs(field: str) -> bool:
+        if field in ("data_dir", "out"):
+            return Path(given[field]).resolve() != Path(getattr(run, field)).resolve()
+        return given[field] != getattr(run, _EFFECTIVE.get(field, field))
+
+    fixed = [f for f in given if f not in RESUME_APPLIES + RESUME_RUNS_ON and differs(f)]
+    if fixed:
+        shown = ", ".join(
+            f"{_flag(f, given[f])} (the run's: {_flag(f, getattr(run, _EFFECTIVE.get(f, f)))})" for f in fixed
+        )
+        raise UserError(
+            f"--resume {out} goes on with the run's own settings, which cannot change: {shown}; leave "
+            f"{'it' if len(fixed) == 1 else 'them'} out, or train a new run into another --out."
+        )
+    notes = []
+    if given.get("epochs", run.epochs) != run.epochs:
+        if given["epochs"] <= done:
+            raise UserError(
+                f"{out} has already trained {done} epochs; give --epochs above {done} to train it longer, or leave "
+                "--epochs out."
+            )
+        notes.append(_longer_note(run, given["epochs"]))
+    later = [f for f in ("eval_every", "tta") if f in given and differs(f)]
+    if later:
+        notes.append(
+            f"{' and '.join(_flag(f, given[f]) for f in later)} apply from epoch {done + 1} on; the epochs before were "
+            "evaluated as the run began"
+        )
+    changes = {
+        f: v for f, v in given.items() if f in RESUME_APPLIES + RESUME_RUNS_ON and f not in ("overwrite", "quiet")
+    }
+    return replace(run, **changes, quiet=requested.quiet), notes  # quiet: what this command prints
+
+
+def _longer_note(run: TrainConfig, epochs: int) -> str:
+    recipe = run.recipe_settings
+    if recipe.schedule == "step":
+        how = "its learning rate is now divided by 10 at " + " and ".join(f"{m:.0%}" for m in recipe.milestones) + " of"
+    else:
+        how = "its one-cycle schedule (warm-up, then decay to the end) is planned again for"
+    return (
+        f"--epochs {epochs}: the run was planned for {run.epochs} epochs; {how} {epochs} epochs, and goes on from "
+        "the step it reached with the learning rate of the new plan there (higher than where the old plan had it, "
+        "when the run is longer)"
+    )
+
+
+def _resumed_on(state: dict[str, Any], train_data: ImageData) -> list[str]:
+    """A note when the training data differs from what the run began on (last.pt records digests of its classes and
+    of the files held out, and the number of training images); a UserError when its classes differ."""
+    saved = state.get("data")
+    if saved is None:  # a last.pt written before it was recorded
+        return []
+    source = train_data.source
+    if names_digest(train_data.classes) != saved["class_names"]:
+        shown = ", ".join(train_data.classes[:5]) + (", ..." if len(train_data.classes) > 5 else "")
+        raise UserError(
+            f"the data in {source} now has the classes {shown}, not the ones this run trained on; give the data it "
+            "began on, or train a new run."
+        )
+    changes = []
+    if len(train_data) != saved["train_images"]:
+        changes.append(f"{len(train_data)} training images now, {saved['train_images']} then")
+    if names_digest(train_data.holdout) != saved["held_out"]:
+        changes.append("other images held out for validation")
+    if not changes:
+        return []
+    changed = "; ".join(changes)
+    return [f"the data in {source} changed since this run began ({changed}); it goes on with the files as they are now"]
 
 
 def _model_name(config: TrainConfig, start: Start | None = None) -> str:
@@ -350,6 +456,7 @@ def train(
             config.cache_dir,
         )
         config, sizing = config.sized_for(len(train_data), folder=not spec.classes)
+        changed = _resumed_on(resume_state, train_data) if resume_state is not None else []
         job = build_job(
             config, model_name, train_data, test_data, runtime, dist, start, _saved_backbone_scale(resume_state)
         )
@@ -357,6 +464,7 @@ def train(
         recorder = RunRecorder(out, job.card, config, main=dist.is_main, on_epoch=on_epoch)
         notes = train_data.notes + ([sizing] if sizing and resume_state is None else [])
         notes += [_start_note(start, job.card, train_data.channels)] if start else []
+        notes += changed + (resume_state or {}).get("notes", [])
         recorder.start(_describe_start(config, job, progress, train_data, test_data), notes)
         with _StopRequests() as stop_requested:
             should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
@@ -471,7 +579,7 @@ def build_job(
         config.epochs,
         recipe.label_smoothing,
         lookahead,
-        config.eval_every,
+        config.eval_every or 1,
     )
 
 

@@ -1,5 +1,10 @@
 """The one exception type that means "the user can fix this"."""
 
+from __future__ import annotations
+
+import os
+import stat
+
 
 class UserError(Exception):
     """A mistake the user can fix (bad flag, missing data, unreadable file).
@@ -25,3 +30,21 @@ class ConfigError(UserError):
         super().__init__(f"{field} {problem}.")
         self.field = field
         self.problem = problem
+
+
+class NotARegularFile(UserError):
+    """A path that exists but is a named pipe, a device or a socket, given where a file is read: reading one could
+    block, or never end."""
+
+    def __init__(self, path: str | os.PathLike[str], advice: str) -> None:
+        mode = os.stat(path).st_mode
+        kind = (
+            "a named pipe"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a file"
+        )
+        super().__init__(f"{path} is not a regular file ({kind}); {advice}.")

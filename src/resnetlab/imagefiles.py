@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from .errors import NotARegularFile, UserError
 from .preprocess import resize
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, which folder training uses through ImageFolder's rules.
@@ -159,6 +159,8 @@ def expand_image_paths(inputs: list[str]) -> list[Path]:
             paths += found
         elif path.is_file():
             paths.append(path)
+        elif path.exists():
+            raise NotARegularFile(path, "give image files or folders of images")
         else:
             raise UserError(f"{path} does not exist; give image files or folders of images.")
     return paths

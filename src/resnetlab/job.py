@@ -3,6 +3,8 @@ recorder, which saves it."""
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +58,14 @@ class Job:
 
     def train_state(self, progress: Progress) -> dict[str, Any]:
         """What --resume needs, as last.pt stores it."""
+        data = {
+            "class_names": names_digest(self.card.classes),
+            "train_images": len(self.train_batches.data),
+            "held_out": names_digest(self.card.holdout),
+        }
         return {
+            "epochs": self.epochs,  # the length the schedule is planned for
+            "data": data,  # what the run trains on, to tell when the files changed before --resume
             "epoch": progress.epoch,
             "step": progress.step,
             "totals": progress.totals,
@@ -75,7 +84,10 @@ class Job:
         """Load a train_state saved by `train_state`; returns where it stood."""
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("epochs", self.epochs) == self.epochs:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:  # resumed with another --epochs: the schedule built for it, at the step the run reached
+            self._advance_schedule(state["scheduler"]["last_epoch"])
         if self.lookahead is not None:
             self.lookahead.load_state_dict(state["lookahead"])
         torch.set_rng_state(state["torch_rng"])
@@ -88,3 +100,18 @@ class Job:
             state["best_epoch"],
             state.get("elapsed", 0.0),
         )
+
+    def _advance_schedule(self, steps: int) -> None:
+        """Step the freshly built schedule to `steps`, setting the learning rate (and momentum) its plan gives there
+        in place of the saved optimizer's, which followed the old plan."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"]  # a step schedule scales the current rate: start it from the peak
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": no step is skipped
+            for _ in range(steps):
+                self.scheduler.step()
+
+
+def names_digest(names: tuple[str, ...] | list[str]) -> str:
+    """A short digest of a list of names (classes, files held out), for last.pt to tell when they changed."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]

@@ -13,6 +13,7 @@ import functools
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ WRONG_COLOR = "#c00000"  # red
 # Kana, CJK ideographs, Hangul and fullwidth forms: glyphs the default font (DejaVu Sans) lacks.
 CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei")
+LABEL_CHARACTERS = 24  # a longer class name is shortened in pictures (the JSON outputs keep it whole)
+_NOTED: set[str] = set()  # notes printed by this process, each once
 
 
 def _figure(size: tuple[float, float], show: bool = False, **kwargs):
@@ -62,6 +65,54 @@ def _fall_back_to_cjk(fig) -> None:
     if texts and _cjk_font():
         for text in texts:
             text.set_fontfamily([*text.get_fontfamily(), _cjk_font()])
+
+
+def _font_files() -> list[str]:
+    """The default font's file, and the CJK fallback's where one is installed."""
+    from matplotlib import font_manager
+
+    fallback = [font_manager.FontProperties(family=_cjk_font())] if _cjk_font() else []
+    return [font_manager.findfont(font) for font in [font_manager.FontProperties(), *fallback]]
+
+
+def _drawable(text: str) -> bool:
+    """Whether each character of text has a glyph in the default font or in its CJK fallback."""
+    from matplotlib import font_manager
+
+    fonts = [font_manager.get_font(file) for file in _font_files()]
+    return all(c.isspace() or any(font.get_char_index(ord(c)) for font in fonts) for c in text)
+
+
+def short_label(name: str, width: int = LABEL_CHARACTERS) -> str:
+    """A class name of at most `width` characters, for a picture or a table: a longer one keeps its start and its
+    end around an ellipsis."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) * 2 // 3
+    return f"{name[:head]}\u2026{name[len(name) - (width - 1 - head) :]}"
+
+
+def class_labels(names: Sequence[str], classes: Sequence[str] | None = None) -> list[str]:
+    """Class names as the pictures show them: shortened (short_label), and a name with characters no installed
+    font can draw as its class index in `classes` ("class 3") rather than as empty boxes, with one note on stderr
+    naming the fonts to install."""
+    index = {name: i for i, name in enumerate(classes or ())}
+    labels, missing = [], []
+    for name in names:
+        if _drawable(name):
+            labels.append(short_label(name))
+        else:
+            missing.append(name)
+            labels.append(f"class {index.get(name, '?')}")
+    if missing and "fonts" not in _NOTED:
+        _NOTED.add("fonts")
+        print(
+            f"resnetlab: note: no installed font can draw some class names (e.g. {short_label(missing[0])}), so the "
+            "pictures show their class index instead (class 0: the first class of resnetlab eval); for Chinese, "
+            "Japanese and Korean names install a CJK font (Debian and Ubuntu: fonts-noto-cjk).",
+            file=sys.stderr,
+        )
+    return labels
 
 
 def _save(fig, path: str | Path, dpi: int = 110) -> Path:
@@ -177,15 +228,16 @@ def confusion_matrix_plot(
     image = ax.imshow(share, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
     colorbar.set_label("share of the actual class")
+    labels = class_labels(classes, classes)
     ax.set_xticks(
         range(n),
-        classes,
+        labels,
         fontsize=label_size,
         rotation=45 if n <= 12 else 90,
         ha="right" if n <= 12 else "center",
         rotation_mode="anchor" if n <= 12 else "default",
     )
-    ax.set_yticks(range(n), classes, fontsize=label_size)
+    ax.set_yticks(range(n), labels, fontsize=label_size)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("actual class")
     ax.tick_params(length=0 if n > 30 else 3)
@@ -211,13 +263,15 @@ def prediction_grid(
     path: str | Path,
     show: bool = False,
     captions: list[str] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Path:
     """One picture of images, each titled with the predicted class and its probability.
 
     With the actual classes, right predictions are titled in green with a check mark; wrong ones in red with
     a cross, the actual class beneath, and a red frame. captions (e.g. file names) go under each image.
-    images: uint8 [N, C, H, W].
+    images: uint8 [N, C, H, W]. classes: the model's, whose index stands for a name no installed font can draw.
     """
+    shown = dict(zip([*predicted, *(actual or [])], class_labels([*predicted, *(actual or [])], classes)))
     n = len(images)
     cols = min(n, 10 if n > 20 else 5)
     rows = math.ceil(n / cols)
@@ -232,13 +286,13 @@ def prediction_grid(
         image = images[i].permute(1, 2, 0).numpy()
         gray = image.shape[2] == 1
         ax.imshow(image[:, :, 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=255)
-        guess = f"{predicted[i]} {probabilities[i]:.0%}"
+        guess = f"{shown[predicted[i]]} {probabilities[i]:.0%}"
         if actual is None:
             title, color = guess, "black"
         elif predicted[i] == actual[i]:
             title, color = f"\u2713 {guess}", RIGHT_COLOR
         else:
-            title, color = f"\u2717 {guess}\nactual: {actual[i]}", WRONG_COLOR
+            title, color = f"\u2717 {guess}\nactual: {shown[actual[i]]}", WRONG_COLOR
         ax.set_title(title, fontsize=8, color=color, fontweight="normal" if color != WRONG_COLOR else "bold")
         if captions is not None:
             caption = captions[i] if len(captions[i]) <= 24 else "\u2026" + captions[i][-23:]

@@ -31,10 +31,11 @@ class Picture:
     actual: list[str] | None = None  # the test images' classes
     captions: list[str] | None = None  # the image files' names
     path: Path = Path("predictions.png")  # where draw() writes it
+    classes: tuple[str, ...] | None = None  # the model's classes, so a name no font draws shows as its index
 
     def draw(self, show: bool = False) -> None:
         predicted, confidence = [top[0][0] for top in self.tops], [top[0][1] for top in self.tops]
-        prediction_grid(self.images, predicted, confidence, self.actual, self.path, show, self.captions)
+        prediction_grid(self.images, predicted, confidence, self.actual, self.path, show, self.captions, self.classes)
 
 
 def _top_json(top: Top) -> list[dict[str, Any]]:
@@ -106,4 +107,4 @@ def predict(
         picture = predict_files(predictor, images, top, report)
     else:
         picture = predict_test_images(predictor, n, top, report, data_dir, cache_dir)
-    return replace(picture, path=path)
+    return replace(picture, path=path, classes=tuple(predictor.card.classes))

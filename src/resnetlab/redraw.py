@@ -54,5 +54,8 @@ def redraw_run(
     confidence, indices = predictor.probabilities(first.images).max(1)
     predicted = [card.classes[i] for i in indices.tolist()]
     actual = [card.classes[i] for i in first.labels.tolist()]
-    lines.append(str(prediction_grid(first.images, predicted, confidence.tolist(), actual, run / "predictions.png")))
+    picture = prediction_grid(
+        first.images, predicted, confidence.tolist(), actual, run / "predictions.png", classes=card.classes
+    )
+    lines.append(str(picture))
     return lines

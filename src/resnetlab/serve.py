@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -387,6 +388,22 @@ class HostAndOriginCheck:
         return None
 
 
+def validation_sentence(request: Request, error: RequestValidationError) -> str:
+    """FastAPI's list of validation errors (of the query: the body is read by hand) as one sentence about the first."""
+    first = (error.errors() or [{}])[0]
+    name = str(first.get("loc", ("", "?"))[-1])
+    kind, limits = first.get("type", ""), first.get("ctx") or {}
+    rules = {"int_parsing": "a whole number", "bool_parsing": "true or false", "greater_than_equal": "at least {ge}"}
+    message = str(first.get("msg", "not valid"))
+    rule = rules[kind].format(**limits) if kind in rules else message.removeprefix("Input should be ").lower()
+    given = f"={str(first['input'])[:40]}" if "input" in first else ""
+    return f"?{name}{given} is refused: {name} must be {rule}; see /openapi.json for what {request.url.path} takes."
+
+
+async def _refuse_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"detail": validation_sentence(request, error)}, 400)
+
+
 def _app_with_pages(info: ModelInfo, names) -> FastAPI:
     """The app with its page, its static files, /health and /model, behind the Host and Origin check."""
     app = FastAPI(
@@ -398,6 +415,7 @@ def _app_with_pages(info: ModelInfo, names) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(HostAndOriginCheck, allowed_hosts=names)
+    app.add_exception_handler(RequestValidationError, _refuse_invalid)  # one sentence, not pydantic's list of dicts
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -461,7 +479,7 @@ def create_app(
         response_model_exclude_none=True,
         openapi_extra={"requestBody": IMAGE_BODY},
         responses={
-            400: {"description": "not an image, a malformed form, or a Host header not allowed"},
+            400: {"description": "not an image, a malformed form, a bad query parameter, or a Host header not allowed"},
             403: {"description": "sent by a page of another origin"},
             413: {"description": "upload or image too large"},
         },

@@ -21,7 +21,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from .card import ModelCard
-from .checkpoint import load_checkpoint, resolve_path
+from .checkpoint import export_kind, load_checkpoint, resolve_path
 from .config import PRETRAINED_DEFAULT_MODEL, TrainConfig
 from .errors import UserError
 
@@ -133,8 +133,15 @@ def imagenet_start(model: str, progress: bool = True) -> Start:
 def checkpoint_start(path: str, model: str | None = None, shortcut: str | None = None) -> Start:
     """A resnetlab checkpoint (or a run folder's best.pt) to start from. model and shortcut, when given, must be
     the checkpoint's own: --init only starts a network of the same architecture."""
-    checkpoint = load_checkpoint(path)
-    card, source = checkpoint.card, str(resolve_path(path))
+    file = resolve_path(path)
+    kind = export_kind(file)
+    if kind:
+        raise UserError(
+            f"--init {file} is {kind} from resnetlab export, which cannot be a starting point; --init takes "
+            "a best.pt, last.pt or run folder written by resnetlab train."
+        )
+    checkpoint = load_checkpoint(file)
+    card, source = checkpoint.card, str(file)
     net = checkpoint.build_model(source)  # checks that the weights fit the card; gives the options it was built with
     if model is not None and model != card.architecture:
         raise UserError(
