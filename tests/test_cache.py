@@ -28,18 +28,18 @@ TRAIN = ["train", "--dataset", "folder", "--epochs", "1", "--image-size", "16", 
 def decoded(monkeypatch):
     """The paths the folder loader decodes (and whose headers it reads), counted."""
     calls = {"decode": [], "header": []}
-    decode, header = resnetlab.folder.decode, resnetlab.folder.file_is_grayscale
+    decode, header = resnetlab.folder.decode, resnetlab.folder.inspect_chunk
 
     def counting_decode(path, *args, **kwargs):
         calls["decode"].append(path)
         return decode(path, *args, **kwargs)
 
-    def counting_header(path):
-        calls["header"].append(path)
-        return header(path)
+    def counting_header(paths):
+        calls["header"].extend(paths)
+        return header(paths)
 
     monkeypatch.setattr(resnetlab.folder, "decode", counting_decode)
-    monkeypatch.setattr(resnetlab.folder, "file_is_grayscale", counting_header)
+    monkeypatch.setattr(resnetlab.folder, "inspect_chunk", counting_header)
     return calls
 
 

@@ -211,6 +211,7 @@ class TrainConfig:
     cache_dir: str | None = None  # --dataset folder's decoded images: None for user_cache_dir(), "" for no cache
     eval_every: int = 1  # evaluate on the test split after every Nth epoch, and always after the last
     tta: str | None = None  # test-time augmentation, one of TTA_CHOICES; None: the recipe's
+    skip_bad: bool = False  # --dataset folder: train without the files that cannot be used instead of refusing
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,14 +14,17 @@ image folder, and read back memory-mapped while no file of the folder has change
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import PIL
 import torch
@@ -31,7 +34,8 @@ from . import imagecache
 from .batches import ImageData
 from .config import user_cache_dir
 from .errors import UserError
-from .imagefiles import IMAGE_SUFFIXES, decode, file_is_grayscale, is_image_file
+from .imagefiles import IMAGE_SUFFIXES, decode, is_image_file
+from .screen import HIDDEN, LINK, UNSUPPORTED, copies, inspect_chunk, refusal, some
 
 FOLDER_LAYOUT = ("train/<class>/<image>", "test/<class>/<image>")
 # What cached pixels depend on besides the files: imagefiles.decode's steps, preprocess.resize (antialiased
@@ -96,6 +100,8 @@ class _Walk:
         self.root = os.path.realpath(root)
         self.seen: set[str] = set()
         self.skipped: list[str] = []
+        self.hidden: list[str] = []  # hidden files and folders under the class folders, skipped (for check)
+        self.unsupported: list[str] = []  # files without an image suffix under the class folders (for check)
 
     def _follow(self, entry: os.DirEntry) -> bool:
         """Whether a link may be followed: it leads somewhere, and (for a folder) outside the dataset."""
@@ -118,11 +124,16 @@ class _Walk:
             except OSError as e:
                 raise UserError(f"cannot read the folder {current} ({e.strerror}); fix its permissions.") from None
             for entry in entries:
-                if entry.name.startswith(".") or (entry.is_symlink() and not self._follow(entry)):
+                if entry.name.startswith("."):
+                    self.hidden.append(entry.path)
+                    continue
+                if entry.is_symlink() and not self._follow(entry):
                     continue
                 if entry.is_dir():
                     pending.append(entry.path)
-                elif entry.is_file() and is_image_file(entry.name):
+                elif entry.is_file() and not is_image_file(entry.name):
+                    self.unsupported.append(entry.path)
+                elif entry.is_file():
                     # a plain file's real path is its folder's real path and its name; only links need resolving
                     real = (
                         os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_current, entry.name)
@@ -201,6 +212,36 @@ def _check_same_classes(root: Path, classes: list[str]) -> None:
         )
 
 
+def list_parts(root: Path, holdout: Holdout) -> tuple[list[str], list[tuple[str, int, str]], list[tuple[str, str]]]:
+    """For `resnetlab check`: the classes; every image with its class index and part, split as train splits the
+    folder (train, test or val; or train and held-out, with holdout's share and seed); and the files the rules
+    above skip, with why (link, hidden, unsupported format)."""
+    if not root.is_dir():
+        _split_dir(root, True)  # says the folder does not exist
+    walks, files = [], []
+    if has_splits(root):
+        for train in (True, False):
+            walks.append(_Walk(root))
+            split = _split_dir(root, train)
+            split_classes, samples = walks[-1].split(split)
+            if train:
+                classes = split_classes
+            else:
+                _check_same_classes(root, split_classes)
+            files += [(path, label, split.name) for path, label in samples]
+    else:
+        walks.append(_Walk(root))
+        classes, samples = walks[0].split(root)
+        held = held_out(root, samples, classes, holdout)
+        files = [(path, label, "held-out" if _relative(path, root) in held else "train") for path, label in samples]
+    skipped = [(path, why) for walk in walks for paths, why in _skipped_by(walk) for path in paths]
+    return classes, files, skipped
+
+
+def _skipped_by(walk: _Walk) -> list[tuple[list[str], str]]:
+    return [(walk.skipped, LINK), (walk.hidden, HIDDEN), (walk.unsupported, UNSUPPORTED)]
+
+
 @dataclass(frozen=True)
 class _Listing:
     """One split as listed: every image of the folder it comes from, and which of them are the split's."""
@@ -269,29 +310,106 @@ def _fingerprint(source: Path, samples: list[tuple[str, int]]) -> list[str]:
     return lines
 
 
-def _channels_of(root: Path, listing: _Listing, cache: Path | None, prints: list[str] | None) -> int:
-    """1 when every image of the folder (all splits) is grayscale, else 3: from the images' headers, or from the
-    cache while no file of any split has changed. The split being loaded is not listed a second time."""
+@dataclass(frozen=True)
+class Screening:
+    """Every image file of a folder (all its splits) as screen.inspect found it: what the loader needs."""
+
+    channels: int  # 1 when every usable image is grayscale, else 3
+    bad: tuple[tuple[str, str, str], ...]  # (path relative to the folder, problem, detail) of unusable files
+    copies: tuple[tuple[str, ...], ...]  # groups of usable files (relative to the folder) with the same bytes
+
+    def to_json(self) -> str:
+        return json.dumps({"channels": self.channels, "bad": self.bad, "copies": self.copies})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Screening | None:
+        try:
+            value = json.loads(text or "")
+            bad = tuple(tuple(str(x) for x in item[:3]) for item in value["bad"])
+            copies = tuple(tuple(str(x) for x in group) for group in value["copies"])
+            return cls(int(value["channels"]), bad, copies) if value["channels"] in (1, 3) else None
+        except (ValueError, KeyError, TypeError, IndexError):
+            return None
+
+
+def _screen_folder(
+    root: Path, listing: _Listing, cache: Path | None, prints: list[str] | None, all_splits: bool = True
+) -> Screening:
+    """Screen every image file of the folder (all splits; screen.inspect in worker processes), or read the
+    screening from the cache while no file of any split has changed. The split being loaded is not listed again.
+    Without all_splits, only the split being loaded (its channels then come from the other split)."""
     names = ("train", "test", "val")
     splits = [root / name for name in names if (root / name).is_dir()] if has_splits(root) else [root]
-    found = {listing.source: listing.samples}  # first: an RGB image there ends the search soonest
+    splits = splits if all_splits else [listing.source]
+    found = {listing.source: listing.samples}
     found.update({split: _Walk(root).split(split)[1] for split in splits if split != listing.source})
     entry = None
     if cache is not None:
         lines = (
             line
-            for split, samples in found.items()
+            for split, samples in sorted(found.items())  # in one order, whichever split is being loaded
             for line in [f"{split.name}/", *(prints if split == listing.source else _fingerprint(split, samples))]
         )
-        entry = imagecache.entry_for(cache, os.path.realpath(root), ["channels"], [DECODER], lines)
-        known = imagecache.read_value(entry)
-        if known in ("1", "3"):
-            return int(known)
-    channels = 3 if any(not file_is_grayscale(path) for samples in found.values() for path, _ in samples) else 1
+        entry = imagecache.entry_for(cache, os.path.realpath(root), ["screen", all_splits], [DECODER], lines)
+        known = Screening.from_json(imagecache.read_value(entry))
+        if known is not None:
+            return known
+    paths = [path for samples in found.values() for path, _ in samples]
+    tasks = [paths[start : start + DECODE_CHUNK] for start in range(0, len(paths), DECODE_CHUNK)]
+    facts = [item for chunk in map_in_workers(inspect_chunk, tasks) for item in chunk]
+    usable = [item for item in facts if not item.problem]
+    screening = Screening(
+        channels=1 if all(item.grayscale for item in usable) else 3,
+        bad=tuple((_relative(item.path, root), item.problem, item.detail) for item in facts if item.problem),
+        copies=tuple(tuple(_relative(path, root) for path in group) for group in copies(usable)),
+    )
     if entry is not None:
         with contextlib.suppress(OSError):  # a cache folder that cannot be written is told once, by the pixels
-            imagecache.write_value(entry, str(channels))
-    return channels
+            imagecache.write_value(entry, screening.to_json())
+    return screening
+
+
+def _without_bad(
+    root: Path, listing: _Listing, prints: list[str] | None, screening: Screening, skip_bad: bool
+) -> tuple[_Listing, list[str] | None]:
+    """The listing (and its fingerprint lines) without the files that cannot be used; without skip_bad, a folder
+    with such files is refused, with all of them (in every split) in one sentence."""
+    if not screening.bad:
+        return listing, prints
+    if not skip_bad:
+        raise UserError(refusal(root, [(path, problem) for path, problem, _ in screening.bad]))
+    bad = {path for path, _, _ in screening.bad}
+    keep = [i for i, (path, _) in enumerate(listing.samples) if _relative(path, root) not in bad]
+    position = {old: new for new, old in enumerate(keep)}
+    rows = None if listing.rows is None else [position[i] for i in listing.rows if i in position]
+    held = tuple(path for path in listing.held if path not in bad)
+    listing = replace(listing, samples=[listing.samples[i] for i in keep], rows=rows, held=held)
+    return listing, None if prints is None else [prints[i] for i in keep]
+
+
+def _skip_note(root: Path, screening: Screening) -> str:
+    listed = [f"{path} ({problem})" for path, problem, _ in screening.bad]
+    return (
+        f"--skip-bad: trained without {len(listed)} file(s) of {root} that cannot be used: {some(listed)}; "
+        "the list is in the run folder's skipped.txt"
+    )
+
+
+def _leak_note(root: Path, listing: _Listing, screening: Screening) -> str | None:
+    """A note when the same bytes are both in the training part and in the held-out (test) part."""
+    held = set(listing.held)
+
+    def part(path: str) -> str:
+        return path.split(os.sep)[0] if has_splits(root) else ("held" if path in held else "train")
+
+    leaks = [group for group in screening.copies if len({part(path) for path in group}) > 1]
+    if not leaks:
+        return None
+    return (
+        f"{len(leaks)} image(s) are both in the training part and in the held-out part, byte for byte "
+        f"({some([' = '.join(group) for group in leaks], 3)}), so the test accuracy counts them as unseen; "
+        f"remove one copy of each (resnetlab check {root} finds resized copies too)"
+    )
 
 
 # Files decoded per task of decode_all. Loading the 60,000 CIFAR-10 JPEG files (32 px, 2 cores) took 33.7 s with one
@@ -329,6 +447,15 @@ def decode_all(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error or Ctrl-C, the files not begun are left
     return images, sums
+
+
+def map_in_workers(function: Callable[[Any], Any], tasks: list) -> Iterator[Any]:
+    """function(task) for each task, in order, in the decoding pool (worker processes where fork is safe)."""
+    pool = _decoding_pool(len(tasks))
+    try:
+        yield from pool.map(function, tasks)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _decoding_pool(tasks: int) -> Executor:
@@ -428,6 +555,7 @@ def load_folder_split(
     channels: int | None = None,
     holdout: Holdout | None = None,
     cache_dir: str | None = None,
+    skip_bad: bool = False,
 ) -> ImageData:
     """Load one split of an image folder.
 
@@ -439,11 +567,22 @@ def load_folder_split(
     there (imagecache.py): decoded once, until a file of the folder changes. For a folder without train/ and
     test/, the cache holds every image and the split is a selection of rows (ImageData.rows), not a copy. Where
     the cache cannot be written, a note says so and the split is decoded into memory, as it is without a cache.
+
+    Every file of the folder is screened first (screen.py, cached too): a folder with files that cannot be used
+    (empty, not images, too many pixels, unreadable) is refused with all of them, or with skip_bad loaded without
+    them (the training split's `skipped` lists them); images with the same bytes in both splits get a note.
     """
     listing = _select(root, train, holdout or Holdout())
     cache, notes = _cache_folder(cache_dir, root)
     prints = _fingerprint(listing.source, listing.samples) if cache is not None else None
-    channels = channels or _channels_of(root, listing, cache, prints)
+    if channels and cache is None and not skip_bad:  # the test split, after the training split screened every split
+        screening = Screening(channels, (), ())
+    else:  # without a cache, the test split with skip_bad needs only its own files screened
+        screening = _screen_folder(root, listing, cache, prints, all_splits=channels is None or cache is not None)
+    leak = _leak_note(root, listing, screening) if train else None
+    listing, prints = _without_bad(root, listing, prints, screening, skip_bad)
+    channels = channels or screening.channels
+    notes += ([leak] if leak else []) + ([_skip_note(root, screening)] if train and screening.bad else [])
     decoded = _decode_cached(cache, listing, prints, channels, image_size, notes) if cache is not None else None
     if decoded is None:
         pixels, sums = decode_all([path for path, _ in listing.selected], channels, image_size)
@@ -462,4 +601,5 @@ def load_folder_split(
         notes=listing.notes + notes,
         holdout=listing.held,
         rows=None if rows is None else torch.tensor(rows, dtype=torch.int64),
+        skipped=tuple("\t".join(item) for item in screening.bad) if train else (),
     )

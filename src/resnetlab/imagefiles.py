@@ -72,6 +72,13 @@ def is_grayscale(image: Image.Image) -> bool:
     return image.mode in GRAYSCALE_MODES
 
 
+def image_header(source: str | Path | IO[bytes], name: str) -> tuple[int, int, bool]:
+    """Width, height and whether the image is grayscale, from its header (the pixel limit checked, as decode
+    does); raises ImageFileError or ImageTooLarge."""
+    with _open(source, name) as image:
+        return image.size[0], image.size[1], is_grayscale(image)
+
+
 def file_is_grayscale(path: str | Path) -> bool:
     """is_grayscale from the file's header, without decoding its pixels."""
     with _open(path, str(path)) as image:
