@@ -57,7 +57,16 @@ class Holdout:
 
 
 def has_splits(root: Path) -> bool:
-    return (root / "train").is_dir()
+    """Whether root is laid out as train/ and test/ (or val/): a train/ folder beside test/ or val/, or alone. A
+    train/ beside other folders but no test/ or val/ is a class named train (told by _train_is_a_class)."""
+    return (root / "train").is_dir() and not _train_is_a_class(root)
+
+
+def _train_is_a_class(root: Path) -> bool:
+    """train/ is one of several class folders: other folders beside it, and no test/ or val/."""
+    if (root / "test").is_dir() or (root / "val").is_dir() or not (root / "train").is_dir():
+        return False
+    return any(e.is_dir() and not e.name.startswith(".") and e.name != "train" for e in os.scandir(root))
 
 
 def find_folder(root: Path) -> str | None:
@@ -156,16 +165,38 @@ class _Walk:
     def split(self, split: Path) -> tuple[list[str], list[tuple[str, int]]]:
         """The classes of a split (sorted) and its (file, class index) samples."""
         classes = self.classes(split)
+        if not classes:
+            raise UserError(_no_class_folders(split))
         samples = [(path, i) for i, name in enumerate(classes) for path in self.images(str(split / name))]
         empty = [name for i, name in enumerate(classes) if not any(label == i for _, label in samples)]
-        if not classes or empty:
-            plural = "s" if len(empty) > 1 else ""
-            where = f"the class folder{plural} {', '.join(empty)}" if empty else "no class folder"
+        if empty:
+            names = " and ".join([", ".join(empty[:-1]), empty[-1]] if len(empty) > 1 else empty)
+            which = (
+                f"class folders {names} in {split} have" if len(empty) > 1 else f"class folder {names} in {split} has"
+            )
+            suffixes = " ".join(IMAGE_SUFFIXES)
             raise UserError(
-                f"{split}: {where} has no images; every class folder needs at least one image "
-                f"({' '.join(IMAGE_SUFFIXES)})."
+                f"the {which} no images; every class folder needs at least one image ({suffixes}): add images, "
+                f"or remove the empty folder{'s' if len(empty) > 1 else ''}."
             )
         return classes, samples
+
+
+def _no_class_folders(split: Path) -> str:
+    """What to do with a folder that has no class folders: empty, or its images not sorted into classes."""
+    entries = [entry for entry in os.scandir(split) if not entry.name.startswith(".")]
+    images = sum(1 for entry in entries if entry.is_file() and is_image_file(entry.name))
+    what = (
+        f"has {images} image(s) but no class folders"
+        if images
+        else "is empty"
+        if not entries
+        else "has no class folders and no images"
+    )
+    return (
+        f"{split} {what}; put each class's images in a folder of its own, named after the class: "
+        f"{split}/<class name>/<image>."
+    )
 
 
 def list_split(root: Path, train: bool) -> tuple[list[str], list[tuple[str, int]], list[str]]:
@@ -275,27 +306,41 @@ def _select(root: Path, train: bool, holdout: Holdout) -> _Listing:
         held = tuple(sorted(held_out(root, samples, classes, holdout)))
         keep = set(held)
         rows = [i for i, (path, _) in enumerate(samples) if (_relative(path, root) in keep) != train]
-    notes = (
-        [
+    notes = _layout_notes(root, holdout, held) if train else []
+    if skipped:
+        notes.append(
             f"skipped {len(skipped)} link(s) that lead back into the dataset or nowhere: "
             f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}"
-        ]
-        if skipped
-        else []
-    )
-    if held and train:
+        )
+    return _Listing(source, classes, samples, rows, notes, held)
+
+
+def _layout_notes(root: Path, holdout: Holdout, held: tuple[str, ...]) -> list[str]:
+    """How the folder was read, where a user could expect otherwise: a class named train, --val-split with
+    train/ and test/ folders, the held-out share (given the training split's held-out files)."""
+    notes = []
+    if _train_is_a_class(root):
+        notes.append(
+            f"{root}/train is read as a class like the folders beside it, as {root} has no test/ or val/ folder; "
+            f"for train/ and test/ parts, add {root}/test/<class name>/"
+        )
+    if has_splits(root) and holdout.fraction != Holdout.fraction:
+        notes.append(
+            f"--val-split {holdout.fraction:g} is not used: {root} has train/ and test/ folders, and the test "
+            f"folder is the held-out part; --val-split is for a folder of class folders only"
+        )
+    if held:
         how = (
             "as the checkpoint records them"
             if holdout.files
             else f"{holdout.fraction:.0%} of each class, seed {holdout.seed}"
         )
-        notes.insert(
-            0,
+        notes.append(
             f"{root} has no train/ and test/ folders: {len(held)} images ({how}) are held out for "
             "validation and reported as the test split; the list is kept in the checkpoint and in the run "
-            "folder's split.json",
+            "folder's split.json"
         )
-    return _Listing(source, classes, samples, rows, notes, held)
+    return notes
 
 
 def _fingerprint(source: Path, samples: list[tuple[str, int]]) -> list[str]:
@@ -506,6 +551,13 @@ def _cache_folder(cache_dir: str | None, root: Path) -> tuple[Path | None, list[
             "the images were decoded into memory; give --cache-dir another folder"
         )
         return None, [note]
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        what = f"{folder} is" if blocker == folder else f"{folder} cannot be made, as {blocker} is"
+        raise UserError(
+            f"the cache folder {what} a file, not a folder; give --cache-dir a folder to keep the decoded images "
+            "in, or pass --no-cache."
+        )
     return folder, []
 
 
