@@ -2,7 +2,7 @@
 DIR/<class>/<image>, of which a stratified share of each class is held out for validation.
 
 The rules, the same for every split: a class is a folder directly under the split; its images are the files
-with an image suffix (imagefiles.IMAGE_SUFFIXES) anywhere below it, in nested folders too. Hidden files and
+with an image suffix (imagefiles.image_suffixes()) anywhere below it, in nested folders too. Hidden files and
 folders (names starting with ".", such as .ipynb_checkpoints or macOS's ._photo.jpg) are skipped. A file is
 counted once, however many links lead to it, and a link that leads back into the dataset, or nowhere, is
 skipped and named.
@@ -34,16 +34,18 @@ from . import imagecache
 from .batches import ImageData
 from .config import user_cache_dir
 from .errors import UserError
-from .imagefiles import IMAGE_SUFFIXES, decode, is_image_file
+from .imagefiles import decode, image_suffixes, is_image_file, readable_formats
 from .screen import HIDDEN, LINK, UNSUPPORTED, copies, inspect_chunk, refusal, some
 
 FOLDER_LAYOUT = ("train/<class>/<image>", "test/<class>/<image>")
-# What cached pixels depend on besides the files: imagefiles.decode's steps, preprocess.resize (antialiased
-# bilinear) and the Pillow that decodes. Change the number when either changes.
-DECODER = (
-    f"imagefiles.decode 2: EXIF rotation, 16 to 8 bits, JPEG draft 2x, reduce, centre square, resize; "
-    f"Pillow {PIL.__version__}"
-)
+# What cached pixels depend on besides the files: imagefiles.decode's steps and preprocess.resize (antialiased
+# bilinear), named here (change the number when either changes); the Pillow and the formats read (decoder()).
+DECODER = "imagefiles.decode 2: EXIF rotation, 16 to 8 bits, JPEG draft 2x, reduce, centre square, resize"
+
+
+def decoder() -> str:
+    """DECODER with the Pillow and the formats read (a phone format's decoder installed is another screening)."""
+    return f"{DECODER}; Pillow {PIL.__version__}; {' '.join(readable_formats())}"
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ class _Walk:
             which = (
                 f"class folders {names} in {split} have" if len(empty) > 1 else f"class folder {names} in {split} has"
             )
-            suffixes = " ".join(IMAGE_SUFFIXES)
+            suffixes = " ".join(image_suffixes())
             raise UserError(
                 f"the {which} no images; every class folder needs at least one image ({suffixes}): add images, "
                 f"or remove the empty folder{'s' if len(empty) > 1 else ''}."
@@ -395,7 +397,7 @@ def _screen_folder(
             for split, samples in sorted(found.items())  # in one order, whichever split is being loaded
             for line in [f"{split.name}/", *(prints if split == listing.source else _fingerprint(split, samples))]
         )
-        entry = imagecache.entry_for(cache, os.path.realpath(root), ["screen", all_splits], [DECODER], lines)
+        entry = imagecache.entry_for(cache, os.path.realpath(root), ["screen", all_splits], [decoder()], lines)
         known = Screening.from_json(imagecache.read_value(entry))
         if known is not None:
             return known
@@ -568,7 +570,7 @@ def _decode_cached(
     cannot be written (the notes get one line saying why): decode the split into memory instead."""
     shape = (len(listing.samples), channels, size, size)
     entry = imagecache.entry_for(
-        cache, os.path.realpath(listing.source), [size, channels], [DECODER, listing.classes], prints
+        cache, os.path.realpath(listing.source), [size, channels], [decoder(), listing.classes], prints
     )
     found = imagecache.read(entry, shape)
     if found is not None:

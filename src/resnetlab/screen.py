@@ -11,14 +11,16 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from .imagefiles import ImageFileError, ImageTooLarge, image_header
+from .imagefiles import PHONE_FORMATS, DecoderMissing, ImageFileError, ImageTooLarge, image_header
 
-# Why a file is not used. The first four are refused by train (or skipped with --skip-bad); "damaged" is found only
-# by decoding the whole file (check does, train stops at it); the last three are skipped by the folder's rules.
+# Why a file is not used. The first four, and a phone format without its decoder ("HEIC needs pip install ..."), are
+# refused by train (or skipped with --skip-bad); "damaged" is found only by decoding the whole file (check does, train
+# stops at it); the last three are skipped by the folder's rules.
 UNREADABLE, EMPTY, NOT_AN_IMAGE, TOO_LARGE = "unreadable", "zero bytes", "not an image", "too many pixels"
+NO_DECODER = tuple(image_format.needs for image_format in PHONE_FORMATS)
 DAMAGED = "damaged"
 UNSUPPORTED, HIDDEN, LINK = "unsupported format", "hidden", "link"
-REFUSED = (UNREADABLE, EMPTY, NOT_AN_IMAGE, TOO_LARGE, DAMAGED)
+REFUSED = (UNREADABLE, EMPTY, NOT_AN_IMAGE, TOO_LARGE, *NO_DECODER, DAMAGED)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ def inspect(path: str) -> Facts:
         width, height, grayscale = image_header(path, path)  # by path: its errors then name the file
     except ImageTooLarge as e:
         return Facts(path, TOO_LARGE, str(e), digest=digest)
+    except DecoderMissing as e:
+        return Facts(path, e.format.needs, str(e), digest=digest)
     except ImageFileError as e:
         return Facts(path, NOT_AN_IMAGE, str(e), digest=digest)
     return Facts(path, "", "", width, height, grayscale, digest)
