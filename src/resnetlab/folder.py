@@ -346,14 +346,16 @@ def _layout_notes(root: Path, holdout: Holdout, held: tuple[str, ...]) -> list[s
 
 
 def _fingerprint(source: Path, samples: list[tuple[str, int]]) -> list[str]:
-    """One line per image: its path under source, its class, its size and modification time (for the cache key)."""
+    """One line per image, for the cache key: its path under source, its class, its size and modification time,
+    and its content print (imagecache.content_print)."""
     lines = []
     for path, label in samples:
         try:
             stat = os.stat(path)
         except OSError as e:
             raise UserError(f"cannot read {path} ({e.strerror}); fix its permissions or remove it.") from None
-        lines.append(f"{_relative(path, source)}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}")
+        content = imagecache.content_print(path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        lines.append(f"{_relative(path, source)}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\t{content}")
     return lines
 
 
