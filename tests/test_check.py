@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from resnetlab.cli import main
@@ -123,4 +124,35 @@ def test_check_draws_a_contact_sheet_but_never_inside_the_folder(tmp_path, capsy
     assert "is inside the image folder" in capsys.readouterr().err
     assert main(["check", str(photos), "--sheet", str(tmp_path / "sheet.png")]) == 1
     assert Image.open(tmp_path / "sheet.png").size[0] > 100
+    assert _snapshot(photos) == before
+
+
+def _truncated(path, seed: int) -> None:
+    """A PNG whose header reads and whose pixels stop halfway."""
+    _photo(seed, size=64).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_truncated_images_are_refused_all_at_once_and_skipped_with_skip_bad(tmp_path, capsys, cache):
+    """Their headers read, so only decoding finds them: in the training part and in the test part."""
+    photos = tmp_path / "photos"
+    for part in ("train", "test"):
+        _class_folders(photos / part, classes=("a", "b"), per_class=3)
+    _truncated(photos / "train" / "a" / "cut.png", 7)
+    _truncated(photos / "test" / "b" / "cut.png", 8)
+    before = _snapshot(photos)
+    train = [*TRAIN[:-1], "--cache-dir", str(tmp_path / "cache")] if cache else TRAIN
+    train = [*train, "--data-dir", str(photos)]
+    assert main([*train, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert f"2 file(s) in {photos} cannot be used: train/a/cut.png (damaged), test/b/cut.png (damaged);" in err
+    assert err.count("\n") == 1 and not (tmp_path / "refused" / "best.pt").exists()
+    for run in ("run", "again"):  # the second from the cached screening, where there is a cache
+        out = tmp_path / run
+        assert main([*train, "--out", str(out), "--skip-bad"]) == 0
+        assert "--skip-bad: trained without 2 file(s)" in capsys.readouterr().out
+        skipped = [line.split("\t")[:2] for line in (out / "skipped.txt").read_text().splitlines()]
+        assert skipped == [["train/a/cut.png", "damaged"], ["test/b/cut.png", "damaged"]]
     assert _snapshot(photos) == before

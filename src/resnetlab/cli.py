@@ -133,7 +133,7 @@ def _train_data_flags(p) -> None:
     p.add_argument(
         "--skip-bad",
         action="store_true",
-        help="--dataset folder: train without the files that cannot be used (empty, not images, too many "
+        help="--dataset folder: train without the files that cannot be used (empty, not images, damaged, too many "
         "pixels, unreadable) instead of refusing the folder; their list goes into OUT/skipped.txt",
     )
 

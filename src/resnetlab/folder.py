@@ -34,8 +34,8 @@ from . import imagecache
 from .batches import ImageData
 from .config import user_cache_dir
 from .errors import UserError
-from .imagefiles import decode, image_suffixes, is_image_file, readable_formats
-from .screen import HIDDEN, LINK, UNSUPPORTED, copies, inspect_chunk, refusal, some
+from .imagefiles import ImageFileError, decode, image_suffixes, is_image_file, readable_formats
+from .screen import DAMAGED, HIDDEN, LINK, UNSUPPORTED, copies, inspect_chunk, refusal, some
 
 FOLDER_LAYOUT = ("train/<class>/<image>", "test/<class>/<image>")
 # What cached pixels depend on besides the files: imagefiles.decode's steps and preprocess.resize (antialiased
@@ -383,10 +383,11 @@ class Screening:
 
 def _screen_folder(
     root: Path, listing: _Listing, cache: Path | None, prints: list[str] | None, all_splits: bool = True
-) -> Screening:
+) -> tuple[Screening, imagecache.Entry | None]:
     """Screen every image file of the folder (all splits; screen.inspect in worker processes), or read the
     screening from the cache while no file of any split has changed. The split being loaded is not listed again.
-    Without all_splits, only the split being loaded (its channels then come from the other split)."""
+    Without all_splits, only the split being loaded (its channels then come from the other split). Also returns
+    the screening's cache entry (None without a cache), where damaged files found by decoding are added."""
     names = ("train", "test", "val")
     splits = [root / name for name in names if (root / name).is_dir()] if has_splits(root) else [root]
     splits = splits if all_splits else [listing.source]
@@ -402,7 +403,7 @@ def _screen_folder(
         entry = imagecache.entry_for(cache, os.path.realpath(root), ["screen", all_splits], [decoder()], lines)
         known = Screening.from_json(imagecache.read_value(entry))
         if known is not None:
-            return known
+            return known, entry
     paths = [path for samples in found.values() for path, _ in samples]
     tasks = [paths[start : start + DECODE_CHUNK] for start in range(0, len(paths), DECODE_CHUNK)]
     facts = [item for chunk in map_in_workers(inspect_chunk, tasks) for item in chunk]
@@ -412,9 +413,35 @@ def _screen_folder(
         bad=tuple((_relative(item.path, root), item.problem, item.detail) for item in facts if item.problem),
         copies=tuple(tuple(_relative(path, root) for path in group) for group in copies(usable)),
     )
+    _keep_screening(entry, screening)
+    return screening, entry
+
+
+def _keep_screening(entry: imagecache.Entry | None, screening: Screening) -> None:
     if entry is not None:
         with contextlib.suppress(OSError):  # a cache folder that cannot be written is told once, by the pixels
             imagecache.write_value(entry, screening.to_json())
+
+
+def _other_files(root: Path, listing: _Listing, decoded: list[str]) -> list[str]:
+    """The folder's image files (every split) other than those decoded: what the training split's decoding has not
+    seen, to be checked when it finds damaged files, so that they are all told at once."""
+    names = ("train", "test", "val")
+    splits = [root / name for name in names if (root / name).is_dir()] if has_splits(root) else [root]
+    found = [path for path, _ in listing.samples]
+    found += [path for split in splits if split != listing.source for path, _ in _Walk(root).split(split)[1]]
+    seen = set(decoded)
+    return [path for path in found if path not in seen]
+
+
+def _with_damaged(
+    root: Path, screening: Screening, damaged: list[tuple[str, str]], entry: imagecache.Entry | None
+) -> Screening:
+    """The screening with the files decoding found damaged (paths as decode_all gives them), kept in the cache."""
+    known = {path for path, _, _ in screening.bad}
+    more = tuple((_relative(path, root), DAMAGED, why) for path, why in damaged if _relative(path, root) not in known)
+    screening = replace(screening, bad=screening.bad + more)
+    _keep_screening(entry, screening)
     return screening
 
 
@@ -468,15 +495,26 @@ def _leak_note(root: Path, listing: _Listing, screening: Screening) -> str | Non
 DECODE_CHUNK = 256
 
 
+class Undecodable(UserError):
+    """Image files whose header reads but whose pixels do not (truncated, damaged), all those of one decode_all."""
+
+    def __init__(self, failures: list[tuple[str, str]]) -> None:
+        self.failures = failures  # (path, the decoder's sentence)
+        more = f" (and {len(failures) - 1} more file(s) like it)" if len(failures) > 1 else ""
+        super().__init__(f"{failures[0][1]}{more}")
+
+
 def decode_all(
     paths: list[str], channels: int, size: int, images: torch.Tensor | None = None, sums: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode image files into uint8 [N, C, size, size] (into `images` when given, such as a tensor mapped onto
     a cache file) on every core, DECODE_CHUNK files per task, with a progress bar on a terminal. Also returns, per
-    image and channel, the sums of the pixels and of their squares (int64 [N, C, 2], see mean_std)."""
+    image and channel, the sums of the pixels and of their squares (int64 [N, C, 2], see mean_std). Files that
+    cannot be decoded do not stop it: once every file is done, Undecodable names all of them."""
     images = torch.empty(len(paths), channels, size, size, dtype=torch.uint8) if images is None else images
     sums = torch.empty(len(paths), channels, 2, dtype=torch.int64) if sums is None else sums
     tasks = [(paths[start : start + DECODE_CHUNK], channels, size) for start in range(0, len(paths), DECODE_CHUNK)]
+    failures: list[tuple[str, str]] = []
     pool = _decoding_pool(len(tasks))
     try:
         with tqdm(
@@ -488,14 +526,23 @@ def decode_all(
             disable=not sys.stderr.isatty() or len(paths) < 1000,
         ) as bar:
             start = 0
-            for pixels, chunk_sums in pool.map(_decode_chunk, tasks):
+            for pixels, chunk_sums, chunk_failures in pool.map(_decode_chunk, tasks):
                 images[start : start + len(pixels)] = torch.from_numpy(pixels)
                 sums[start : start + len(pixels)] = torch.from_numpy(chunk_sums)
+                failures += chunk_failures
                 start += len(pixels)
                 bar.update(len(pixels))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error or Ctrl-C, the files not begun are left
+    if failures:
+        raise Undecodable(failures)
     return images, sums
+
+
+def undecodable(paths: list[str]) -> list[tuple[str, str]]:
+    """The files of paths that cannot be decoded, with why (decoded small, in the pool, and thrown away)."""
+    tasks = [(paths[start : start + DECODE_CHUNK], 1, 8) for start in range(0, len(paths), DECODE_CHUNK)]
+    return [failure for _, _, failures in map_in_workers(_decode_chunk, tasks) for failure in failures]
 
 
 def map_in_workers(function: Callable[[Any], Any], tasks: list) -> Iterator[Any]:
@@ -525,11 +572,18 @@ def _decoding_worker() -> None:
 
 def _decode_chunk(task: tuple[list[str], int, int]) -> tuple:
     """Pixels uint8 [n, C, size, size] and their per-channel sums and sums of squares int64 [n, C, 2], as numpy
-    arrays (they cross from a worker process as bytes)."""
+    arrays (they cross from a worker process as bytes), and the files that could not be decoded, with why (their
+    pixels left black)."""
     paths, channels, size = task
-    pixels = torch.stack([decode(path, channels, size) for path in paths])
+    pixels = torch.zeros(len(paths), channels, size, size, dtype=torch.uint8)
+    failures = []
+    for i, path in enumerate(paths):
+        try:
+            pixels[i] = decode(path, channels, size)
+        except ImageFileError as e:
+            failures.append((path, str(e)))
     flat = pixels.reshape(len(paths), channels, -1).to(torch.int64)
-    return pixels.numpy(), torch.stack([flat.sum(2), (flat * flat).sum(2)], dim=2).numpy()
+    return pixels.numpy(), torch.stack([flat.sum(2), (flat * flat).sum(2)], dim=2).numpy(), failures
 
 
 def mean_std(sums: torch.Tensor, pixels_per_image: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -626,19 +680,49 @@ def load_folder_split(
 
     Every file of the folder is screened first (screen.py, cached too): a folder with files that cannot be used
     (empty, not images, too many pixels, unreadable) is refused with all of them, or with skip_bad loaded without
-    them (the training split's `skipped` lists them); images with the same bytes in both splits get a note.
+    them (the training split's `skipped` lists them); images with the same bytes in both splits get a note. Files
+    whose pixels cannot be decoded (truncated) are found by decoding: the same, and the screening keeps them.
     """
     listing = _select(root, train, holdout or Holdout())
     cache, notes = _cache_folder(cache_dir, root)
     prints = _fingerprint(listing.source, listing.samples) if cache is not None else None
     if channels and cache is None and not skip_bad:  # the test split, after the training split screened every split
-        screening = Screening(channels, (), ())
+        screening, entry = Screening(channels, (), ()), None
     else:  # without a cache, the test split with skip_bad needs only its own files screened
-        screening = _screen_folder(root, listing, cache, prints, all_splits=channels is None or cache is not None)
+        all_splits = channels is None or cache is not None
+        screening, entry = _screen_folder(root, listing, cache, prints, all_splits)
+    try:
+        return _load_screened(root, train, image_size, channels, listing, screening, cache, prints, notes, skip_bad)
+    except Undecodable as e:
+        damaged = list(e.failures)
+        if train:  # the files the training split did not decode: all of them told now, and all skipped
+            seen = [path for path, _ in listing.selected] if cache is None else [path for path, _ in listing.samples]
+            known = {path for path, _, _ in screening.bad}
+            others = [path for path in _other_files(root, listing, seen) if _relative(path, root) not in known]
+            damaged += undecodable(others)
+        screening = _with_damaged(root, screening, damaged, entry)
+        if not skip_bad:
+            raise UserError(refusal(root, [(path, problem) for path, problem, _ in screening.bad])) from None
+    return _load_screened(root, train, image_size, channels, listing, screening, cache, prints, notes, skip_bad)
+
+
+def _load_screened(
+    root: Path,
+    train: bool,
+    image_size: int,
+    channels: int | None,
+    listing: _Listing,
+    screening: Screening,
+    cache: Path | None,
+    prints: list[str] | None,
+    notes: list[str],
+    skip_bad: bool,
+) -> ImageData:
+    """load_folder_split once the folder is screened: without the bad files (or refused), decoded (or cached)."""
     leak = _leak_note(root, listing, screening) if train else None
     listing, prints = _without_bad(root, listing, prints, screening, skip_bad)
     channels = channels or screening.channels
-    notes += ([leak] if leak else []) + ([_skip_note(root, screening)] if train and screening.bad else [])
+    notes = notes + ([leak] if leak else []) + ([_skip_note(root, screening)] if train and screening.bad else [])
     decoded = _decode_cached(cache, listing, prints, channels, image_size, notes) if cache is not None else None
     if decoded is None:
         pixels, sums = decode_all([path for path, _ in listing.selected], channels, image_size)

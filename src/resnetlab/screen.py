@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from .imagefiles import PHONE_FORMATS, DecoderMissing, ImageFileError, ImageTooLarge, image_header
 
 # Why a file is not used. The first four, and a phone format without its decoder ("HEIC needs pip install ..."), are
-# refused by train (or skipped with --skip-bad); "damaged" is found only by decoding the whole file (check does, train
-# stops at it); the last three are skipped by the folder's rules.
+# refused by train (or skipped with --skip-bad); "damaged" is found only by decoding the whole file (check does, and
+# train while it decodes, the same way); the last three are skipped by the folder's rules.
 UNREADABLE, EMPTY, NOT_AN_IMAGE, TOO_LARGE = "unreadable", "zero bytes", "not an image", "too many pixels"
 NO_DECODER = tuple(image_format.needs for image_format in PHONE_FORMATS)
 DAMAGED = "damaged"
