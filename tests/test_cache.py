@@ -28,18 +28,18 @@ TRAIN = ["train", "--dataset", "folder", "--epochs", "1", "--image-size", "16", 
 def decoded(monkeypatch):
     """The paths the folder loader decodes (and whose headers it reads), counted."""
     calls = {"decode": [], "header": []}
-    decode, header = resnetlab.folder.decode, resnetlab.folder.file_is_grayscale
+    decode, header = resnetlab.folder.decode, resnetlab.folder.inspect_chunk
 
     def counting_decode(path, *args, **kwargs):
         calls["decode"].append(path)
         return decode(path, *args, **kwargs)
 
-    def counting_header(path):
-        calls["header"].append(path)
-        return header(path)
+    def counting_header(paths):
+        calls["header"].extend(paths)
+        return header(paths)
 
     monkeypatch.setattr(resnetlab.folder, "decode", counting_decode)
-    monkeypatch.setattr(resnetlab.folder, "file_is_grayscale", counting_header)
+    monkeypatch.setattr(resnetlab.folder, "inspect_chunk", counting_header)
     return calls
 
 
@@ -396,3 +396,25 @@ def test_decoding_in_worker_processes_gives_the_pixels_and_sums_of_decoding_each
     (root / "train" / "dog" / "9.jpg").write_bytes(b"not a picture")  # in the third task
     with pytest.raises(resnetlab.folder.UserError, match="9.jpg is not a readable image"):
         decode_all(sorted(str(p) for p in (root / "train").rglob("*.*")), 3, 16)
+
+
+def test_a_file_replaced_with_its_size_and_modification_time_kept_is_decoded_again(tmp_path, cache_home, decoded):
+    """What cp -p, rsync -a and unzip do: another photo of the same size, with its old modification time."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        for k, name in enumerate(("a", "b")):
+            (data / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (20, 20), (80 * i, 100 * k, 50)).save(data / split / name / f"{i}.bmp")  # one size
+    first = load_split("folder", data, train=True, image_size=16)
+    photo, other = data / "train" / "a" / "0.bmp", data / "train" / "b" / "2.bmp"  # rows 0 and 5
+    stat = photo.stat()
+    photo.write_bytes(other.read_bytes())
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (photo.stat().st_size, photo.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    decoded["decode"].clear()
+    again = load_split("folder", data, train=True, image_size=16)
+    assert len(decoded["decode"]) == len(first) == 6
+    assert torch.equal(again.images[0], first.images[5]) and not torch.equal(again.images[0], first.images[0])

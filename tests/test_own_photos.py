@@ -105,3 +105,74 @@ def test_a_small_folder_gets_enough_optimizer_steps_and_says_so(tmp_path, capsys
     assert "note: 16 training images: batch 16" in out and "epochs (" in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["batch_size"] == 16 and summary["epochs"] == SMALL_DATA_MAX_EPOCHS  # 1 step an epoch: capped
+
+
+def test_an_empty_folder_loose_images_and_empty_class_folders_each_get_their_sentence(tmp_path, capsys):
+    def refusal(folder):
+        assert main([*TRAIN, "--data-dir", str(folder), "--no-cache", "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no class folder has" not in err
+        return err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert f"{empty} is empty; put each class's images in a folder of its own, named after the class" in refusal(empty)
+    loose = _class_folders(tmp_path, per_class=2, classes=("a",)) / "a"
+    assert f"{loose} has 2 image(s) but no class folders; put each class's images" in refusal(loose)
+    photos = _class_folders(tmp_path / "more", per_class=2, classes=("a", "b", "c"))
+    for name in ("a", "b"):
+        for image in (photos / name).iterdir():
+            image.unlink()
+    assert f"the class folders a and b in {photos} have no images;" in refusal(photos)
+    (photos / "b").rmdir()
+    assert f"the class folder a in {photos} has no images; every class folder" in refusal(photos)
+
+
+def test_a_class_named_train_is_read_as_a_class_and_said_so(tmp_path):
+    from resnetlab.data import load_split
+
+    photos = _class_folders(tmp_path, per_class=3, classes=("cat", "dog", "train"))
+    data = load_split("folder", photos, train=True, image_size=16, cache_dir="")
+    assert data.classes == ["cat", "dog", "train"]
+    assert any(f"{photos}/train is read as a class like the folders beside it" in note for note in data.notes)
+    write_image_folder(tmp_path / "parts", classes=("a", "b"), per_class=2)  # train/ and test/: the parts
+    data = load_split("folder", tmp_path / "parts", train=True, image_size=16, cache_dir="")
+    assert data.classes == ["a", "b"] and not any("is read as a class" in note for note in data.notes)
+
+
+def test_val_split_on_a_folder_with_train_and_test_folders_is_a_note(tmp_path):
+    from resnetlab.data import load_train_test
+
+    write_image_folder(tmp_path, classes=("a", "b"), per_class=2)
+    train, _ = load_train_test("folder", tmp_path, image_size=16, val_split=0.5, cache_dir="")
+    assert f"--val-split 0.5 is not used: {tmp_path} has train/ and test/ folders" in " ".join(train.notes)
+    train, _ = load_train_test("folder", tmp_path, image_size=16, cache_dir="")
+    assert "--val-split" not in " ".join(train.notes)
+
+
+def test_a_cache_dir_that_is_a_file_is_one_sentence(tmp_path, capsys):
+    photos = _class_folders(tmp_path, per_class=3, classes=("a", "b"))
+    (tmp_path / "file").write_text("mine")
+    file = tmp_path / "file"
+    for cache, says in ((file, f"{file} is"), (file / "sub", f"{file / 'sub'} cannot be made, as {file} is")):
+        assert main([*TRAIN, "--data-dir", str(photos), "--cache-dir", str(cache), "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"resnetlab: error: the cache folder {says} a file, not a folder; give --cache-dir a folder to keep the "
+            "decoded images in, or pass --no-cache.\n"
+        )
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "images, says",
+    [
+        (12, "12 training images: batch 16 (the smallest it chooses: all 12 images in each step)"),
+        (100, "100 training images: batch 16 (the smallest it chooses, more than an eighth of them)"),
+        (1000, "1000 training images: batch 64 (about an eighth of them)"),
+    ],
+)
+def test_the_batch_note_says_what_is_true_of_small_folders(images, says):
+    from resnetlab.config import TrainConfig
+
+    assert says in TrainConfig(dataset="folder").sized_for(images, folder=True)[1]

@@ -31,6 +31,9 @@ class ImageData:
     notes: list[str] = field(default_factory=list)  # what the loader skipped or assumed, for the user to read
     holdout: tuple[str, ...] = ()  # a folder without train/ and test/: the files held out for validation
     rows: torch.Tensor | None = None  # int64 [N]: the split is pixels[rows]; None: all the pixels, in order
+    skipped: tuple[
+        str, ...
+    ] = ()  # a folder trained with --skip-bad: "path<TAB>problem<TAB>detail" of each file left out
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -129,6 +129,12 @@ def _train_data_flags(p) -> None:
         help="--dataset folder with class folders but no train/ and test/: the share of each class held "
         "out for validation (drawn with --seed; reported as the test split)",
     )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="--dataset folder: train without the files that cannot be used (empty, not images, damaged, too many "
+        "pixels, unreadable) instead of refusing the folder; their list goes into OUT/skipped.txt",
+    )
 
 
 def _train_model_flags(p) -> None:
@@ -535,6 +541,34 @@ def _datasets_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="./data")
 
 
+def _check_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import TrainConfig
+
+    p.add_argument("folder", help="the folder train would be given as --data-dir (class folders, or train/ and test/)")
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=32,
+        help="the training size: images smaller than this are counted (train's default for folders)",
+    )
+    p.add_argument(
+        "--val-split",
+        type=float,
+        default=TrainConfig.val_split,
+        metavar="SHARE",
+        help="class folders without train/ and test/: the share held out, as train --val-split (with --seed)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="as train --seed: the same seed holds out the same images")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON (every file, no caps)")
+    p.add_argument("--sheet", default=None, metavar="PNG", help="draw the groups of copies into this PNG file")
+    p.epilog = (
+        "Exit status: 0 when nothing is wrong; 1 when something is: a file train refuses, a group of copies "
+        "(same bytes or the same photo resized or recompressed: in a class, across classes, or across the "
+        "training and held-out parts), or a largest class over 5x the smallest; 2 for a mistake in the command. "
+        "Files the folder rules skip (hidden, links, other formats) and small images are reported, not counted."
+    )
+
+
 def _no_arguments(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -557,6 +591,24 @@ def _train(args: argparse.Namespace) -> None:
         train(config, resume_state=state)
         return
     train(config)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from .check import FolderHasProblems, check_folder, refuse_sheet_inside, summary, write_sheet
+    from .config import TrainConfig
+    from .folder import Holdout
+
+    TrainConfig(dataset="folder", image_size=args.image_size, val_split=args.val_split).validate()
+    root = Path(args.folder)
+    if args.sheet:
+        refuse_sheet_inside(root, Path(args.sheet))
+    report = check_folder(root, args.image_size, Holdout(args.val_split, args.seed))
+    print(json.dumps(report.to_json(), indent=1) if args.json else "\n".join(summary(report)))
+    sheet = write_sheet(report, root, Path(args.sheet)) if args.sheet else None
+    if sheet and not args.json:
+        print(f"contact sheet of the copies: {sheet}")
+    if report.problems:
+        raise FolderHasProblems(f"{report.problems} problem(s) in {root}; fix them, or train knowing them.")
 
 
 def _format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -772,6 +824,9 @@ COMMANDS: dict[str, Command] = {
         show_defaults=False,
     ),
     "explain": Command("Grad-CAM: which part of the image decided the class", _explain_arguments, _explain, False),
+    "check": Command(
+        "look over a folder of your images before training: bad files, copies, counts", _check_arguments, _check
+    ),
     "datasets": Command("list datasets and where their data was found", _datasets_arguments, _datasets, False),
     "models": Command("list models with their parameter counts", _no_arguments, _models, False),
 }

@@ -211,6 +211,7 @@ class TrainConfig:
     cache_dir: str | None = None  # --dataset folder's decoded images: None for user_cache_dir(), "" for no cache
     eval_every: int | None = None  # evaluate on the test split after every Nth epoch (None: 1), and after the last
     tta: str | None = None  # test-time augmentation, one of TTA_CHOICES; None: the recipe's
+    skip_bad: bool = False  # --dataset folder: train without the files that cannot be used instead of refusing
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -251,13 +252,16 @@ class TrainConfig:
         epochs = self.epochs or min(max(DEFAULT_EPOCHS, -(-SMALL_DATA_STEPS // steps_per_epoch)), SMALL_DATA_MAX_EPOCHS)
         if self.epochs and self.batch_size:
             return self, None
-        why = (
-            ""
-            if self.batch_size
-            else " (the recipe's)"
-            if batch == self.recipe_settings.batch_size
-            else " (about an eighth of them)"
-        )
+        if self.batch_size:
+            why = ""
+        elif batch == self.recipe_settings.batch_size:
+            why = " (the recipe's)"
+        elif batch >= images:
+            why = f" (the smallest it chooses: all {images} images in each step)"
+        elif batch > images // 8:
+            why = " (the smallest it chooses, more than an eighth of them)"
+        else:
+            why = " (about an eighth of them)"
         note = (
             f"{images} training images: batch {batch}{why}, "
             f"{epochs} epochs ({epochs * steps_per_epoch} optimizer steps"

@@ -79,9 +79,10 @@ class DatasetSpec:
         holdout: Holdout | None = None,
         cache_dir: str | None = None,
         channels: int | None = None,
+        skip_bad: bool = False,
     ) -> ImageData:
-        """The train or test split in memory, downloaded first if it is nowhere to be found. (holdout, cache_dir
-        and channels: for folders, see folder.load_folder_split.)"""
+        """The train or test split in memory, downloaded first if it is nowhere to be found. (holdout, cache_dir,
+        channels and skip_bad: for folders, see folder.load_folder_split.)"""
         root = _prepare_root(self, Path(data_dir))
         try:
             # torchvision prints its download attempts on stdout; they belong with progress, on stderr.
@@ -119,8 +120,11 @@ class FolderSpec(DatasetSpec):
         holdout: Holdout | None = None,
         cache_dir: str | None = None,
         channels: int | None = None,
+        skip_bad: bool = False,
     ) -> ImageData:
-        return load_folder_split(Path(data_dir), train, image_size or self.image_size, channels, holdout, cache_dir)
+        return load_folder_split(
+            Path(data_dir), train, image_size or self.image_size, channels, holdout, cache_dir, skip_bad
+        )
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -386,11 +390,13 @@ def load_split(
     holdout: Holdout | None = None,
     cache_dir: str | None = None,
     channels: int | None = None,
+    skip_bad: bool = False,
 ) -> ImageData:
     """Load the train or test split of a dataset (downloading it first if it is not there). For folders: holdout,
     how a folder without train/ and test/ is split; cache_dir, where the decoded images are kept (None: the user
-    cache folder, "": nowhere); channels, 1 or 3 (default: 1 when every image of the folder is grayscale)."""
-    return get_spec(name).load_split(data_dir, train, image_size, holdout, cache_dir, channels)
+    cache folder, "": nowhere); channels, 1 or 3 (default: 1 when every image of the folder is grayscale);
+    skip_bad, leave out the files that cannot be used instead of refusing the folder."""
+    return get_spec(name).load_split(data_dir, train, image_size, holdout, cache_dir, channels, skip_bad)
 
 
 def load_train_test(
@@ -402,13 +408,20 @@ def load_train_test(
     seed: int = 0,
     val_split: float = 0.2,
     cache_dir: str | None = None,
+    skip_bad: bool = False,
 ) -> tuple[ImageData, ImageData]:
     """Both splits, each optionally a random sample drawn with the seed; the test split carries the training
     split's mean and std, which normalize both. A folder without train/ and test/ holds out val_split of each
     class (drawn with the seed) as its test split; a folder's decoded images are cached in cache_dir (see
     load_split), and its test split takes the training split's channels (its images' headers are read once)."""
     train_data = load_split(
-        name, data_dir, train=True, image_size=image_size, holdout=Holdout(val_split, seed), cache_dir=cache_dir
+        name,
+        data_dir,
+        train=True,
+        image_size=image_size,
+        holdout=Holdout(val_split, seed),
+        cache_dir=cache_dir,
+        skip_bad=skip_bad,
     )
     holdout = Holdout(val_split, seed, train_data.holdout)
     test_data = load_split(
@@ -419,6 +432,7 @@ def load_train_test(
         holdout=holdout,
         cache_dir=cache_dir,
         channels=train_data.channels,
+        skip_bad=skip_bad,
     )
     if test_data.classes != train_data.classes:
         raise UserError("the train and test splits have different classes; make them match.")

@@ -454,6 +454,7 @@ def train(
             config.seed,
             config.val_split,
             config.cache_dir,
+            config.skip_bad,
         )
         config, sizing = config.sized_for(len(train_data), folder=not spec.classes)
         changed = _resumed_on(resume_state, train_data) if resume_state is not None else []
@@ -465,7 +466,7 @@ def train(
         notes = train_data.notes + ([sizing] if sizing and resume_state is None else [])
         notes += [_start_note(start, job.card, train_data.channels)] if start else []
         notes += changed + (resume_state or {}).get("notes", [])
-        recorder.start(_describe_start(config, job, progress, train_data, test_data), notes)
+        recorder.start(_describe_start(config, job, progress, train_data, test_data), notes, train_data.skipped)
         with _StopRequests() as stop_requested:
             should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
             recorder.stop_signal = lambda: stop_requested.signal_number or signal.SIGINT

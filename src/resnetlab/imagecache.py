@@ -7,8 +7,10 @@ An entry is two files in the cache folder, named `<name>-<family>-<key>`:
 - `.sums.npy`: per image and channel, the sum of the pixels and of their squares (int64 [N, C, 2]), from which
   the mean and std of any selection of the images follow without reading the pixels.
 
-The key is a hash of everything the pixels depend on (the caller's details: files, sizes, times, classes, the
-decoder), so any change gives another key and a fresh entry. The family is a hash of the source folder, the image
+The key is a hash of everything the pixels depend on (the caller's details: files, sizes, times, a content print
+of each file, classes, the decoder), so any change gives another key and a fresh entry. The content print (a hash
+of a file's first and last PRINT_BYTES) catches a file replaced by another of the same size whose modification time
+was restored, as `cp -p`, `rsync -a` and unzip do. The family is a hash of the source folder, the image
 size and the channels: writing an entry deletes the older entries of its family (the same folder before it
 changed, or an older format), and leaves the folder's entries at other sizes alone.
 
@@ -22,6 +24,7 @@ mapping keeps the file's data until it is closed.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +40,31 @@ import torch
 
 FORMAT_VERSION = 1  # of the files and of the key; a new version makes new entries and prunes the old ones
 STALE_TEMPORARY_SECONDS = 24 * 3600  # a temporary file this old was left by a writer that died
+PRINT_BYTES = 64 * 1024  # of each end of a file, for its content print: all of a small photo, a JPEG's EXIF header
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def content_print(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    """A hash of the file's first and last PRINT_BYTES (all of it, when smaller than twice that), or "unreadable".
+
+    Given the file's size and times from os.stat, so that the print is read once a process while they stay as they
+    were (the status change time moves with any write, and cannot be set back): loading a folder's two splits
+    lists each file twice."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return "unreadable"
+    try:
+        data = os.pread(fd, PRINT_BYTES, 0)
+        if size > 2 * PRINT_BYTES:
+            data += os.pread(fd, PRINT_BYTES, size - PRINT_BYTES)
+        elif size > PRINT_BYTES:
+            data += os.pread(fd, size - PRINT_BYTES, PRINT_BYTES)
+    except OSError:
+        return "unreadable"
+    finally:
+        os.close(fd)
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def _hash(*parts: object, lines: Iterable[str] = ()) -> str:

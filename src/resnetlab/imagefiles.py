@@ -1,35 +1,107 @@
 """Image files as model input: which files count as images, and how one is decoded into uint8 pixels.
 
-One set of rules for training on folders, `predict`, `explain` and `serve`: the suffixes are torchvision's
-(what ImageFolder reads), the rotation stored in EXIF is applied, 16-bit images are scaled to 8 bits, and an
-image with more than MAX_IMAGE_PIXELS pixels is refused from its header, before it is decoded.
+One set of rules for training on folders, `check`, `predict`, `explain` and `serve`: the suffixes are those of
+the formats in FORMATS that the installed decoders read (image_suffixes), with the phone formats' suffixes always
+among them, so that a HEIC photo without its decoder is named rather than left out; the rotation stored in EXIF is
+applied, 16-bit images are scaled to 8 bits, and an image with more than MAX_IMAGE_PIXELS pixels is refused from
+its header, before it is decoded.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from .errors import NotARegularFile, UserError
 from .preprocess import resize
 
-# torchvision.datasets.folder.IMG_EXTENSIONS, which folder training uses through ImageFolder's rules.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # A 36-megapixel phone photo is an ordinary image; a few hundred KB of PNG can claim billions of pixels.
 MAX_IMAGE_PIXELS = 64_000_000
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
 
 
+@dataclass(frozen=True)
+class PhoneFormat:
+    """A format phones save that Pillow may not read by itself, and the extra that installs its decoder."""
+
+    name: str  # as people call it
+    pillow: str  # Pillow's name of the format
+    extra: str  # pip install 'resnetlab[extra]'
+    suffixes: tuple[str, ...]  # known without the decoder, so that its files are named, not left out
+    brands: tuple[bytes, ...]  # the brands of its ISO base media file header ("ftyp"), for files without a suffix
+
+    @property
+    def needs(self) -> str:
+        return f"{self.name} needs pip install 'resnetlab[{self.extra}]'"
+
+
+PHONE_FORMATS = (
+    PhoneFormat("HEIC", "HEIF", "heic", (".heic", ".heif", ".hif"), (b"heic", b"heix", b"hevc", b"heim", b"heis")),
+    PhoneFormat("AVIF", "AVIF", "avif", (".avif",), (b"avif", b"avis")),
+)
+# The formats read, by Pillow's names: those of torchvision's ImageFolder (its suffixes .jpg .png .ppm .pgm .bmp
+# .tif .webp), and the phone formats where their decoder is installed.
+FORMATS = ("JPEG", "PNG", "PPM", "BMP", "TIFF", "WEBP", *(f.pillow for f in PHONE_FORMATS))
+
+
+@functools.cache
+def _optional_decoders() -> frozenset[str]:
+    """Register the phone formats' decoders that are installed (pillow-heif; pillow-avif-plugin where Pillow has
+    no AVIF of its own); Pillow's names of the phone formats that can be read."""
+    readable = set()
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        pass
+    else:
+        register_heif_opener()
+        readable.add("HEIF")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a Pillow before 11.2 warns of an unknown feature
+        pillow_reads_avif = features.check("avif")
+    if pillow_reads_avif:
+        readable.add("AVIF")
+    else:
+        try:
+            import pillow_avif  # noqa: F401  (registers its decoder with Pillow)
+        except ImportError:
+            pass
+        else:
+            readable.add("AVIF")
+    return frozenset(readable)
+
+
+def readable_formats() -> tuple[str, ...]:
+    """Pillow's names of the formats read here, as the decoders installed allow."""
+    optional = _optional_decoders()
+    phone = {f.pillow for f in PHONE_FORMATS}
+    return tuple(name for name in FORMATS if name not in phone or name in optional)
+
+
+@functools.cache
+def _suffixes(readable: tuple[str, ...]) -> tuple[str, ...]:
+    Image.init()
+    known = {suffix for suffix, name in Image.registered_extensions().items() if name in readable}
+    return tuple(sorted(known | {suffix for f in PHONE_FORMATS for suffix in f.suffixes}))
+
+
+def image_suffixes() -> tuple[str, ...]:
+    """The suffixes of image files: Pillow's suffixes of the formats read, and the phone formats' always."""
+    return _suffixes(readable_formats())
+
+
 def is_image_file(path: str | Path) -> bool:
     """An image by its suffix, and not a hidden file (macOS writes ._name.jpg beside every photo it copies)."""
     name = Path(path).name
-    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+    return not name.startswith(".") and name.lower().endswith(image_suffixes())
 
 
 class ImageFileError(UserError):
@@ -40,8 +112,48 @@ class ImageTooLarge(ImageFileError):
     """An image with more pixels than the limit, told from its header."""
 
 
+class DecoderMissing(ImageFileError):
+    """An image of a phone format whose decoder is not installed."""
+
+    def __init__(self, name: str, image_format: PhoneFormat) -> None:
+        super().__init__(
+            f"{name} is a {image_format.name} image, and {image_format.needs}; install it, or convert the image "
+            "to JPEG."
+        )
+        self.format = image_format
+
+
+def _head(source: str | Path | IO[bytes], size: int = 64) -> bytes:
+    """The first bytes of a file or file object (its position kept), or b"" when they cannot be read."""
+    try:
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as f:
+                return f.read(size)
+        position = source.tell()
+        head = source.read(size)
+        source.seek(position)
+        return head
+    except (OSError, ValueError):
+        return b""
+
+
+def _unreadable_phone_format(source: str | Path | IO[bytes], name: str) -> PhoneFormat | None:
+    """The phone format of an image that the installed decoders cannot read, by its suffix or its header's brands
+    (an ISO base media file: "ftyp", the major brand, then the compatible ones); else None."""
+    unreadable = [f for f in PHONE_FORMATS if f.pillow not in readable_formats()]
+    if not unreadable:
+        return None
+    suffix = Path(name).suffix.lower()
+    head = _head(source)
+    brands = {head[i : i + 4] for i in range(8, len(head) - 3, 4)} if head[4:8] == b"ftyp" else set()
+    return next((f for f in unreadable if suffix in f.suffixes or brands & set(f.brands)), None)
+
+
 def _open(source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Image.open with the pixel limit checked from the header, as one sentence."""
+    """Image.open of the formats read, with the pixel limit checked from the header, as one sentence."""
+    missing = _unreadable_phone_format(source, name)
+    if missing is not None:
+        raise DecoderMissing(name, missing)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -70,6 +182,13 @@ def is_grayscale(image: Image.Image) -> bool:
         palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
         return bool((palette == palette[:, :1]).all())
     return image.mode in GRAYSCALE_MODES
+
+
+def image_header(source: str | Path | IO[bytes], name: str) -> tuple[int, int, bool]:
+    """Width, height and whether the image is grayscale, from its header (the pixel limit checked, as decode
+    does); raises ImageFileError or ImageTooLarge."""
+    with _open(source, name) as image:
+        return image.size[0], image.size[1], is_grayscale(image)
 
 
 def file_is_grayscale(path: str | Path) -> bool:
@@ -155,7 +274,7 @@ def expand_image_paths(inputs: list[str]) -> list[Path]:
         if path.is_dir():
             found = sorted(_images_under(path))
             if not found:
-                raise UserError(f"the folder {path} has no image files ({', '.join(IMAGE_SUFFIXES)}).")
+                raise UserError(f"the folder {path} has no image files ({' '.join(image_suffixes())}).")
             paths += found
         elif path.is_file():
             paths.append(path)

@@ -483,3 +483,22 @@ def layer_responses_plot(rows: list[dict[str, Any]], path: str | Path, subtitle:
     if subtitle:
         fig.supxlabel(subtitle, fontsize=8, color="#555555")
     return _save(fig, path)
+
+
+def duplicate_sheet(groups: list[list[tuple[Any, str]]], path: str | Path, title: str = "") -> Path:
+    """A contact sheet of groups of (near) copies, one row per group: each image (uint8 [H, W, 3] or [H, W]) with
+    its caption (its file, class and part), so a person sees at a glance which copies to remove."""
+    from matplotlib.figure import Figure
+
+    columns = max(len(group) for group in groups)
+    fig = Figure(figsize=(2.2 * columns, 2.4 * len(groups) + 0.4), layout="constrained")
+    axes = fig.subplots(len(groups), columns, squeeze=False)
+    for row, group in zip(axes, groups):
+        for ax in row:
+            ax.axis("off")
+        for ax, (image, caption) in zip(row, group):
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_title(caption, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

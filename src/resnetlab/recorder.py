@@ -27,7 +27,16 @@ from .plots import training_curves
 from .tensorboard_log import TensorBoardLog
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"]
-RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "summary.json", "curves.png", "split.json", "tensorboard")
+RUN_FILES = (
+    "best.pt",
+    "last.pt",
+    "metrics.csv",
+    "summary.json",
+    "curves.png",
+    "split.json",
+    "skipped.txt",
+    "tensorboard",
+)
 EpochCallback = Callable[[dict[str, Any], nn.Module], None]
 
 
@@ -104,7 +113,8 @@ class RunRecorder:
         if not self.quiet:
             print(message, flush=True)
 
-    def start(self, description: str, notes: list[str] = ()) -> None:
+    def start(self, description: str, notes: list[str] = (), skipped: tuple[str, ...] = ()) -> None:
+        """Say what the run is; write split.json (a held-out share) and skipped.txt (files left out, --skip-bad)."""
         for note in notes:
             self.say(f"note: {note}")
         self.say(f"{description}; writing to {self.out}")
@@ -116,6 +126,10 @@ class RunRecorder:
                 "validation": list(self.card.holdout),
             }
             (self.out / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+        if self.main and skipped:
+            (self.out / "skipped.txt").write_text("".join(f"{line}\n" for line in skipped))
+        elif self.main:
+            (self.out / "skipped.txt").unlink(missing_ok=True)  # an overwritten run's
 
     def progress_bar(self, epoch: int, epochs: int, steps: int) -> tqdm:
         return tqdm(

@@ -51,7 +51,7 @@ from . import __version__
 from .card import ModelCard
 from .errors import UserError
 from .explain import cam_of
-from .imagefiles import ImageFileError, ImageTooLarge, decode
+from .imagefiles import DecoderMissing, ImageFileError, ImageTooLarge, decode
 from .inference import open_predictor
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -175,11 +175,13 @@ def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
         )
     except ImageTooLarge as e:
         raise HTTPException(413, str(e)) from None
+    except DecoderMissing as e:  # the server's to install; the sender can convert the image
+        raise HTTPException(415, str(e)) from None
     except ImageFileError:
         raise HTTPException(
             400,
             "the upload is not an image Pillow can read, or not the whole file; send a PNG, "
-            "JPEG, GIF, BMP, TIFF or WebP file.",
+            "JPEG, GIF, BMP, TIFF, WebP, HEIC or AVIF file.",
         ) from None
 
 
