@@ -133,9 +133,17 @@ def _train_data_flags(p) -> None:
 
 
 def _train_model_flags(p) -> None:
-    from .config import PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, fine_tune_rates
+    from .config import PRETRAINED_DEFAULT_MODEL, fine_tune_rates
+    from .models import list_models, pretrained_models
 
-    p.add_argument("--model", default=None, help="model name (resnetlab models); default: the dataset's")
+    p.add_argument(
+        "--model",
+        default=None,
+        choices=list_models(),
+        metavar="MODEL",
+        help=f"one of: {', '.join(list_models())} (resnetlab models describes them); default: the recipe's, else "
+        "the dataset's",
+    )
     p.add_argument(
         "--shortcut", default=None, choices=["A", "B"], help="A: zero-padding, B: 1x1 projection; default: the model's"
     )
@@ -144,7 +152,7 @@ def _train_model_flags(p) -> None:
         "--pretrained",
         action="store_true",
         help=f"start from torchvision's ImageNet weights "
-        f"({', '.join(PRETRAINED_MODELS)}; default {PRETRAINED_DEFAULT_MODEL}), downloaded once into "
+        f"({', '.join(pretrained_models())}; default {PRETRAINED_DEFAULT_MODEL}), downloaded once into "
         "$TORCH_HOME/hub/checkpoints: ImageNet's stem and mean/std, RGB input (grayscale images "
         "repeated into 3 channels), at least 64 px unless --image-size is given, a new head for the "
         f"classes; {fine_tune_rates()}",

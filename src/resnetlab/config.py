@@ -149,9 +149,7 @@ DEFAULT_EPOCHS = 4  # the tutorial's, for the named datasets; a folder's default
 SMALL_DATA_STEPS = 300
 SMALL_DATA_MAX_EPOCHS = 60
 IMAGE_SIZE_RANGE = (8, 1024)  # pixels, for --image-size and for the image size a checkpoint may declare
-# The models torchvision has ImageNet weights for (transfer.IMAGENET_WEIGHTS names which); --pretrained without
-# --model takes the smallest.
-PRETRAINED_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+# --pretrained without --model takes the smallest of the models with ImageNet weights (models.pretrained_models).
 PRETRAINED_DEFAULT_MODEL = "resnet18"
 # Fine-tuning (--pretrained, --init): the share of the head's learning rate the rest of the network trains at.
 # Measured with benchmarks/transfer.py (50 photographs of each of 5 CIFAR-10 classes, from a run on the 5 others,
@@ -274,10 +272,7 @@ class TrainConfig:
             return
         if self.init is not None:
             raise ConfigError("init", "cannot be combined with --pretrained; start from one or the other")
-        if self.model is not None and self.model not in PRETRAINED_MODELS:
-            raise ConfigError(
-                "pretrained", f"needs a model with ImageNet weights ({', '.join(PRETRAINED_MODELS)}), not {self.model}"
-            )
+        # Whether the model has ImageNet weights is told by transfer.starting_point, which reads the model registry.
         if self.shortcut == "A":
             raise ConfigError(
                 "shortcut", "must be B (or left out) with --pretrained: the ImageNet weights have projection shortcuts"

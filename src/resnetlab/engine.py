@@ -33,7 +33,7 @@ from .runtime import Runtime, select_runtime
 from .transfer import HEAD, Start, initialize, starting_point
 
 TEST_BATCH_SIZE = 500
-WHITEN_IMAGES = 5000  # the training images a whitening stem is set from (airbench's number)
+PREPARE_IMAGES = 5000  # the training images a model's data-dependent set-up sees (airbench's whitening: 5,000)
 
 
 class Lookahead:
@@ -425,9 +425,8 @@ def build_job(
     card = replace(card, shortcut=net.shortcut, stem=net.stem)  # the defaults it was built with, for the record
     if start is not None:
         initialize(net, card, start)
-    elif net.stem == "whiten":  # from WHITEN_IMAGES training images, as airbench (a resumed run loads its own)
-        sample = train_data.sample(WHITEN_IMAGES, config.seed)
-        net.init_whitening(PixelClassifier(net, card.mean, card.std).prepare(sample.images))
+    else:  # the model's data-dependent set-up (resnet9w's whitening stem); a resumed run then loads its own weights
+        net.prepare(lambda: PixelClassifier(net, card.mean, card.std).prepare(_prepare_sample(train_data, config)))
     net = net.to(runtime.device, memory_format=runtime.memory_format)
     batch_size = config.effective_batch_size
     if batch_size % dist.world_size:
@@ -473,6 +472,11 @@ def build_job(
         lookahead,
         config.eval_every,
     )
+
+
+def _prepare_sample(train_data: ImageData, config: TrainConfig) -> torch.Tensor:
+    """The training images (uint8) a model's data-dependent set-up sees, drawn with the seed."""
+    return train_data.sample(PREPARE_IMAGES, config.seed).images
 
 
 def _saved_backbone_scale(state: dict[str, Any] | None) -> float | None:
