@@ -91,7 +91,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train_data_flags(p) -> None:
-    from .config import IMAGE_SIZE_RANGE, TrainConfig
+    from .config import IMAGE_SIZE_RANGE, RECIPES, TrainConfig
     from .data import dataset_names
 
     p.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(dataset_names())}")
@@ -114,7 +114,9 @@ def _train_data_flags(p) -> None:
         default=None,
         action=argparse.BooleanOptionalAction,
         help="random mirroring where the dataset allows, and random translation where the recipe uses "
-        "it; default: the recipe's (fast: off; photo and best: mirroring only; paper: both)",
+        "it; default: the recipe's ("
+        + "; ".join(f"{name}: {recipe.augmentation()}" for name, recipe in RECIPES.items())
+        + ")",
     )
     p.add_argument(
         "--subset",
