@@ -1,15 +1,26 @@
+import re
+
 import pytest
 import torch
 import torchvision
+from torch import nn
 
+from resnetlab import models
+from resnetlab.card import ModelCard
+from resnetlab.errors import UserError
 from resnetlab.models import (
     BasicBlock,
     Bottleneck,
+    ResNet,
     ZeroPadShortcut,
+    block_3x3_layers,
     count_parameters,
     create_model,
     fold_batchnorm,
     list_models,
+    model_spec,
+    pretrained_models,
+    register_model,
 )
 
 # He et al. 2015, Table 6: parameters of the CIFAR-10 nets (10 classes, RGB input).
@@ -211,3 +222,158 @@ def test_resnet9w_starts_each_3x3_conv_as_the_identity_and_trains_only_bn_biases
     assert len(norms) == 7 and all(not m.weight.requires_grad and m.bias.requires_grad for m in norms)
     with pytest.raises(ValueError, match="16 pixels"):
         create_model("resnet9w", image_size=12)
+
+
+# Every registered model, timm-style: what it declares is what it builds, and the parts that read the declarations
+# (folding BN, the 3x3 layers, the card, the data-dependent set-up) cover it whole. Where only the structure matters
+# the nets are built on the meta device: no memory, no initialization, shapes still checked.
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_builds_what_it_declares_with_each_of_its_stems(name):
+    spec = model_spec(name)
+    for stem in spec.stems:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=5, in_channels=3, stem=stem, image_size=32)
+            out = model(torch.empty(2, 3, 32, 32))
+        assert out.shape == (2, 5)
+        assert (model.stem, model.shortcut, model.residual) == (stem, spec.shortcut, spec.residual)
+        blocks = [[m for m in stage if isinstance(m, spec.block)] for stage in model.stages()]
+        assert [len(b) for b in blocks] == list(spec.layers)
+        widths = [
+            b[0].bn1.num_features if b else stage[0].conv.out_channels for b, stage in zip(blocks, model.stages())
+        ]
+        assert widths == list(spec.widths)
+    assert (name in pretrained_models()) == bool(spec.imagenet_weights)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_models_folded_copy_equals_it_in_eval_mode_with_no_bn_left(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=4, in_channels=3)
+    with torch.no_grad():
+        for m in model.modules():  # running statistics and BN biases that are not the identity
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_the_3x3_layers_are_every_3x3_convolution_of_the_stages_each_with_the_bn_after_it(name):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=4, in_channels=3)
+    in_stages = [
+        f"layer{i + 1}.{n}"
+        for i, stage in enumerate(model.stages())
+        for n, m in stage.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+    ]
+    layers = block_3x3_layers(model)
+    assert [n for n, _, _ in layers] == in_stages and in_stages
+    assert all(isinstance(bn, nn.BatchNorm2d) and bn.num_features == conv.out_channels for _, conv, bn in layers)
+
+
+class _Undeclared(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class _ForgetsABn(_Undeclared):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2, self.bn2 = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def conv_bn_pairs(self):
+        return (("conv", "bn"),)
+
+
+@pytest.mark.parametrize("block", [_Undeclared, _ForgetsABn])
+def test_a_block_that_does_not_declare_each_of_its_conv_bn_pairs_is_an_error_not_skipped(block):
+    model = create_model("resnet20")
+    model.layer1[0] = block()
+    with pytest.raises(TypeError, match="conv_bn_pairs"):
+        fold_batchnorm(model)
+    with pytest.raises(TypeError, match="conv_bn_pairs"):
+        block_3x3_layers(model)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_only_the_whitening_stem_asks_for_training_images_before_training(name):
+    whitened = model_spec(name).stems[0] == "whiten"
+    with torch.device("cpu" if whitened else "meta"):
+        model, asked = create_model(name, num_classes=3, in_channels=3), []
+    before = model.conv1.weight.detach().clone()
+    model.prepare(lambda: asked.append(1) or torch.randn(64, 3, 8, 8))
+    assert asked == ([1] if whitened else [])
+    if whitened:
+        assert not torch.equal(model.conv1.weight, before)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_models_card_records_all_its_options_and_rebuilds_it(name):
+    spec = model_spec(name)
+    card = ModelCard(name, ("a", "b"), 3, 32, (0.5,) * 3, (0.25,) * 3, shortcut="B", stem=spec.stems[-1])
+    options = card.to_dict()["model"]["options"]
+    assert options == {"shortcut": "B", "stem": spec.stems[-1], **spec.fixed_options()}
+    assert {"block", "layers", "widths", "residual"} <= set(options) and set(spec.options) <= set(options)
+    read = ModelCard.from_dict(card.to_dict(), "test")
+    assert read == card
+    with torch.device("meta"):
+        rebuilt, built = read.build_model(), create_model(name, 2, 3, shortcut="B", stem=spec.stems[-1], image_size=32)
+    assert str(rebuilt) == str(built)
+
+
+def test_an_older_card_without_the_options_reads_as_the_models_defaults_and_a_foreign_one_is_refused():
+    card = ModelCard("resnet9", ("a", "b"), 3, 32, (0.5,) * 3, (0.25,) * 3)
+    old = card.to_dict()
+    old["model"]["options"] = {"shortcut": None}  # as the first cards were written
+    assert ModelCard.from_dict(old, "old.pt") == card
+    for option, value, says in (
+        ("widths", [64, 128, 512], "but resnet9 has [64, 128, 256]"),
+        ("stem", "imagenet", "not one of small"),
+        ("dropout", 0.5, "not an option of resnet9"),
+    ):
+        crafted = card.to_dict()
+        crafted["model"]["options"][option] = value
+        with pytest.raises(UserError, match=re.escape(f"model.options.{option} ") + ".*" + re.escape(says)):
+            ModelCard.from_dict(crafted, "crafted.pt")
+
+
+def test_a_model_added_to_the_registry_is_listed_built_and_recorded(monkeypatch):
+    """The worked example of docs/architecture.md: adding a model is one registered builder."""
+    monkeypatch.setattr(models, "_MODELS", dict(models._MODELS))
+
+    @register_model(
+        "tiny",
+        {"resnet6t": (BasicBlock, [1, 1])},
+        widths=(8, 16),
+        shortcut="B",
+        stems=("small",),
+        description="a tiny test net",
+    )
+    def tiny_resnet(spec, **options) -> ResNet:
+        return models._resnet(spec, **options)
+
+    assert "resnet6t" in list_models() and models.model_info("resnet6t").endswith("a tiny test net")
+    model = create_model("resnet6t", num_classes=3, in_channels=1)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3) and model.layer2[0].bn2.num_features == 16
+    card = ModelCard("resnet6t", ("a", "b", "c"), 1, 8, (0.5,), (0.25,))
+    assert card.to_dict()["model"]["options"]["widths"] == [8, 16]
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model(
+            "tiny",
+            {"resnet6t": (BasicBlock, [1, 1])},
+            widths=(8, 16),
+            shortcut="B",
+            stems=("small",),
+            description="again",
+        )(tiny_resnet)

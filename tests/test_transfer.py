@@ -17,9 +17,10 @@ from resnetlab import config as config_module
 from resnetlab import engine
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.cli import main
-from resnetlab.config import PRETRAINED_MODELS, TrainConfig
+from resnetlab.config import TrainConfig
 from resnetlab.data import load_train_test
 from resnetlab.errors import ConfigError, Interrupted
+from resnetlab.models import pretrained_models
 from resnetlab.transfer import IMAGENET_MEAN, IMAGENET_STD, IMAGENET_WEIGHTS, imagenet_weights_file
 
 FP32 = ["--device", "cpu", "--precision", "fp32", "--quiet"]
@@ -74,7 +75,7 @@ def _fashion(tmp_path: Path, n_train: int = 40, n_test: int = 20) -> Path:
 
 
 def test_the_weights_file_is_where_torchvisions_api_expects_it(torch_home):
-    assert set(IMAGENET_WEIGHTS) == set(PRETRAINED_MODELS)
+    assert set(IMAGENET_WEIGHTS) == set(pretrained_models())
     assert IMAGENET_WEIGHTS["resnet18"].url == RESNET18_URL
     expected = torch_home / "hub" / "checkpoints" / RESNET18_URL.rsplit("/", 1)[1]
     assert imagenet_weights_file("resnet18") == expected

@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import IMAGE_SIZE_RANGE
 from .errors import UserError
-from .models import create_model, list_models
+from .models import create_model, list_models, model_spec, option_problem
 
 MAX_CLASSES = 100_000  # far above any real dataset; bounds what a crafted card can make us allocate
 DEFAULT_DATA_DIR = "./data"
@@ -31,8 +31,9 @@ class ModelCard:
     std: tuple[float, ...]
     test_time_flip: bool = False  # average each image's logits with its mirror's
     test_time_translate: bool = False  # ...and with those of its copies moved by one pixel (airbench)
+    # The model's options that may be chosen (the rest are fixed by the architecture; the card records them too).
     shortcut: str | None = None  # "A" or "B"; None: the architecture's default
-    stem: str | None = None  # "small", "strided", "imagenet" or "whiten"; None: the architecture's default
+    stem: str | None = None  # one of the architecture's stems (models.ModelSpec.stems); None: its default
     dataset: str = ""
     data_dir: str = ""  # where the data was, for `eval` and `predict -n` without --data-dir
     holdout: tuple[str, ...] = ()  # a folder without train/ and test/: the validation files, relative to data_dir
@@ -63,7 +64,12 @@ class ModelCard:
                 "name": self.architecture,
                 "num_classes": self.num_classes,
                 "in_channels": self.in_channels,
-                "options": {"shortcut": self.shortcut, "stem": self.stem},
+                # All of the model's options: the chosen ones, then those its architecture fixes (ModelSpec).
+                "options": {
+                    "shortcut": self.shortcut,
+                    "stem": self.stem,
+                    **model_spec(self.architecture).fixed_options(),
+                },
             },
             "classes": list(self.classes),
             "in_channels": self.in_channels,
@@ -85,9 +91,10 @@ class ModelCard:
         """
         check = _Checker(values, source)
         model = check.get("model", dict)
-        options = model.get("options") or {}
+        architecture = check.one_of("model.name", model.get("name"), list_models())
+        options = check.options(architecture, model.get("options") or {})
         card = cls(
-            architecture=check.one_of("model.name", model.get("name"), list_models()),
+            architecture=architecture,
             classes=check.classes(),
             in_channels=check.one_of("in_channels", values.get("in_channels"), (1, 3)),
             image_size=check.whole("image_size", *IMAGE_SIZE_RANGE),
@@ -95,10 +102,8 @@ class ModelCard:
             std=check.numbers("std", positive=True),
             test_time_flip=bool(values.get("test_time_flip", False)),
             test_time_translate=bool(values.get("test_time_translate", False)),
-            shortcut=check.one_of("model.options.shortcut", options.get("shortcut"), ("A", "B", None)),
-            stem=check.one_of(
-                "model.options.stem", options.get("stem"), ("small", "strided", "imagenet", "whiten", None)
-            ),
+            shortcut=options.get("shortcut"),
+            stem=options.get("stem"),
             dataset=str(values.get("dataset", "")),
             data_dir=str(values.get("data_dir") or ""),
             holdout=check.names("holdout"),
@@ -133,6 +138,16 @@ class _Checker:
         if isinstance(value, bool) or value not in allowed:
             self.fail(field, f"is {value!r}, not one of the known values")
         return value
+
+    def options(self, architecture: str, options: Any) -> dict[str, Any]:
+        """model.options: each one the architecture has (older cards record fewer; those left out are its
+        defaults)."""
+        if not isinstance(options, dict):
+            self.fail("model.options", f"is a {type(options).__name__}, not a dict")
+        problem = option_problem(architecture, options)
+        if problem is not None:
+            self.fail(f"model.options.{problem[0]}", problem[1])
+        return options
 
     def whole(self, field: str, low: int, high: int) -> int:
         value = self.values.get(field)

@@ -90,7 +90,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train_data_flags(p) -> None:
-    from .config import IMAGE_SIZE_RANGE, TrainConfig
+    from .config import IMAGE_SIZE_RANGE, RECIPES, TrainConfig
     from .data import dataset_names
 
     p.add_argument("--dataset", default="fashion-mnist", help=f"one of: {', '.join(dataset_names())}")
@@ -113,7 +113,9 @@ def _train_data_flags(p) -> None:
         default=None,
         action=argparse.BooleanOptionalAction,
         help="random mirroring where the dataset allows, and random translation where the recipe uses "
-        "it; default: the recipe's (fast: off; photo and best: mirroring only; paper: both)",
+        "it; default: the recipe's ("
+        + "; ".join(f"{name}: {recipe.augmentation()}" for name, recipe in RECIPES.items())
+        + ")",
     )
     p.add_argument(
         "--subset",
@@ -138,9 +140,17 @@ def _train_data_flags(p) -> None:
 
 
 def _train_model_flags(p) -> None:
-    from .config import PRETRAINED_DEFAULT_MODEL, PRETRAINED_MODELS, fine_tune_rates
+    from .config import PRETRAINED_DEFAULT_MODEL, fine_tune_rates
+    from .models import list_models, pretrained_models
 
-    p.add_argument("--model", default=None, help="model name (resnetlab models); default: the dataset's")
+    p.add_argument(
+        "--model",
+        default=None,
+        choices=list_models(),
+        metavar="MODEL",
+        help=f"one of: {', '.join(list_models())} (resnetlab models describes them); default: the recipe's, else "
+        "the dataset's",
+    )
     p.add_argument(
         "--shortcut", default=None, choices=["A", "B"], help="A: zero-padding, B: 1x1 projection; default: the model's"
     )
@@ -149,7 +159,7 @@ def _train_model_flags(p) -> None:
         "--pretrained",
         action="store_true",
         help=f"start from torchvision's ImageNet weights "
-        f"({', '.join(PRETRAINED_MODELS)}; default {PRETRAINED_DEFAULT_MODEL}), downloaded once into "
+        f"({', '.join(pretrained_models())}; default {PRETRAINED_DEFAULT_MODEL}), downloaded once into "
         "$TORCH_HOME/hub/checkpoints: ImageNet's stem and mean/std, RGB input (grayscale images "
         "repeated into 3 channels), at least 64 px unless --image-size is given, a new head for the "
         f"classes; {fine_tune_rates()}",

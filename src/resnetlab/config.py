@@ -14,19 +14,25 @@ from .errors import ConfigError
 @dataclass(frozen=True)
 class Recipe:
     """How to train: optimizer, schedule, regularization and augmentation. Learning rates are the peak of
-    the one-cycle schedule, for the recipe's batch size."""
+    the schedule, for the recipe's batch size. The optimizer and the schedule are named from the tables
+    engine.OPTIMIZERS and engine.SCHEDULES, so a recipe with another of them is one entry in RECIPES."""
 
     name: str
     description: str
     batch_size: int
-    lr: float  # peak learning rate (SGD with Nesterov momentum)
-    momentum: float
-    weight_decay: float  # L2 on conv and linear weights; none on BN parameters and biases
+    lr: float  # peak learning rate
+    momentum: float  # SGD's momentum; AdamW's first beta
+    weight_decay: float  # on conv and linear weights; none on BN parameters and biases (L2 in SGD, decoupled in AdamW)
     label_smoothing: float
     warmup_fraction: float  # share of all steps spent warming up to the peak lr
     augment: bool  # random mirroring where the dataset allows, and random translation if translate
     tta_flip: bool  # average the prediction of each test image and its mirror, where the dataset allows
-    schedule: str = "onecycle"  # "onecycle" (warm-up, then linear decay) or "step" (lr / 10 at each milestone)
+    optimizer: str = "sgd"  # "sgd" (with Nesterov momentum unless nesterov=False) or "adamw"
+    nesterov: bool = True  # SGD: Nesterov momentum
+    beta2: float = 0.999  # AdamW's second beta
+    # "onecycle" (warm-up, then linear decay), "step" (lr / 10 at each milestone) or "cosine" (linear warm-up from
+    # start_lr_factor, then a cosine decay to end_lr_factor of the peak)
+    schedule: str = "onecycle"
     milestones: tuple[float, ...] = ()  # for "step": when to divide the lr by 10, as fractions of all steps
     translate: bool = True  # with augment: also translate images randomly by a few pixels
     # The fields below are airbench's (K. Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU"); their
@@ -34,12 +40,26 @@ class Recipe:
     translate_pixels: int | None = None  # how far; None: the dataset's (4 on CIFAR-10), with zero padding
     reflect: bool = False  # pad translated images by reflection instead of zeros
     alternate_flips: bool = False  # mirror each image in every other epoch (a random half in the first)
-    start_lr_factor: float = 0.1  # the one-cycle schedule starts at this share of the peak lr...
+    start_lr_factor: float = 0.1  # the one-cycle (and cosine) schedule starts at this share of the peak lr...
     end_lr_factor: float = 0.001  # ...and ends at this share
     cycle_momentum: bool = True  # one-cycle: PyTorch's momentum cycle 0.95 -> 0.85 -> 0.95 instead of `momentum`
     bn_lr_scale: float = 1.0  # BN parameters train at this multiple of lr (and decay at weight_decay / it; else not)
-    lookahead: bool = False  # every 5 steps, pull the weights to their moving average (see engine.Lookahead)
+    lookahead: bool = False  # pull the weights to their moving average every few steps (see engine.Lookahead)
+    lookahead_every: int = 5  # steps between pulls
+    lookahead_decay: float = 0.95  # per step: the average's decay rises to this ** lookahead_every...
+    lookahead_power: float = 3.0  # ...as (step / steps) ** lookahead_power
+    prepare_images: int = 5000  # training images a model's data-dependent set-up sees (resnet9w's whitening stem)
     model: str | None = None  # the model the recipe was tuned for, trained when --model is not given
+
+    def augmentation(self) -> str:
+        """What its augmentation does, for help texts."""
+        if not self.augment:
+            return "off"
+        mirroring = "alternating mirroring" if self.alternate_flips else "mirroring"
+        if not self.translate:
+            return f"{mirroring} only"
+        by = f" by {self.translate_pixels} pixels" if self.translate_pixels else ""
+        return f"{mirroring} and translation{by}{' (reflected)' if self.reflect else ''}"
 
 
 _FAST = Recipe(
@@ -149,9 +169,7 @@ DEFAULT_EPOCHS = 4  # the tutorial's, for the named datasets; a folder's default
 SMALL_DATA_STEPS = 300
 SMALL_DATA_MAX_EPOCHS = 60
 IMAGE_SIZE_RANGE = (8, 1024)  # pixels, for --image-size and for the image size a checkpoint may declare
-# The models torchvision has ImageNet weights for (transfer.IMAGENET_WEIGHTS names which); --pretrained without
-# --model takes the smallest.
-PRETRAINED_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+# --pretrained without --model takes the smallest of the models with ImageNet weights (models.pretrained_models).
 PRETRAINED_DEFAULT_MODEL = "resnet18"
 # Fine-tuning (--pretrained, --init): the share of the head's learning rate the rest of the network trains at.
 # Measured with benchmarks/transfer.py (50 photographs of each of 5 CIFAR-10 classes, from a run on the 5 others,
@@ -278,10 +296,7 @@ class TrainConfig:
             return
         if self.init is not None:
             raise ConfigError("init", "cannot be combined with --pretrained; start from one or the other")
-        if self.model is not None and self.model not in PRETRAINED_MODELS:
-            raise ConfigError(
-                "pretrained", f"needs a model with ImageNet weights ({', '.join(PRETRAINED_MODELS)}), not {self.model}"
-            )
+        # Whether the model has ImageNet weights is told by transfer.starting_point, which reads the model registry.
         if self.shortcut == "A":
             raise ConfigError(
                 "shortcut", "must be B (or left out) with --pretrained: the ImageNet weights have projection shortcuts"

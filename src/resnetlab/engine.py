@@ -3,6 +3,7 @@ each one's results to a run recorder, and `train` sets up a whole job from a Tra
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -33,28 +34,28 @@ from .runtime import Runtime, select_runtime
 from .transfer import HEAD, Start, initialize, starting_point
 
 TEST_BATCH_SIZE = 500
-WHITEN_IMAGES = 5000  # the training images a whitening stem is set from (airbench's number)
 
 
 class Lookahead:
-    """airbench's lookahead (after Zhang et al. 2019): every 5 optimizer steps the weights (and BN statistics) move
-    to an exponential moving average of themselves, whose decay rises from 0 to 0.95^5 as (step / steps)^3, so
-    that late in training the weights average over the last few hundred steps; after the last step they become
-    that average."""
+    """airbench's lookahead (after Zhang et al. 2019): every 5 optimizer steps (every) the weights (and BN
+    statistics) move to an exponential moving average of themselves, whose decay rises from 0 to 0.95^5
+    (decay^every) as (step / steps)^3 (power), so that late in training the weights average over the last few
+    hundred steps; after the last step they become that average. The recipe's lookahead_* fields set them."""
 
-    EVERY = 5
-
-    def __init__(self, net: nn.Module, total_steps: int) -> None:
+    def __init__(
+        self, net: nn.Module, total_steps: int, every: int = 5, decay: float = 0.95, power: float = 3.0
+    ) -> None:
         self.net, self.total_steps, self.steps = net, total_steps, 0
+        self.every, self.base, self.power = every, decay, power
         self.average = {k: v.detach().clone() for k, v in net.state_dict().items() if v.dtype.is_floating_point}
 
     def decay(self, step: int) -> float:
-        return 0.95**self.EVERY * (step / self.total_steps) ** 3
+        return self.base**self.every * (step / self.total_steps) ** self.power
 
     @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
-        if self.steps % self.EVERY and self.steps < self.total_steps:
+        if self.steps % self.every and self.steps < self.total_steps:
             return
         decay = 1.0 if self.steps >= self.total_steps else self.decay(self.steps)
         state = self.net.state_dict()
@@ -171,39 +172,57 @@ def parameter_groups(
     other than 1 (airbench), BN parameters get a group of their own at that multiple of lr, decayed by the same
     share per step as the weights.
 
-    Without either, the two groups are the ones every earlier last.pt has, so those runs still resume."""
+    Without either, the two groups are the ones every earlier last.pt has, so those runs still resume. Each group is
+    named ("decay", "no_decay", "norm", prefixed "backbone." or "head." with a backbone_scale), for the resume."""
     named = list(model.named_parameters())
-    parts = [(named, lr)]
+    parts = [(named, lr, "")]
     if backbone_scale != 1.0:
         parts = [
-            ([(n, p) for n, p in named if not n.startswith(HEAD)], lr * backbone_scale),
-            ([(n, p) for n, p in named if n.startswith(HEAD)], lr),
+            ([(n, p) for n, p in named if not n.startswith(HEAD)], lr * backbone_scale, "backbone."),
+            ([(n, p) for n, p in named if n.startswith(HEAD)], lr, "head."),
         ]
     norm = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
     if bn_scale == 1.0:
         norm = set()
     groups = []
-    for params, group_lr in parts:
-        groups.append({"params": [p for _, p in params if p.ndim > 1], "weight_decay": weight_decay, "lr": group_lr})
-        groups.append(
-            {"params": [p for _, p in params if p.ndim <= 1 and id(p) not in norm], "weight_decay": 0.0, "lr": group_lr}
-        )
+    for params, group_lr, part in parts:
+        decayed = [p for _, p in params if p.ndim > 1]
+        groups.append({"params": decayed, "weight_decay": weight_decay, "lr": group_lr, "name": f"{part}decay"})
+        others = [p for _, p in params if p.ndim <= 1 and id(p) not in norm]
+        groups.append({"params": others, "weight_decay": 0.0, "lr": group_lr, "name": f"{part}no_decay"})
         if norm:
+            norms = [p for _, p in params if id(p) in norm]
             groups.append(
                 {
-                    "params": [p for _, p in params if id(p) in norm],
+                    "params": norms,
                     "weight_decay": weight_decay / bn_scale,
                     "lr": group_lr * bn_scale,
+                    "name": f"{part}norm",
                 }
             )
     return groups
 
 
-def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int):
-    """The recipe's schedule over `steps`, each parameter group peaking at the lr it was given."""
-    if recipe.schedule == "step":
-        milestones = [round(fraction * steps) for fraction in recipe.milestones]
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+# The optimizers a recipe names (Recipe.optimizer): each builds one from the parameter groups and the recipe.
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], Recipe, float], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, recipe, lr: torch.optim.SGD(
+        groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov
+    ),
+    "adamw": lambda groups, recipe, lr: torch.optim.AdamW(groups, lr=lr, betas=(recipe.momentum, recipe.beta2)),
+}
+
+
+def build_optimizer(recipe: Recipe, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimizer (OPTIMIZERS) over the parameter groups."""
+    if recipe.optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"recipe {recipe.name}: optimizer must be one of {', '.join(OPTIMIZERS)}, not {recipe.optimizer!r}"
+        )
+    return OPTIMIZERS[recipe.optimizer](groups, recipe, lr)
+
+
+def _one_cycle(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Warm-up from start_lr_factor of the peak, then a linear decay to end_lr_factor (Smith's one-cycle)."""
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=[group["lr"] for group in optimizer.param_groups],
@@ -215,6 +234,43 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int
         three_phase=False,
         cycle_momentum=recipe.cycle_momentum,
     )
+
+
+def _step(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The lr divided by 10 at each of the milestones (fractions of all steps)."""
+    milestones = [round(fraction * steps) for fraction in recipe.milestones]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+
+
+def _cosine(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A linear warm-up from start_lr_factor of the peak over warmup_fraction of the steps, then a cosine decay to
+    end_lr_factor of it at the last step."""
+    warmup, start, end = round(recipe.warmup_fraction * steps), recipe.start_lr_factor, recipe.end_lr_factor
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return start + (1 - start) * step / warmup
+        done = min((step - warmup) / max(steps - 1 - warmup, 1), 1.0)
+        return end + (1 - end) * (1 + math.cos(math.pi * done)) / 2
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# The schedules a recipe names (Recipe.schedule), each over all steps of the run, every group peaking at its lr.
+SCHEDULES: dict[str, Callable[[Recipe, torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]] = {
+    "onecycle": _one_cycle,
+    "step": _step,
+    "cosine": _cosine,
+}
+
+
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int):
+    """The recipe's schedule (SCHEDULES) over `steps`, each parameter group peaking at the lr it was given."""
+    if recipe.schedule not in SCHEDULES:
+        raise ValueError(
+            f"recipe {recipe.name}: schedule must be one of {', '.join(SCHEDULES)}, not {recipe.schedule!r}"
+        )
+    return SCHEDULES[recipe.schedule](recipe, optimizer, steps)
 
 
 def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callable[[], bool]) -> Progress:
@@ -534,9 +590,8 @@ def build_job(
     card = replace(card, shortcut=net.shortcut, stem=net.stem)  # the defaults it was built with, for the record
     if start is not None:
         initialize(net, card, start)
-    elif net.stem == "whiten":  # from WHITEN_IMAGES training images, as airbench (a resumed run loads its own)
-        sample = train_data.sample(WHITEN_IMAGES, config.seed)
-        net.init_whitening(PixelClassifier(net, card.mean, card.std).prepare(sample.images))
+    else:  # the model's data-dependent set-up (resnet9w's whitening stem); a resumed run then loads its own weights
+        net.prepare(lambda: PixelClassifier(net, card.mean, card.std).prepare(_prepare_sample(train_data, config)))
     net = net.to(runtime.device, memory_format=runtime.memory_format)
     batch_size = config.effective_batch_size
     if batch_size % dist.world_size:
@@ -562,10 +617,12 @@ def build_job(
     if backbone_scale is None:
         backbone_scale = FINE_TUNE_BACKBONE_LR if start is not None else 1.0
     groups = parameter_groups(net, recipe.weight_decay, config.effective_lr, backbone_scale, recipe.bn_lr_scale)
-    optimizer = torch.optim.SGD(groups, lr=config.effective_lr, momentum=recipe.momentum, nesterov=True)
+    optimizer = build_optimizer(recipe, groups, config.effective_lr)
     steps = config.epochs * len(train_batches)
     scheduler = build_scheduler(recipe, optimizer, steps)
-    lookahead = Lookahead(net, steps) if recipe.lookahead else None
+    lookahead = None
+    if recipe.lookahead:
+        lookahead = Lookahead(net, steps, recipe.lookahead_every, recipe.lookahead_decay, recipe.lookahead_power)
     return Job(
         card,
         net,
@@ -584,12 +641,22 @@ def build_job(
     )
 
 
+def _prepare_sample(train_data: ImageData, config: TrainConfig) -> torch.Tensor:
+    """The training images (uint8) a model's data-dependent set-up sees: the recipe's prepare_images of them,
+    drawn with the seed (airbench: 5,000)."""
+    return train_data.sample(config.recipe_settings.prepare_images, config.seed).images
+
+
 def _saved_backbone_scale(state: dict[str, Any] | None) -> float | None:
-    """The backbone's share of the learning rate in the run that `state` resumes. Runs started when fine-tuning
-    trained the backbone at 0.1x have four parameter groups (parameter_groups), the backbone's first."""
+    """The backbone's share of the learning rate in the run that `state` resumes: its "backbone.decay" group's
+    against its "head.decay" group's (parameter_groups). Runs saved before the groups were named, when fine-tuning
+    trained the backbone at 0.1x, have four unnamed groups, the backbone's first and the head's last."""
     if state is None:
         return None
     groups = state["optimizer"]["param_groups"]
+    rates = {group["name"]: group["initial_lr"] for group in groups if "name" in group}
+    if rates:
+        return rates["backbone.decay"] / rates["head.decay"] if "head.decay" in rates else 1.0
     return groups[0]["initial_lr"] / groups[-1]["initial_lr"] if len(groups) == 4 else 1.0
 
 

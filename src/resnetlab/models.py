@@ -27,15 +27,24 @@ The families built here:
   module names and shapes equal torchvision's, so torchvision state dicts load with ``strict=True``.
 
 ``plainN`` are the same nets with every shortcut removed, for the paper's degradation experiment.
+
+Each family is one builder function registered with `register_model` under the names of its depths, declaring its
+block, widths, shortcut, stems and options; `create_model`, `list_models`, `resnetlab models`, the model card and
+the tests read that registry. Every module that owns a convolution or a BN declares its conv-BN pairs
+(`conv_bn_pairs`), which `fold_batchnorm` and `block_3x3_layers` read.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Mapping
+from copy import deepcopy
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 WHITEN_KERNEL = 2  # the whitening stem's filters are 2x2, as airbench's
 Shortcut = Literal["A", "B"]
@@ -45,12 +54,20 @@ Activation = Literal["relu", "gelu"]
 __all__ = [
     "BasicBlock",
     "Bottleneck",
+    "ModelSpec",
+    "ProjectionShortcut",
     "ResNet",
     "ZeroPadShortcut",
     "block_3x3_layers",
+    "conv_bn_layers",
     "create_model",
+    "fold_batchnorm",
+    "get_model",
     "list_models",
     "model_info",
+    "model_spec",
+    "pretrained_models",
+    "register_model",
     "weighted_layers",
 ]
 
@@ -79,10 +96,23 @@ class ZeroPadShortcut(nn.Module):
         self.extra_channels = out_planes - in_planes
         self.stride = stride
 
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+
+class ProjectionShortcut(nn.Sequential):
+    """Option B: a strided 1x1 convolution + BN (named 0 and 1, as torchvision's downsample)."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        return (("0", "1"),)
 
 
 def make_shortcut(kind: Shortcut, in_planes: int, out_planes: int, stride: int) -> nn.Module:
@@ -90,7 +120,7 @@ def make_shortcut(kind: Shortcut, in_planes: int, out_planes: int, stride: int) 
     if kind == "A":
         return ZeroPadShortcut(in_planes, out_planes, stride)
     if kind == "B":
-        return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+        return ProjectionShortcut(in_planes, out_planes, stride)
     raise ValueError(f"shortcut must be 'A' or 'B', not {kind!r}")
 
 
@@ -116,6 +146,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         self.residual = residual
+
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        return (("conv1", "bn1"), ("conv2", "bn2"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -150,6 +183,9 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
         self.residual = residual
 
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        return (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
@@ -176,6 +212,13 @@ class PoolTransition(nn.Module):
         self.relu = make_activation(activation)
         self.pool = nn.MaxPool2d(2)
         self.pool_first = pool_first
+
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        return (("conv", "bn"),)
+
+    def folds_bn(self) -> bool:
+        """Whether BN folds into the convolution: across the max-pool only where BN keeps the order of values."""
+        return not self.pool_first or bool((self.bn.weight > 0).all())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool_first:
@@ -271,6 +314,17 @@ class ResNet(nn.Module):
         layers += [block(self.in_planes, planes, residual=self.residual) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The stem's convolution and BN (the whitening stem has no BN)."""
+        return (("conv1", "bn1"),) if isinstance(self.bn1, nn.BatchNorm2d) else ()
+
+    def prepare(self, images: Callable[[], torch.Tensor]) -> None:
+        """Set-up that depends on the training data, called once before training starts from fresh weights:
+        the whitening stem is set from images() (normalized training images, see init_whitening); the other
+        stems need none, and images is not called."""
+        if self.stem == "whiten":
+            self.init_whitening(images())
+
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
         """Set the whitening stem from normalized training images [N, C, H, W] (airbench: 5,000 of them): each
@@ -303,45 +357,218 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# name -> (block, blocks per stage, widths, family)
-_CIFAR_WIDTHS = [16, 32, 64]
-_IMAGENET_WIDTHS = [64, 128, 256, 512]
-_ARCHS: dict[str, tuple[Block, list[int], list[int], str]] = {
-    **{f"resnet{6 * n + 2}": (BasicBlock, [n] * 3, _CIFAR_WIDTHS, "cifar") for n in (3, 5, 7, 9, 18)},
-    "resnet8w": (BasicBlock, [1, 1, 1], [48, 96, 192], "compact"),
-    "resnet9": (BasicBlock, [1, 0, 1], [64, 128, 256], "page"),
-    "resnet9w": (BasicBlock, [1, 0, 1], [64, 256, 256], "airbench"),
-    "resnet18": (BasicBlock, [2, 2, 2, 2], _IMAGENET_WIDTHS, "imagenet"),
-    "resnet34": (BasicBlock, [3, 4, 6, 3], _IMAGENET_WIDTHS, "imagenet"),
-    "resnet50": (Bottleneck, [3, 4, 6, 3], _IMAGENET_WIDTHS, "imagenet"),
-    "resnet101": (Bottleneck, [3, 4, 23, 3], _IMAGENET_WIDTHS, "imagenet"),
-    "resnet152": (Bottleneck, [3, 8, 36, 3], _IMAGENET_WIDTHS, "imagenet"),
-}
-_PLAIN = [f"plain{6 * n + 2}" for n in (3, 5, 7, 9, 18)] + ["plain8w", "plain18", "plain34"]
+LARGE_IMAGE = 64  # pixels: above this, a model with a large_image_stem defaults to it
 
-_DESCRIPTIONS = {
-    "cifar": "CIFAR-style 16/32/64 channels, shortcut A",
-    "compact": "compact 48/96/192 channels after a stride-2 stem, shortcut B; fast on a CPU",
-    "page": "Page's ResNet-9 at half width: 32-channel stem, conv + max-pool stages of 64/128/256, identity "
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a registered model declares: read by create_model, the model card, `resnetlab models` and the tests."""
+
+    name: str
+    family: str
+    builder: Callable[..., ResNet]
+    description: str
+    block: Block
+    layers: tuple[int, ...]  # blocks per stage
+    widths: tuple[int, ...]  # channels per stage (of the block's 3x3 convolutions)
+    shortcut: Shortcut  # the default; "A" or "B" may be asked for
+    stems: tuple[Stem, ...]  # the stems it can be built with, its default first
+    large_image_stem: Stem | None = None  # the default stem for images over LARGE_IMAGE pixels
+    options: Mapping[str, Any] = field(default_factory=dict)  # its other ResNet arguments, fixed
+    residual: bool = True  # False: the plain net, every shortcut removed
+    min_image_size: int = 1  # pixels
+    imagenet_weights: str | None = None  # torchvision's ImageNet weights for it, as torchvision.models.get_weight names
+
+    def default_stem(self, image_size: int | None) -> Stem:
+        large = self.large_image_stem is not None and image_size is not None and image_size > LARGE_IMAGE
+        return self.large_image_stem if large else self.stems[0]
+
+    def fixed_options(self) -> dict[str, Any]:
+        """Everything the model is built with besides its shortcut and stem, as the model card records it."""
+        layout = {"block": self.block.__name__, "layers": list(self.layers), "widths": list(self.widths)}
+        return {**layout, "residual": self.residual, **self.options}
+
+    def choices(self) -> dict[str, tuple[Any, ...]]:
+        """The options that may be chosen, with their allowed values."""
+        return {"shortcut": ("A", "B"), "stem": self.stems}
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    family: str,
+    depths: Mapping[str, tuple[Block, list[int]]],
+    *,
+    plain: Mapping[str, str] | None = None,
+    weights: Mapping[str, str] | None = None,
+    **declared: Any,
+) -> Callable[[Callable[..., ResNet]], Callable[..., ResNet]]:
+    """Register a family's builder under each name of `depths` (name -> its block and blocks per stage) and of
+    `plain` (name -> the residual net whose shortcuts it removes), with what the family declares (the other fields
+    of ModelSpec) and, in `weights`, the ImageNet weights of some names. The builder is called with the spec and
+    create_model's options, and returns the network."""
+
+    def register(builder: Callable[..., ResNet]) -> Callable[..., ResNet]:
+        for name, (block, layers) in depths.items():
+            imagenet = (weights or {}).get(name)
+            _add(
+                ModelSpec(
+                    name, family, builder, block=block, layers=tuple(layers), imagenet_weights=imagenet, **declared
+                )
+            )
+        for name, residual_name in (plain or {}).items():
+            spec = _MODELS[residual_name]
+            _add(ModelSpec(name, family, builder, block=spec.block, layers=spec.layers, residual=False, **declared))
+        return builder
+
+    return register
+
+
+def _add(spec: ModelSpec) -> None:
+    if spec.name in _MODELS:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _MODELS[spec.name] = spec
+
+
+def _resnet(
+    spec: ModelSpec, num_classes: int, in_channels: int, shortcut: Shortcut, stem: Stem, **options: Any
+) -> ResNet:
+    return ResNet(
+        spec.block,
+        list(spec.layers),
+        list(spec.widths),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        shortcut=shortcut,
+        stem=stem,
+        residual=spec.residual,
+        **{**spec.options, **options},
+    )
+
+
+_CIFAR_WIDTHS = (16, 32, 64)
+_IMAGENET_WIDTHS = (64, 128, 256, 512)
+_ANY_STEM: tuple[Stem, ...] = ("small", "strided", "imagenet", "whiten")
+
+
+@register_model(
+    "cifar",
+    {f"resnet{6 * n + 2}": (BasicBlock, [n] * 3) for n in (3, 5, 7, 9, 18)},
+    plain={f"plain{6 * n + 2}": f"resnet{6 * n + 2}" for n in (3, 5, 7, 9, 18)},
+    widths=_CIFAR_WIDTHS,
+    shortcut="A",
+    stems=("small",),
+    description="CIFAR-style 16/32/64 channels, shortcut A",
+)
+def cifar_resnet(spec: ModelSpec, **options: Any) -> ResNet:
+    """He et al. 2015, section 4.2: 6n+2 weighted layers."""
+    return _resnet(spec, **options)
+
+
+@register_model(
+    "compact",
+    {"resnet8w": (BasicBlock, [1, 1, 1])},
+    plain={"plain8w": "resnet8w"},
+    widths=(48, 96, 192),
+    shortcut="B",
+    stems=("strided", "small", "imagenet", "whiten"),
+    description="compact 48/96/192 channels after a stride-2 stem, shortcut B; fast on a CPU",
+)
+def compact_resnet(spec: ModelSpec, **options: Any) -> ResNet:
+    return _resnet(spec, **options)
+
+
+@register_model(
+    "page",
+    {"resnet9": (BasicBlock, [1, 0, 1])},
+    widths=(64, 128, 256),
+    shortcut="B",
+    stems=("small",),
+    # Page's net: a half-width stem, stages open with conv + pool, max-pooled features, logits / 8
+    options={"stem_width": 32, "transition": "pool", "head_pool": "max", "logit_scale": 0.125},
+    description="Page's ResNet-9 at half width: 32-channel stem, conv + max-pool stages of 64/128/256, identity "
     "shortcuts; fast to high accuracy on 32x32 colour images",
-    "airbench": "resnet9's layout with airbench's whitening stem, widths 64/256/256, GELU, BN with a fixed scale, "
+)
+def page_resnet(spec: ModelSpec, **options: Any) -> ResNet:
+    return _resnet(spec, **options)
+
+
+@register_model(
+    "airbench",
+    {"resnet9w": (BasicBlock, [1, 0, 1])},
+    widths=(64, 256, 256),
+    shortcut="B",
+    stems=("whiten",),
+    options={
+        "transition": "pool",
+        "head_pool": "max",
+        "logit_scale": 1 / 9,
+        "activation": "gelu",
+        "pool_first": True,
+        "fc_bias": False,
+    },
+    min_image_size=16,  # a 2x2 stem and three 2x2 max-pools: 15, 7, 3, 1 pixels
+    description="resnet9's layout with airbench's whitening stem, widths 64/256/256, GELU, BN with a fixed scale, "
     "Dirac init: the fastest to 91% on CIFAR-10 (the airbench recipe)",
-    "imagenet": "ImageNet-style 64-512 channels, shortcut B",
-}
+)
+def airbench_resnet(spec: ModelSpec, **options: Any) -> ResNet:
+    """airbench's (K. Jordan 2024) choices for its CIFAR-10 net: the whitening stem stays fixed; every 3x3
+    convolution starts as the identity on its first in_channels filters (Dirac init); BN keeps its scale at 1,
+    trains only its bias, uses its running statistics' momentum 0.4 (airbench's 0.6 in its own convention) and a
+    tiny eps."""
+    net = _resnet(spec, **options)
+    net.conv1.weight.requires_grad_(False)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+            m.reset_parameters()  # PyTorch's default init, as airbench's, under the Dirac filters
+            nn.init.dirac_(m.weight.data[: m.in_channels])
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.requires_grad_(False)
+            m.eps, m.momentum = 1e-12, 0.4
+    return net
+
+
+@register_model(
+    "imagenet",
+    {
+        "resnet18": (BasicBlock, [2, 2, 2, 2]),
+        "resnet34": (BasicBlock, [3, 4, 6, 3]),
+        "resnet50": (Bottleneck, [3, 4, 6, 3]),
+        "resnet101": (Bottleneck, [3, 4, 23, 3]),
+        "resnet152": (Bottleneck, [3, 8, 36, 3]),
+    },
+    plain={"plain18": "resnet18", "plain34": "resnet34"},
+    # torchvision's ImageNet weights (--pretrained), pinned rather than each enum's DEFAULT so that a torchvision
+    # upgrade cannot change where a run starts. V1 for all five: the classic weights most transfer results use;
+    # resnet50/101/152 also have V2 (a longer, heavily regularized recipe, better on ImageNet itself).
+    weights={f"resnet{n}": f"ResNet{n}_Weights.IMAGENET1K_V1" for n in (18, 34, 50, 101, 152)},
+    widths=_IMAGENET_WIDTHS,
+    shortcut="B",
+    stems=("small", "imagenet", "strided", "whiten"),
+    large_image_stem="imagenet",
+    description="ImageNet-style 64-512 channels, shortcut B",
+)
+def imagenet_resnet(spec: ModelSpec, **options: Any) -> ResNet:
+    """He et al. 2015, section 3.4, Table 1: with the ImageNet stem, torchvision's module names and shapes."""
+    return _resnet(spec, **options)
 
 
 def list_models() -> list[str]:
-    """Every name `create_model` accepts."""
-    return list(_ARCHS) + _PLAIN
+    """Every name `create_model` accepts: the residual nets, then the plain ones."""
+    return [n for n, s in _MODELS.items() if s.residual] + [n for n, s in _MODELS.items() if not s.residual]
 
 
-def _resolve(name: str) -> tuple[Block, list[int], list[int], str, bool]:
-    residual = not name.startswith("plain")
-    arch = "resnet" + name[len("plain") :] if not residual else name
-    if name not in list_models():
-        raise KeyError(name)
-    block, layers, widths, family = _ARCHS[arch]
-    return block, layers, widths, family, residual
+def model_spec(name: str) -> ModelSpec:
+    """What `name` declares; ValueError naming the valid names when there is no such model."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def pretrained_models() -> list[str]:
+    """The models with ImageNet weights (ModelSpec.imagenet_weights), for --pretrained."""
+    return [name for name in list_models() if _MODELS[name].imagenet_weights]
 
 
 def create_model(
@@ -354,82 +581,60 @@ def create_model(
     image_size: int | None = None,
     zero_init_residual: bool = False,
 ) -> ResNet:
-    """Build a model by name (see `list_models`).
+    """Build a registered model by name (see `list_models`) with fresh weights.
 
-    shortcut: "A" (zero-padding) or "B" (1x1 projection); defaults to A for CIFAR-style nets and B otherwise.
-    stem: "small" (3x3/1 conv, no max-pool), "strided" (3x3/2 conv) or "imagenet" (7x7/2 conv + max-pool).
-    ImageNet-style nets default to "small" for images of 64 px and under (or when image_size is not given) and
-    to "imagenet" above that. CIFAR-style nets always use the small stem, compact ones default to "strided".
+    shortcut: "A" (zero-padding) or "B" (1x1 projection); defaults to the model's (A for CIFAR-style nets).
+    stem: "small" (3x3/1 conv, no max-pool), "strided" (3x3/2 conv), "imagenet" (7x7/2 conv + max-pool) or "whiten"
+    (airbench's); one of the model's stems, its default when None. ImageNet-style nets default to "small" for images
+    of 64 px and under (or when image_size is not given) and to "imagenet" above that.
     """
-    try:
-        block, layers, widths, family, residual = _resolve(name)
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
-    options = {}
-    if family == "airbench":
-        if stem not in (None, "whiten"):
-            raise ValueError(f"{name} has only the whitening stem")
-        if image_size is not None and image_size < 16:  # 2x2 stem and three 2x2 max-pools: 15, 7, 3, 1 pixels
-            raise ValueError(f"{name} needs images of at least 16 pixels, not {image_size}")
-        stem = "whiten"
-        options = {
-            "transition": "pool",
-            "head_pool": "max",
-            "logit_scale": 1 / 9,
-            "activation": "gelu",
-            "pool_first": True,
-            "fc_bias": False,
-        }
-    elif family in ("cifar", "page"):
-        if stem == "imagenet":
-            raise ValueError(f"{name} has only the small stem")
-        stem = "small"
-        if family == "page":  # Page's net: stages open with conv + pool, max-pooled features, logits / 8
-            options = {"stem_width": widths[0] // 2, "transition": "pool", "head_pool": "max", "logit_scale": 0.125}
-    elif family == "compact":
-        stem = stem or "strided"
-    elif stem is None:
-        stem = "imagenet" if image_size is not None and image_size > 64 else "small"
-    if shortcut is None:
-        shortcut = "A" if family == "cifar" else "B"
-    net = ResNet(
-        block,
-        layers,
-        widths,
+    spec = model_spec(name)
+    if stem is not None and stem not in spec.stems:
+        stems = " or ".join({"whiten": "whitening"}.get(s, s) for s in spec.stems)
+        raise ValueError(f"{name} has only the {stems} stem")
+    if image_size is not None and image_size < spec.min_image_size:
+        raise ValueError(f"{name} needs images of at least {spec.min_image_size} pixels, not {image_size}")
+    return spec.builder(
+        spec,
         num_classes=num_classes,
         in_channels=in_channels,
-        shortcut=shortcut,
-        stem=stem,
-        residual=residual,
+        shortcut=shortcut or spec.shortcut,
+        stem=stem or spec.default_stem(image_size),
         zero_init_residual=zero_init_residual,
-        **options,
     )
-    if family == "airbench":
-        _airbench_settings(net)
-    return net
 
 
-def _airbench_settings(net: ResNet) -> None:
-    """airbench's (K. Jordan 2024) choices for its CIFAR-10 net: the whitening stem stays fixed; every 3x3
-    convolution starts as the identity on its first in_channels filters (Dirac init); BN keeps its scale at 1,
-    trains only its bias, uses its running statistics' momentum 0.4 (airbench's 0.6 in its own convention) and a
-    tiny eps."""
-    net.conv1.weight.requires_grad_(False)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
-            m.reset_parameters()  # PyTorch's default init, as airbench's, under the Dirac filters
-            nn.init.dirac_(m.weight.data[: m.in_channels])
-        elif isinstance(m, nn.BatchNorm2d):
-            m.weight.requires_grad_(False)
-            m.eps, m.momentum = 1e-12, 0.4
+get_model = create_model  # torchvision's name for it
+
+
+def option_problem(name: str, options: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first of `options` (as a model card records them: the chosen shortcut and stem, or None for the model's
+    default, and the fixed rest of ModelSpec.fixed_options) that the registered model `name` does not have, as
+    (option, problem); None when every one fits. Options left out are the model's own."""
+    spec, fixed = model_spec(name), model_spec(name).fixed_options()
+    for option, value in options.items():
+        if option in spec.choices():
+            if isinstance(value, bool) or value not in (*spec.choices()[option], None):
+                return option, f"is {value!r}, not one of {', '.join(spec.choices()[option])}"
+        elif option not in fixed:
+            return option, f"is not an option of {name}"
+        elif _plain(value) != _plain(fixed[option]):
+            return option, f"is {str(value)[:40]!r}, but {name} has {fixed[option]!r}"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """Lists for tuples, as a card read back from JSON has them."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def model_info(name: str) -> str:
     """A one-line description for `resnetlab models`."""
-    block, layers, _, family, residual = _resolve(name)
-    if not residual:
-        return f"{block.__name__} x {layers}, {_DESCRIPTIONS[family].split(',')[0]}, plain: no shortcuts"
-    return f"{block.__name__} x {layers}, {_DESCRIPTIONS[family]}"
+    spec = model_spec(name)
+    layout = f"{spec.block.__name__} x {list(spec.layers)}"
+    if not spec.residual:
+        return f"{layout}, {spec.description.split(',')[0]}, plain: no shortcuts"
+    return f"{layout}, {spec.description}"
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -442,41 +647,46 @@ def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def block_3x3_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
-    """The 3x3 convolutions of the blocks (plain or residual) in network order, each with its name and the BN
-    after it. That BN's output, before the ReLU and before the shortcut is added, is the layer's response in the
-    paper's analysis of layer responses (section 4.2, Figure 7)."""
-    convs_3x3 = {BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")), Bottleneck: (("conv2", "bn2"),)}
+def conv_bn_layers(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
+    """Every conv-BN pair that the model's modules declare (their conv_bn_pairs()), in network order, as (the
+    owning module's name, the module, its convolution's attribute, its BN's attribute). Raises TypeError where a
+    module owns a convolution or a BN but declares no pairs, or owns a BN that no pair names: folding or measuring
+    that model would skip it."""
     layers = []
-    for name, block in model.named_modules():
-        pairs = convs_3x3.get(type(block), ())
-        layers += [(f"{name}.{conv}", getattr(block, conv), getattr(block, bn)) for conv, bn in pairs]
+    for name, module in model.named_modules():
+        owned = {n: c for n, c in module.named_children() if isinstance(c, (nn.Conv2d, nn.BatchNorm2d))}
+        if not owned:
+            continue
+        where = f"{type(module).__name__} {name or '(the model)'}"
+        if not callable(getattr(module, "conv_bn_pairs", None)):
+            raise TypeError(f"{where} has convolutions or BN layers but declares no conv_bn_pairs()")
+        pairs = tuple(module.conv_bn_pairs())
+        unpaired = [n for n, m in owned.items() if isinstance(m, nn.BatchNorm2d) and n not in {b for _, b in pairs}]
+        if unpaired:
+            raise TypeError(f"{where}: its BN {unpaired[0]} is in none of its conv_bn_pairs()")
+        layers += [(name, module, conv, bn) for conv, bn in pairs]
     return layers
 
 
-def fold_batchnorm(model: ResNet) -> ResNet:
+def block_3x3_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.Module]]:
+    """The 3x3 convolutions of the stages (each block's, and the conv + pool openings of resnet9 and resnet9w) in
+    network order, each with its name and the BN after it. That BN's output, before the activation and before the
+    shortcut is added, is the layer's response in the paper's analysis of layer responses (section 4.2, Figure 7)."""
+    return [
+        (f"{name}.{conv}", getattr(owner, conv), getattr(owner, bn))
+        for name, owner, conv, bn in conv_bn_layers(model)
+        if owner is not model and getattr(owner, conv).kernel_size == (3, 3)
+    ]
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An inference copy of the model with each BN folded into the convolution before it (same outputs in eval
     mode up to rounding, fewer passes over memory). The copy keeps the module names of the original."""
-    from copy import deepcopy
-
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     folded = deepcopy(model).eval()
-
-    def fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
-        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-            setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
-            setattr(parent, bn_name, nn.Identity())
-
-    fold(folded, "conv1", "bn1")
-    for module in folded.modules():
-        if isinstance(module, PoolTransition) and (not module.pool_first or bool((module.bn.weight > 0).all())):
-            fold(module, "conv", "bn")  # across the max-pool only where BN keeps the order of values
-        elif isinstance(module, (BasicBlock, Bottleneck)):
-            for i in (1, 2, 3):
-                if hasattr(module, f"conv{i}"):
-                    fold(module, f"conv{i}", f"bn{i}")
-        elif isinstance(module, nn.Sequential) and len(module) == 2:
-            fold(module, "0", "1")
+    for _, owner, conv_name, bn_name in conv_bn_layers(folded):
+        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+        foldable = getattr(owner, "folds_bn", lambda: True)()  # PoolTransition: not across a max-pool, at times
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and foldable:
+            setattr(owner, conv_name, fuse_conv_bn_eval(conv, bn))
+            setattr(owner, bn_name, nn.Identity())
     return folded

@@ -23,7 +23,8 @@ from torch import nn
 from .card import ModelCard
 from .checkpoint import export_kind, load_checkpoint, resolve_path
 from .config import PRETRAINED_DEFAULT_MODEL, TrainConfig
-from .errors import UserError
+from .errors import ConfigError, UserError
+from .models import model_spec, pretrained_models
 
 HEAD = "fc."  # the classifier's parameters: replaced for new classes, trained at the full learning rate
 
@@ -31,15 +32,10 @@ HEAD = "fc."  # the classifier's parameters: replaced for new classes, trained a
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Pinned, not each enum's DEFAULT, so that a torchvision upgrade cannot change where a run starts. V1 for all five:
-# the classic weights most transfer results use; resnet50/101/152 also have V2 (a longer, heavily regularized
-# recipe, better on ImageNet itself). Whether V2 transfers better to small datasets is to be measured.
+# The weights each model declares (models.ModelSpec.imagenet_weights, pinned there). Whether V2 transfers better
+# to small datasets than the V1 weights declared is to be measured.
 IMAGENET_WEIGHTS: dict[str, tvm.WeightsEnum] = {
-    "resnet18": tvm.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": tvm.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": tvm.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": tvm.ResNet101_Weights.IMAGENET1K_V1,
-    "resnet152": tvm.ResNet152_Weights.IMAGENET1K_V1,
+    name: tvm.get_weight(model_spec(name).imagenet_weights) for name in pretrained_models()
 }
 
 # The default image size of --pretrained for datasets smaller than this (28 px MNIST-likes, 32 px CIFAR, folders):
@@ -169,7 +165,12 @@ def checkpoint_start(path: str, model: str | None = None, shortcut: str | None =
 def starting_point(config: TrainConfig) -> Start | None:
     """The weights a run starts from: ImageNet's (--pretrained), a checkpoint's (--init), or None (fresh ones)."""
     if config.pretrained:
-        return imagenet_start(config.model or PRETRAINED_DEFAULT_MODEL, progress=not config.quiet)
+        model = config.model or PRETRAINED_DEFAULT_MODEL
+        if model not in IMAGENET_WEIGHTS:
+            raise ConfigError(
+                "pretrained", f"needs a model with ImageNet weights ({', '.join(IMAGENET_WEIGHTS)}), not {model}"
+            )
+        return imagenet_start(model, progress=not config.quiet)
     if config.init:
         return checkpoint_start(config.init, config.model, config.shortcut)
     return None
