@@ -462,4 +462,5 @@ def load_folder_split(
         notes=listing.notes + notes,
         holdout=listing.held,
         rows=None if rows is None else torch.tensor(rows, dtype=torch.int64),
+        files=tuple(path for path, _ in listing.selected),
     )
