@@ -251,6 +251,22 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the picture of the confusion matrix; default: confusion_matrix.png beside the checkpoint",
     )
+    p.add_argument(
+        "--worst",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="also draw the N test images of the highest loss (at most 100: image, file or index, actual and "
+        "predicted class, probability) into worst.png, and write every test image's prediction (index, file, "
+        "actual, predicted, probability, loss) into predictions.csv beside it",
+    )
+    p.add_argument(
+        "--worst-save",
+        default=None,
+        metavar="PATH",
+        help="with --worst: the picture of the worst images (predictions.csv goes beside it); default: worst.png "
+        "beside the checkpoint",
+    )
 
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -567,23 +583,56 @@ def _format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _eval(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_checkpoint
-    from .plots import short_label
+    from .metrics import describe_accuracy
 
-    result = evaluate_checkpoint(args.checkpoint, args.data_dir, args.device, args.precision, args.cache_dir, args.save)
+    if args.worst_save and not args.worst:
+        raise UserError("--worst-save names the picture of --worst N; give --worst N too.")
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data_dir,
+        args.device,
+        args.precision,
+        args.cache_dir,
+        args.save,
+        args.worst,
+        args.worst_save,
+    )
     if args.json:
         print(json.dumps(result.to_json()))
         return
     card, stats = result.card, result.stats
     print(f"{card.architecture} on {card.dataset} ({stats['images']} test images, {result.runtime})")
+    top5 = f", top-5 accuracy {stats['test_top5_accuracy']:.2%}" if "test_top5_accuracy" in stats else ""
+    accuracy = describe_accuracy(stats["test_accuracy"], stats["images"])
     print(
-        f"test average loss {stats['test_loss']:.4f}, accuracy {stats['test_accuracy']:.2%}, "
-        f"{stats['images_per_second']:.0f} images/s\n"
+        f"test average loss {stats['test_loss']:.4f}, accuracy {accuracy}{top5}, "
+        f"{stats['images_per_second']:.0f} images/s"
     )
+    print(
+        f"macro average over the classes: precision {stats['macro_precision']:.2%}, recall "
+        f"{stats['macro_recall']:.2%}, F1 {stats['macro_f1']:.2%}\n"
+    )
+    _print_eval_tables(card, stats)
+    print(f"\npicture: {result.picture}")
+    if result.worst:
+        print(f"worst images: {result.worst.picture}; every test image's prediction: {result.worst.table}")
+
+
+def _print_eval_tables(card: Any, stats: dict[str, Any]) -> None:
+    """eval's per-class table, its commonest mistakes and its confusion matrix."""
+    from .plots import short_label
+
+    columns = ("confusion_matrix", "per_class_precision", "per_class_recall", "per_class_f1")
     rows = [
-        [short_label(name, width=40), sum(row), f"{acc:.2%}"]
-        for name, row, acc in zip(card.classes, stats["confusion_matrix"], stats["per_class_accuracy"])
+        [short_label(name, width=40), sum(row), *(f"{v:.2%}" if v == v else "-" for v in values)]
+        for name, row, *values in zip(card.classes, *(stats[c] for c in columns))
     ]
-    print(_format_table(["class", "images", "accuracy"], rows))
+    print(_format_table(["class", "images", "precision", "recall", "F1"], rows))
+    print("(recall: the share of the class's images given the class, its accuracy)")
+    if stats["most_confused"]:
+        print("\nmost confused (actual -> predicted: images)")
+        for pair in stats["most_confused"]:
+            print(f"  {short_label(pair['actual'], 40)} -> {short_label(pair['predicted'], 40)}: {pair['count']}")
     print("\nconfusion matrix (rows: actual, columns: predicted, in class order above)")
     print(
         _format_table(
@@ -591,7 +640,6 @@ def _eval(args: argparse.Namespace) -> None:
             [[str(i)] + [str(v) for v in row] for i, row in enumerate(stats["confusion_matrix"])],
         )
     )
-    print(f"\npicture: {result.picture}")
 
 
 def _predict(args: argparse.Namespace) -> None:
