@@ -167,3 +167,57 @@ def test_eval_worst_mistakes_are_one_sentence(trained_run, capsys, args, expecte
     assert main(["eval", str(trained_run), *args]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_summary_gives_each_accuracy_its_interval(trained_run, capsys):
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["test_images"] == 100
+    for key in ("best_test_accuracy", "final_test_accuracy"):
+        right = round(summary[key] * 100)
+        assert summary[f"{key}_ci95"] == pytest.approx(list(wilson_interval(right, 100)), abs=1e-6)
+
+
+def test_train_seeds_trains_each_seed_and_reports_the_spread(tiny_fashion, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    args = ["train", "--data-dir", str(tiny_fashion), "--model", "resnet8w", "--epochs", "1", "--subset", "64"]
+    assert main([*args, "--batch-size", "32", "--seeds", "2", "--seed", "5", "--out", str(out), *FP32]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "seeds.json").read_text())
+    assert result["seeds"] == [5, 6] and result["test_images"] == 100
+    finals = []
+    for run, seed in zip(result["runs"], (5, 6)):
+        summary = json.loads((out / f"seed-{seed}" / "summary.json").read_text())
+        assert run["out"] == str(out / f"seed-{seed}") and run["final_test_accuracy"] == summary["final_test_accuracy"]
+        assert load_checkpoint(out / f"seed-{seed}" / "last.pt").config["seed"] == seed
+        finals.append(summary["final_test_accuracy"])
+        assert f"  seed {seed}: {describe_accuracy(finals[-1], 100)}" in printed
+    mean, std = result["final_test_accuracy_mean"], result["final_test_accuracy_std"]
+    assert mean == pytest.approx(sum(finals) / 2)
+    assert std == pytest.approx(abs(finals[0] - finals[1]) / math.sqrt(2))
+    assert (result["final_test_accuracy_min"], result["final_test_accuracy_max"]) == (min(finals), max(finals))
+    assert f"mean {mean:.2%}, std {std:.2%}, min-max {min(finals):.2%}-{max(finals):.2%} over 2 seeds" in printed
+    assert "best test accuracy " in printed and "(95% CI " in printed  # each run's summary line
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--seeds", "0"], "argument --seeds: must be at least 1, not 0"),
+        (["--seeds", "1,1"], "argument --seeds: expected different seeds, not '1,1'"),
+        (["--seeds", "a,b"], "argument --seeds: expected a count (3) or seeds separated by commas (0,1,2)"),
+        (["--seeds", "2", "--resume", "run"], "--seeds cannot be combined with --resume; resume one seed's run"),
+    ],
+)
+def test_train_seeds_mistakes_are_one_sentence(tmp_path, capsys, args, expected):
+    assert main(["train", "--data-dir", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_seeds_into_a_folder_of_an_earlier_run_is_refused_before_training(tiny_fashion, tmp_path, capsys):
+    (tmp_path / "out" / "seed-1").mkdir(parents=True)
+    (tmp_path / "out" / "seed-1" / "best.pt").write_bytes(b"earlier")
+    args = ["train", "--data-dir", str(tiny_fashion), "--seeds", "0,1", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "seed-1 already holds a run (best.pt); choose another --out" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "seed-0").exists()

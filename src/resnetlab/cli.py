@@ -31,6 +31,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seeds(text: str) -> int | list[int]:
+    """--seeds: a count (3: --seed, --seed + 1, --seed + 2) or the seeds themselves, separated by commas (0,1,2)."""
+    if "," not in text:
+        return _positive_int(text)
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count (3) or seeds separated by commas (0,1,2), not {text!r}"
+        ) from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected different seeds, not {text!r}")
+    return seeds
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -232,6 +247,16 @@ def _train_run_flags(p) -> None:
         "--eval-every, --tta and where it runs (--device, --precision, --cache-dir) may be given anew",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        metavar="N_OR_LIST",
+        help="train the same run once per seed, one after another, each into OUT/seed-N, and print (and write "
+        "into OUT/seeds.json) each one's final test accuracy, their mean, std and min-max: N runs from --seed "
+        "on (3: seeds 0, 1, 2), or the seeds given (0,1,2). The seed also draws --subset and the held-out share "
+        "of class folders, so the spread includes theirs",
+    )
     _runtime_flags(p)
     _quiet(p)
     p.add_argument(
@@ -568,11 +593,28 @@ def _train(args: argparse.Namespace) -> None:
     from .engine import resume_config, train
 
     config = TrainConfig(**_flag_values(TrainConfig, args))
+    if args.seeds is not None:
+        _train_seeds(config, args)
+        return
     if args.resume:  # the flags given are applied where a resumed run can take them, refused where it cannot
         config, state = resume_config(args.resume, config)
         train(config, resume_state=state)
         return
     train(config)
+
+
+def _train_seeds(config: Any, args: argparse.Namespace) -> None:
+    from .seeds import describe_seeds, train_seeds
+
+    if args.resume:
+        raise UserError(
+            f"--seeds cannot be combined with --resume; resume one seed's run at a time: resnetlab train --resume "
+            f"{args.resume}/seed-N."
+        )
+    seeds = list(range(args.seed, args.seed + args.seeds)) if isinstance(args.seeds, int) else args.seeds
+    result = train_seeds(config, seeds)
+    if not args.quiet:
+        print("\n".join(describe_seeds(result)))
 
 
 def _format_table(headers: list[str], rows: list[list[str]]) -> str:
