@@ -275,7 +275,7 @@ def test_help_works_for_the_program_and_every_subcommand(capsys):
 @pytest.mark.parametrize(
     "argv, config_class, not_fields, not_flags",
     [
-        (["train"], "TrainConfig", {"command", "resume"}, {"test_subset"}),
+        (["train"], "TrainConfig", {"command", "resume", "seeds"}, {"test_subset"}),
         (["experiment", "degradation"], "DegradationConfig", {"command", "experiment", "full"}, set()),
         (["experiment", "gradients"], "GradientsConfig", {"command", "experiment"}, set()),
         (["experiment", "responses", "run"], "ResponsesConfig", {"command", "experiment"}, set()),

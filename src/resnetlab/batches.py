@@ -34,6 +34,7 @@ class ImageData:
     skipped: tuple[
         str, ...
     ] = ()  # a folder trained with --skip-bad: "path<TAB>problem<TAB>detail" of each file left out
+    files: tuple[str, ...] = ()  # an image folder: each image's file, in the split's order; () for other datasets
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -64,10 +65,13 @@ class ImageData:
     def select(self, index: torch.Tensor | slice) -> ImageData:
         """The images at index (a tensor of positions or a slice), with everything else kept; nothing is copied
         but the labels (positions become rows)."""
+        files = self.files
+        if files:
+            files = files[index] if isinstance(index, slice) else tuple(files[i] for i in index.tolist())
         if self.rows is None and isinstance(index, slice):
-            return replace(self, pixels=self.pixels[index], labels=self.labels[index])
+            return replace(self, pixels=self.pixels[index], labels=self.labels[index], files=files)
         rows = torch.arange(len(self)) if self.rows is None else self.rows
-        return replace(self, rows=rows[index], labels=self.labels[index])
+        return replace(self, rows=rows[index], labels=self.labels[index], files=files)
 
     def sample(self, count: int | None, seed: int) -> ImageData:
         """count images drawn at random with the seed (all of them when count is None or not smaller)."""

@@ -31,6 +31,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seeds(text: str) -> int | list[int]:
+    """--seeds: a count (3: --seed, --seed + 1, --seed + 2) or the seeds themselves, separated by commas (0,1,2)."""
+    if "," not in text:
+        return _positive_int(text)
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count (3) or seeds separated by commas (0,1,2), not {text!r}"
+        ) from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected different seeds, not {text!r}")
+    return seeds
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -248,6 +263,16 @@ def _train_run_flags(p) -> None:
         "--eval-every, --tta and where it runs (--device, --precision, --cache-dir) may be given anew",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        metavar="N_OR_LIST",
+        help="train the same run once per seed, one after another, each into OUT/seed-N, and print (and write "
+        "into OUT/seeds.json) each one's final test accuracy, their mean, std and min-max: N runs from --seed "
+        "on (3: seeds 0, 1, 2), or the seeds given (0,1,2). The seed also draws --subset and the held-out share "
+        "of class folders, so the spread includes theirs",
+    )
     _runtime_flags(p)
     _quiet(p)
     p.add_argument(
@@ -266,6 +291,22 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
         "--save",
         default=None,
         help="the picture of the confusion matrix; default: confusion_matrix.png beside the checkpoint",
+    )
+    p.add_argument(
+        "--worst",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="also draw the N test images of the highest loss (at most 100: image, file or index, actual and "
+        "predicted class, probability) into worst.png, and write every test image's prediction (index, file, "
+        "actual, predicted, probability, loss) into predictions.csv beside it",
+    )
+    p.add_argument(
+        "--worst-save",
+        default=None,
+        metavar="PATH",
+        help="with --worst: the picture of the worst images (predictions.csv goes beside it); default: worst.png "
+        "beside the checkpoint",
     )
 
 
@@ -596,6 +637,9 @@ def _train(args: argparse.Namespace) -> None:
     from .engine import resume_config, train
 
     config = TrainConfig(**_flag_values(TrainConfig, args))
+    if args.seeds is not None:
+        _train_seeds(config, args)
+        return
     if args.resume:  # the flags given are applied where a resumed run can take them, refused where it cannot
         config, state = resume_config(args.resume, config)
         train(config, resume_state=state)
@@ -621,6 +665,20 @@ def _check(args: argparse.Namespace) -> None:
         raise FolderHasProblems(f"{report.problems} problem(s) in {root}; fix them, or train knowing them.")
 
 
+def _train_seeds(config: Any, args: argparse.Namespace) -> None:
+    from .seeds import describe_seeds, train_seeds
+
+    if args.resume:
+        raise UserError(
+            f"--seeds cannot be combined with --resume; resume one seed's run at a time: resnetlab train --resume "
+            f"{args.resume}/seed-N."
+        )
+    seeds = list(range(args.seed, args.seed + args.seeds)) if isinstance(args.seeds, int) else args.seeds
+    result = train_seeds(config, seeds)
+    if not args.quiet:
+        print("\n".join(describe_seeds(result)))
+
+
 def _format_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
     lines = [headers, ["-" * w for w in widths], *rows]
@@ -629,23 +687,56 @@ def _format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _eval(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_checkpoint
-    from .plots import short_label
+    from .metrics import describe_accuracy
 
-    result = evaluate_checkpoint(args.checkpoint, args.data_dir, args.device, args.precision, args.cache_dir, args.save)
+    if args.worst_save and not args.worst:
+        raise UserError("--worst-save names the picture of --worst N; give --worst N too.")
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data_dir,
+        args.device,
+        args.precision,
+        args.cache_dir,
+        args.save,
+        args.worst,
+        args.worst_save,
+    )
     if args.json:
         print(json.dumps(result.to_json()))
         return
     card, stats = result.card, result.stats
     print(f"{card.architecture} on {card.dataset} ({stats['images']} test images, {result.runtime})")
+    top5 = f", top-5 accuracy {stats['test_top5_accuracy']:.2%}" if "test_top5_accuracy" in stats else ""
+    accuracy = describe_accuracy(stats["test_accuracy"], stats["images"])
     print(
-        f"test average loss {stats['test_loss']:.4f}, accuracy {stats['test_accuracy']:.2%}, "
-        f"{stats['images_per_second']:.0f} images/s\n"
+        f"test average loss {stats['test_loss']:.4f}, accuracy {accuracy}{top5}, "
+        f"{stats['images_per_second']:.0f} images/s"
     )
+    print(
+        f"macro average over the classes: precision {stats['macro_precision']:.2%}, recall "
+        f"{stats['macro_recall']:.2%}, F1 {stats['macro_f1']:.2%}\n"
+    )
+    _print_eval_tables(card, stats)
+    print(f"\npicture: {result.picture}")
+    if result.worst:
+        print(f"worst images: {result.worst.picture}; every test image's prediction: {result.worst.table}")
+
+
+def _print_eval_tables(card: Any, stats: dict[str, Any]) -> None:
+    """eval's per-class table, its commonest mistakes and its confusion matrix."""
+    from .plots import short_label
+
+    columns = ("confusion_matrix", "per_class_precision", "per_class_recall", "per_class_f1")
     rows = [
-        [short_label(name, width=40), sum(row), f"{acc:.2%}"]
-        for name, row, acc in zip(card.classes, stats["confusion_matrix"], stats["per_class_accuracy"])
+        [short_label(name, width=40), sum(row), *(f"{v:.2%}" if v == v else "-" for v in values)]
+        for name, row, *values in zip(card.classes, *(stats[c] for c in columns))
     ]
-    print(_format_table(["class", "images", "accuracy"], rows))
+    print(_format_table(["class", "images", "precision", "recall", "F1"], rows))
+    print("(recall: the share of the class's images given the class, its accuracy)")
+    if stats["most_confused"]:
+        print("\nmost confused (actual -> predicted: images)")
+        for pair in stats["most_confused"]:
+            print(f"  {short_label(pair['actual'], 40)} -> {short_label(pair['predicted'], 40)}: {pair['count']}")
     print("\nconfusion matrix (rows: actual, columns: predicted, in class order above)")
     print(
         _format_table(
@@ -653,7 +744,6 @@ def _eval(args: argparse.Namespace) -> None:
             [[str(i)] + [str(v) for v in row] for i, row in enumerate(stats["confusion_matrix"])],
         )
     )
-    print(f"\npicture: {result.picture}")
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ from .data import get_spec, load_train_test
 from .distributed import Distributed
 from .errors import UserError
 from .job import Job, Progress, names_digest
-from .metrics import score, with_prefix
+from .metrics import accuracy_interval, score, with_prefix
 from .models import count_parameters, list_models
 from .preprocess import PixelClassifier
 from .recorder import EpochCallback, RunRecorder, choose_out_dir
@@ -527,7 +527,7 @@ def train(
             should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
             recorder.stop_signal = lambda: stop_requested.signal_number or signal.SIGINT
             progress = fit(job, progress, recorder, should_stop)
-        return recorder.finish(_summary(config, job, progress, out))
+        return recorder.finish(_summary(config, job, progress, out, len(test_data)))
     finally:
         distributed.teardown(dist)
 
@@ -682,15 +682,22 @@ def _describe_start(
     )
 
 
-def _summary(config: TrainConfig, job: Job, progress: Progress, out: Path) -> dict[str, Any]:
+def _summary(config: TrainConfig, job: Job, progress: Progress, out: Path, test_images: int) -> dict[str, Any]:
+    """summary.json: the run's settings and results; each accuracy with its 95% interval below 10,000 images."""
+    final = progress.rows[-1]["test_accuracy"]
     return {
         "model": job.card.architecture,
         "dataset": config.dataset,
         "recipe": config.recipe_name,
         "epochs": config.epochs,
         "best_test_accuracy": progress.best_accuracy,
+        "best_test_accuracy_ci95": accuracy_interval(round(progress.best_accuracy * test_images), test_images),
         "best_epoch": progress.best_epoch,
-        "final_test_accuracy": progress.rows[-1]["test_accuracy"],
+        "final_test_accuracy": final,
+        "final_test_accuracy_ci95": None
+        if final is None
+        else accuracy_interval(round(final * test_images), test_images),
+        "test_images": test_images,
         "train_seconds": round(progress.elapsed, 2),
         "num_params": count_parameters(job.net),
         "batch_size": config.effective_batch_size,

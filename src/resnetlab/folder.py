@@ -742,4 +742,5 @@ def _load_screened(
         holdout=listing.held,
         rows=None if rows is None else torch.tensor(rows, dtype=torch.int64),
         skipped=tuple("\t".join(item) for item in screening.bad) if train else (),
+        files=tuple(path for path, _ in listing.selected),
     )

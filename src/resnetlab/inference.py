@@ -22,7 +22,7 @@ from .errors import UserError
 from .folder import Holdout
 from .formats import ExportedModel, format_of, get_format, open_exported
 from .imagefiles import decode
-from .metrics import score
+from .metrics import ImageScores, score_images
 from .models import fold_batchnorm
 from .preprocess import PixelClassifier
 from .runtime import Runtime, select_runtime
@@ -75,10 +75,18 @@ class PredictorBase:
 
     def evaluate(self, data: ImageData) -> dict[str, Any]:
         """metrics.score on a split: loss, accuracy, per-class accuracy, confusion matrix, throughput."""
+        return self.evaluate_images(data)[0]
+
+    def evaluate_images(self, data: ImageData) -> tuple[dict[str, Any], ImageScores]:
+        """evaluate's figures (and the top-5 accuracy) and each image's prediction (metrics.ImageScores), a chunk
+        at a time: only per-image scalars are kept, never the logits of the whole split."""
         start = time.perf_counter()
-        chunks = [self.logits(images) for images in data.chunks(self.chunk_size)]  # never the whole split at once
-        logits = torch.cat(chunks) if chunks else torch.empty(0, self.card.num_classes)
-        return score(logits, data.labels, self.card.num_classes, time.perf_counter() - start)
+        parts, done = [], 0
+        for images in data.chunks(self.chunk_size):
+            parts.append(ImageScores.of(self.logits(images), data.labels[done : done + len(images)]))
+            done += len(images)
+        scores = ImageScores.cat(parts)
+        return score_images(scores, self.card.num_classes, time.perf_counter() - start), scores
 
     def load_data(
         self, data_dir: str | None = None, limit: int | None = None, train: bool = False, cache_dir: str | None = None

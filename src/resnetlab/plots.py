@@ -264,12 +264,14 @@ def prediction_grid(
     show: bool = False,
     captions: list[str] | None = None,
     classes: Sequence[str] | None = None,
+    heading: str | None = None,
 ) -> Path:
     """One picture of images, each titled with the predicted class and its probability.
 
     With the actual classes, right predictions are titled in green with a check mark; wrong ones in red with
     a cross, the actual class beneath, and a red frame. captions (e.g. file names) go under each image.
     images: uint8 [N, C, H, W]. classes: the model's, whose index stands for a name no installed font can draw.
+    heading: the picture's title instead of the count of right ones.
     """
     shown = dict(zip([*predicted, *(actual or [])], class_labels([*predicted, *(actual or [])], classes)))
     n = len(images)
@@ -304,7 +306,9 @@ def prediction_grid(
             for spine in ax.spines.values():
                 spine.set_edgecolor(WRONG_COLOR)
                 spine.set_linewidth(3)
-    if actual is not None:
+    if heading is not None:
+        fig.suptitle(heading, fontsize=10)
+    elif actual is not None:
         wrong = sum(p != a for p, a in zip(predicted, actual))
         heading = f"{n - wrong} of {n} right ({(n - wrong) / n:.0%})"
         if wrong:

@@ -23,6 +23,7 @@ from .checkpoint import Checkpoint, save_atomic
 from .config import TrainConfig
 from .errors import Interrupted, UserError
 from .job import Job, Progress
+from .metrics import describe_accuracy
 from .plots import training_curves
 from .tensorboard_log import TensorBoardLog
 
@@ -200,7 +201,8 @@ class RunRecorder:
                     f"could not write {self.out / 'summary.json'} ({e.strerror}); free some space."
                 ) from None
         self.say(
-            f"best test accuracy {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}; weights "
+            f"best test accuracy {describe_accuracy(summary['best_test_accuracy'], summary['test_images'])} at epoch "
+            f"{summary['best_epoch']}; weights "
             f"in {self.out / 'best.pt'} (predict with: resnetlab predict {self.out / 'best.pt'})"
         )
         return summary
