@@ -678,7 +678,7 @@ def _describe_start(
         f"{action} {card.architecture} ({count_parameters(job.net) / 1e6:.2f}M parameters) on {config.dataset}: "
         f"{len(train_data)} train / {len(test_data)} test images, {card.num_classes} classes, "
         f"{card.in_channels}x{card.image_size}x{card.image_size}; {config.epochs} epochs, batch {batch}, "
-        f"recipe {config.recipe_name}, {job.runtime.describe()}{processes}"
+        f"recipe {config.recipe_name}, {job.runtime.runs_on}{processes}"
     )
 
 

@@ -51,4 +51,4 @@ def evaluate_checkpoint(
     stats = with_prefix(predictor.evaluate(predictor.load_test_data(data_dir, cache_dir=cache_dir)), "test")
     picture = Path(save) if save else resolve_path(checkpoint).parent / "confusion_matrix.png"
     confusion_matrix_plot(stats["confusion_matrix"], card.classes, picture, f"{card.architecture} on {card.dataset}")
-    return Evaluation(str(checkpoint), card, stats, picture, predictor.describe())
+    return Evaluation(str(checkpoint), card, stats, picture, predictor.runs_on)
