@@ -35,7 +35,7 @@ class ExportMismatch(UserError):
     exit_code = 1
 
 
-def describe(predictor: TorchPredictor) -> dict[str, Any]:
+def export_metadata(predictor: TorchPredictor) -> dict[str, Any]:
     """What an exported model carries about itself: its model card (under the keys a checkpoint uses), and how
     to call it."""
     card, checkpoint = predictor.card, predictor.checkpoint
@@ -194,7 +194,7 @@ def export_checkpoint(
     # The reference: the checkpoint's own model, in fp32 on the CPU, as exported.
     predictor = TorchPredictor.from_checkpoint(source, device="cpu", precision="fp32")
     module = ExportedClassifier(PixelClassifier.from_card(predictor.network, predictor.card)).eval()
-    description = describe(predictor)
+    description = export_metadata(predictor)
     calibration = _calibration_images(predictor, data_dir, INT8_CALIBRATION_IMAGES, cache_dir) if int8 else None
     images, checked_on = _check_images(predictor, data_dir, check_images, cache_dir)
     # Written beside the target and moved into place only once checked, so that a failed export leaves a file
