@@ -769,13 +769,13 @@ def _responses(args: argparse.Namespace) -> None:
 
 def _explain(args: argparse.Namespace) -> None:
     from .checkpoint import resolve_path
-    from .explain import describe, explain_checkpoint, gradcam_grid
+    from .explain import explain_checkpoint, explanation_lines, gradcam_grid
 
     out = Path(args.out) if args.out else resolve_path(args.checkpoint).parent / "gradcam.png"
     explanation = explain_checkpoint(
         args.checkpoint, args.images, args.data_dir, args.stage, args.device, args.cache_dir
     )
-    print("\n".join(describe(explanation)))
+    print("\n".join(explanation_lines(explanation)))
     print(f"picture: {gradcam_grid(explanation, out)}")
 
 

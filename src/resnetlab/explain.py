@@ -135,7 +135,7 @@ def explain_checkpoint(
     )
 
 
-def describe(explanation: Explanation) -> list[str]:
+def explanation_lines(explanation: Explanation) -> list[str]:
     """One line per image: what it is, what the model predicted, and the true class where known."""
     lines = []
     for name, p, c, a in zip(explanation.names, explanation.predicted, explanation.confidence, explanation.actual):
