@@ -662,7 +662,7 @@ def _saved_backbone_scale(state: dict[str, Any] | None) -> float | None:
 
 def _start_note(start: Start, card: ModelCard, data_channels: int) -> str:
     gray = ", grayscale images repeated into RGB" if data_channels < card.in_channels else ""
-    return f"{start.describe(card.classes)}{gray}; {fine_tune_rates()}"
+    return f"{start.describe_weights(card.classes)}{gray}; {fine_tune_rates()}"
 
 
 def _describe_start(
