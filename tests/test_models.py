@@ -363,7 +363,7 @@ def test_a_model_added_to_the_registry_is_listed_built_and_recorded(monkeypatch)
     def tiny_resnet(spec, **options) -> ResNet:
         return models._resnet(spec, **options)
 
-    assert "resnet6t" in list_models() and models.model_info("resnet6t").endswith("a tiny test net")
+    assert "resnet6t" in list_models() and models.model_summary("resnet6t").endswith("a tiny test net")
     model = create_model("resnet6t", num_classes=3, in_channels=1)
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3) and model.layer2[0].bn2.num_features == 16
     card = ModelCard("resnet6t", ("a", "b", "c"), 1, 8, (0.5,), (0.25,))

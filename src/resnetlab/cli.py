@@ -795,12 +795,12 @@ def _datasets(args: argparse.Namespace) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
-    from .models import count_parameters, create_model, list_models, model_info
+    from .models import count_parameters, create_model, list_models, model_summary
 
     rows = []
     for name in list_models():
         params = count_parameters(create_model(name, num_classes=10, in_channels=3))
-        rows.append([name, f"{params / 1e6:.2f}M", model_info(name)])
+        rows.append([name, f"{params / 1e6:.2f}M", model_summary(name)])
     print(_format_table(["model", "params (10 classes, RGB)", "blocks"], rows))
 
 
