@@ -769,14 +769,14 @@ def _responses(args: argparse.Namespace) -> None:
 
 def _explain(args: argparse.Namespace) -> None:
     from .checkpoint import resolve_path
-    from .explain import explain_checkpoint, explanation_lines, gradcam_grid
+    from .explain import draw_explanation, explain_checkpoint, explanation_lines
 
     out = Path(args.out) if args.out else resolve_path(args.checkpoint).parent / "gradcam.png"
     explanation = explain_checkpoint(
         args.checkpoint, args.images, args.data_dir, args.stage, args.device, args.cache_dir
     )
     print("\n".join(explanation_lines(explanation)))
-    print(f"picture: {gradcam_grid(explanation, out)}")
+    print(f"picture: {draw_explanation(explanation, out)}")
 
 
 def _datasets(args: argparse.Namespace) -> None:
