@@ -22,7 +22,7 @@ from .card import ModelCard
 from .checkpoint import resolve_path
 from .config import EXPORT_CHECK_IMAGES, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES, INT8_MIN_AGREEMENT
 from .errors import UserError
-from .formats import EXPORT_FORMAT, EXPORT_FORMATS, ONNX_INPUT, ONNX_OUTPUTS, get_format, int8_formats, require
+from .formats import EXPORT_FORMATS, EXPORT_MARKER, ONNX_INPUT, ONNX_OUTPUTS, get_format, int8_formats, require
 from .formats import load_torchscript as load_torchscript  # where it was before formats.py: scripts import it here
 from .inference import TorchPredictor
 from .preprocess import ExportedClassifier, PixelClassifier
@@ -41,7 +41,7 @@ def export_metadata(predictor: TorchPredictor) -> dict[str, Any]:
     card, checkpoint = predictor.card, predictor.checkpoint
     size = card.image_size
     return {
-        "format": EXPORT_FORMAT,
+        "format": EXPORT_MARKER,
         "version": 1,
         **card.to_dict(),
         "num_classes": card.num_classes,
