@@ -282,7 +282,7 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         job.train_batches.set_epoch(epoch, progress.step)
         with recorder.progress_bar(epoch, job.epochs, len(job.train_batches)) as bar:
             stats = train_one_epoch(
-                job.model,
+                job.train_module,
                 job.train_batches,
                 job.optimizer,
                 job.scheduler,
