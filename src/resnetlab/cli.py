@@ -685,9 +685,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from .redraw import redraw_run
+    from .plotting import plot_run
 
-    for line in redraw_run(args.run, args.data_dir, args.device, args.precision, args.n, args.cache_dir):
+    for line in plot_run(args.run, args.data_dir, args.device, args.precision, args.n, args.cache_dir):
         print(line)
 
 
