@@ -180,6 +180,7 @@ def _train_schedule_flags(p) -> None:
         DATASET_RECIPES,
         DEFAULT_EPOCHS,
         DEFAULT_RECIPE,
+        RECIPE_ALIASES,
         RECIPES,
         SMALL_DATA_STEPS,
         TTA_CHOICES,
@@ -213,7 +214,8 @@ def _train_schedule_flags(p) -> None:
     p.add_argument(
         "--recipe",
         default=None,
-        choices=list(RECIPES),
+        choices=[*RECIPES, *RECIPE_ALIASES],  # a former name is still taken, but not shown
+        metavar="{" + ",".join(RECIPES) + "}",
         help=f"default: {by_dataset}, else "
         f"{DEFAULT_RECIPE}. " + "; ".join(f"{r.name}: {r.description}".replace("%", "%%") for r in RECIPES.values()),
     )
@@ -363,7 +365,7 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def _degradation_arguments(p: argparse.ArgumentParser) -> None:
     from .config import FULL_DEGRADATION as FULL
-    from .config import RECIPES, DegradationConfig
+    from .config import RECIPE_ALIASES, RECIPES, DegradationConfig
 
     quick = DegradationConfig()
     p.add_argument("--dataset", default=None, help=f"default: {quick.dataset}; with --full, {FULL.dataset}")
@@ -399,7 +401,11 @@ def _degradation_arguments(p: argparse.ArgumentParser) -> None:
         f"{quick.train_eval_size}; with --full, {FULL.train_eval_size}",
     )
     p.add_argument(
-        "--recipe", default=None, choices=list(RECIPES), help=f"default: {quick.recipe}; with --full, {FULL.recipe}"
+        "--recipe",
+        default=None,
+        choices=[*RECIPES, *RECIPE_ALIASES],
+        metavar="{" + ",".join(RECIPES) + "}",
+        help=f"default: {quick.recipe}; with --full, {FULL.recipe}",
     )
     p.add_argument(
         "--augment",

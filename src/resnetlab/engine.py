@@ -21,7 +21,7 @@ from . import distributed
 from .batches import ImageData, TensorBatches
 from .card import ModelCard
 from .checkpoint import load_checkpoint
-from .config import FINE_TUNE_BACKBONE_LR, Recipe, TrainConfig, fine_tune_rates
+from .config import FINE_TUNE_BACKBONE_LR, RECIPE_ALIASES, Recipe, TrainConfig, fine_tune_rates
 from .data import get_spec, load_train_test
 from .distributed import Distributed
 from .errors import UserError
@@ -401,6 +401,8 @@ def _resumed_with(run: TrainConfig, requested: TrainConfig, done: int) -> tuple[
     def differs(field: str) -> bool:
         if field in ("data_dir", "out"):
             return Path(given[field]).resolve() != Path(getattr(run, field)).resolve()
+        if field == "recipe":  # a former name (RECIPE_ALIASES) is the same recipe
+            return requested.recipe_name != run.recipe_name
         return given[field] != getattr(run, _EFFECTIVE.get(field, field))
 
     fixed = [f for f in given if f not in RESUME_APPLIES + RESUME_RUNS_ON and differs(f)]
@@ -522,6 +524,9 @@ def train(
         notes = train_data.notes + ([sizing] if sizing and resume_state is None else [])
         notes += [_start_note(start, job.card, train_data.channels)] if start else []
         notes += changed + (resume_state or {}).get("notes", [])
+        notes += (
+            [f"recipe {config.recipe} is now called {config.recipe_name}"] if config.recipe in RECIPE_ALIASES else []
+        )
         recorder.start(_describe_start(config, job, progress, train_data, test_data), notes, train_data.skipped)
         with _StopRequests() as stop_requested:
             should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
