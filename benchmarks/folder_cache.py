@@ -128,7 +128,7 @@ def child(options: dict) -> dict:
         "peak_rss_anon": max(peak[0], _status("RssAnon")),
         "vm_hwm": _status("VmHWM"),
         "notes": train.notes,
-        "runtime": runtime.describe(),
+        "runtime": runtime.runs_on,
     }
 
 

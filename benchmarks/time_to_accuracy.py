@@ -1,6 +1,6 @@
 """Time to accuracy on Fashion-MNIST: the tutorial's recipe beside resnetlab's recipes, in one run.
 
-    python benchmarks/time_to_accuracy.py --tutorial-epochs 4 --recipes fast best --best-epochs 15
+    python benchmarks/time_to_accuracy.py --tutorial-epochs 4 --recipes fast fast-flip --fast-flip-epochs 15
 
 Records the wall time (data loading, training and the evaluation after each epoch) at which each recipe first
 reaches 90..95% test accuracy, and its final accuracy; and the training FLOP/s each achieved (3x the forward
@@ -182,7 +182,7 @@ def main() -> None:
         "--recipes", nargs="*", default=["fast"], help="recipes to run; 'default' for the dataset's own"
     )
     parser.add_argument("--epochs", type=int, default=4, help="epochs of the fast recipe")
-    parser.add_argument("--best-epochs", type=int, default=14, help="epochs of the best recipe")
+    parser.add_argument("--fast-flip-epochs", type=int, default=14, help="epochs of the fast-flip recipe")
     parser.add_argument("--long-epochs", type=int, default=14, help="epochs of the photo-long recipe")
     parser.add_argument("--tag", default="", help="added to the JSON file's name, to keep several runs")
     parser.add_argument("--precision", default="auto")
@@ -210,7 +210,7 @@ def main() -> None:
         skip_md5()
         THRESHOLDS[:] = CIFAR_THRESHOLDS
     for recipe in args.recipes:
-        epochs = {"best": args.best_epochs, "photo-long": args.long_epochs}.get(recipe, args.epochs)
+        epochs = {"fast-flip": args.fast_flip_epochs, "photo-long": args.long_epochs}.get(recipe, args.epochs)
         results.append(
             run_resnetlab(
                 args.data_dir,

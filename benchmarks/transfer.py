@@ -46,7 +46,7 @@ def make_folder(source: Path, classes: list[str], per_class: int | None, test_pe
     return root
 
 
-def describe(name: str) -> str:
+def describe_schedule(name: str) -> str:
     if name.startswith("frozen-"):
         return f"backbone frozen for {name.removeprefix('frozen-')} epochs, then at the head's lr"
     if name.startswith("lr-"):
@@ -117,7 +117,8 @@ def main() -> None:
         target_data = make_folder(args.source, TARGET, args.per_class, args.test_per_class, work / "target")
         print(table_head(args.seeds).replace("setting", "start", 1))
         runs = [("random weights", None, "tool")] + [
-            (f"--init the source run, {describe(name)}", str(work / "source-run"), name) for name in args.schedules
+            (f"--init the source run, {describe_schedule(name)}", str(work / "source-run"), name)
+            for name in args.schedules
         ]
         for label, init, name in runs:
             configs = [

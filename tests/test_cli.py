@@ -302,7 +302,7 @@ def test_train_flags_reach_the_config(monkeypatch, tmp_path):
     monkeypatch.setattr(engine, "train", given.append)
     argv = ["train", "--dataset", "folder", "--data-dir", str(tmp_path), "--no-cache", "--image-size", "40"]
     argv += ["--no-augment", "--subset", "50", "--val-split", "0.3", "--model", "resnet18", "--shortcut", "B"]
-    argv += ["--pretrained", "--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--recipe", "best"]
+    argv += ["--pretrained", "--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--recipe", "fast-flip"]
     argv += ["--eval-every", "2", "--tta", "none", "--out", "run", "--overwrite", "--seed", "7", "--device", "cpu"]
     argv += ["--precision", "fp32", "--quiet", "--tensorboard"]
     assert main(argv) == 0
@@ -321,7 +321,7 @@ def test_train_flags_reach_the_config(monkeypatch, tmp_path):
             epochs=3,
             batch_size=16,
             lr=0.05,
-            recipe="best",
+            recipe="fast-flip",
             eval_every=2,
             tta="none",
             out="run",

@@ -143,7 +143,7 @@ def test_the_quick_budget_fits_without_augmentation_and_the_paper_budget_augment
     "recipe, translate, mirror, tta",
     [
         ("fast", False, False, False),
-        ("best", False, True, True),  # mirrors without translating (translation cost accuracy on Fashion-MNIST)
+        ("fast-flip", False, True, True),  # mirrors without translating (translation cost accuracy on Fashion-MNIST)
         ("paper", True, True, False),
     ],
 )

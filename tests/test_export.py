@@ -303,7 +303,7 @@ def test_int8_export_is_quantized_checked_and_runs_in_eval(trained_run, tmp_path
     assert {p.key: p.value for p in model.metadata_props}["precision"] == "int8"
 
     predictor = OnnxPredictor.from_file(output)
-    assert predictor.describe().endswith("int8")
+    assert predictor.runs_on.endswith("int8")
     assert main(["eval", str(output), "--json", "--save", str(tmp_path / "cm.png")]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert main(["eval", str(trained_run / "best.pt"), "--json", "--save", str(tmp_path / "cm2.png"), *FP32]) == 0

@@ -33,7 +33,7 @@ from resnetlab.checkpoint import FORMAT, load_checkpoint, read_checkpoint, save_
 from resnetlab.cli import main
 from resnetlab.errors import UserError
 from resnetlab.folder import list_split
-from resnetlab.imagefiles import MAX_IMAGE_PIXELS, decode
+from resnetlab.imagefiles import MAX_FILE_PIXELS, decode
 
 TRAIN_FOLDER = ["--dataset", "folder", "--epochs", "1", "--image-size", "16", "--batch-size", "8"]
 
@@ -163,7 +163,7 @@ def test_predict_on_an_image_with_too_many_pixels(trained_run, tmp_path, capsys,
         capsys,
         ["predict", str(trained_run), str(bomb), "--save", str(tmp_path / "p.png")],
         str(bomb),
-        f"{MAX_IMAGE_PIXELS:,}",
+        f"{MAX_FILE_PIXELS:,}",
     )
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
 

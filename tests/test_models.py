@@ -348,13 +348,14 @@ def test_an_older_card_without_the_options_reads_as_the_models_defaults_and_a_fo
             ModelCard.from_dict(crafted, "crafted.pt")
 
 
-def test_a_model_added_to_the_registry_is_listed_built_and_recorded(monkeypatch):
-    """The worked example of docs/architecture.md: adding a model is one registered builder."""
+def add_tiny_model(monkeypatch, name: str = "resnet6t"):
+    """The worked example of docs/architecture.md, registered until the test ends: a model is one registered
+    builder. Returns the builder."""
     monkeypatch.setattr(models, "_MODELS", dict(models._MODELS))
 
     @register_model(
         "tiny",
-        {"resnet6t": (BasicBlock, [1, 1])},
+        {name: (BasicBlock, [1, 1])},
         widths=(8, 16),
         shortcut="B",
         stems=("small",),
@@ -363,7 +364,12 @@ def test_a_model_added_to_the_registry_is_listed_built_and_recorded(monkeypatch)
     def tiny_resnet(spec, **options) -> ResNet:
         return models._resnet(spec, **options)
 
-    assert "resnet6t" in list_models() and models.model_info("resnet6t").endswith("a tiny test net")
+    return tiny_resnet
+
+
+def test_a_model_added_to_the_registry_is_listed_built_and_recorded(monkeypatch):
+    tiny_resnet = add_tiny_model(monkeypatch)
+    assert "resnet6t" in list_models() and models.model_summary("resnet6t").endswith("a tiny test net")
     model = create_model("resnet6t", num_classes=3, in_channels=1)
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3) and model.layer2[0].bn2.num_features == 16
     card = ModelCard("resnet6t", ("a", "b", "c"), 1, 8, (0.5,), (0.25,))

@@ -1,6 +1,7 @@
 """Recipes as data: the optimizer and the schedule are named from engine's tables, every airbench setting is a
 field, and a new recipe (AdamW with a cosine schedule here) is one entry in config.RECIPES."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -157,3 +158,21 @@ def test_a_resumed_run_keeps_its_backbone_rate_whatever_its_groups():
     for group in old["optimizer"]["param_groups"]:
         del group["name"]
     assert _saved_backbone_scale(old) == pytest.approx(0.1)
+
+
+def test_the_former_recipe_name_best_still_trains_resumes_and_loads_as_fast_flip(tiny_fashion, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "{" + ",".join(RECIPES) + "}" in capsys.readouterr().out and "best" not in RECIPES  # not shown
+    out = tmp_path / "run"
+    argv = ["train", "--data-dir", str(tiny_fashion), "--model", "resnet8w", "--subset", "64"]
+    argv += ["--device", "cpu", "--precision", "fp32", "--out", str(out), "--recipe", "best"]
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert "note: recipe best is now called fast-flip" in capsys.readouterr().out
+    assert load_checkpoint(out / "last.pt").config["recipe"] == "best"  # as runs saved before the rename have it
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--recipe", "best"]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--recipe", "fast-flip"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"] == "fast-flip" and summary["epochs"] == 3
+    assert load_checkpoint(out / "best.pt").card.test_time_flip  # fast-flip's flip test-time augmentation
+    assert main(["eval", str(out), "--device", "cpu", "--precision", "fp32"]) == 0

@@ -25,7 +25,7 @@ from PIL import Image
 from resnetlab.cli import main
 from resnetlab.errors import UserError
 from resnetlab.inference import TorchPredictor
-from resnetlab.serve import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES, create_app
+from resnetlab.serve import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, create_app
 
 UPLOAD_LIMIT = 64 * 1024  # small, so the 413 tests send little
 PEAK_MEMORY_LIMIT_MB = 1500  # for 50 concurrent 6000x6000 PNGs; it was 10.8 GB before they were decoded two at a time
@@ -243,7 +243,7 @@ def test_uploads_over_the_limit_get_413(server):
 
 
 def test_an_image_of_too_many_pixels_gets_413(server):
-    side = int(MAX_IMAGE_PIXELS**0.5) + 100
+    side = int(MAX_UPLOAD_PIXELS**0.5) + 100
     buffer = io.BytesIO()
     Image.new("1", (side, side)).save(buffer, format="PNG")  # a few kilobytes
     assert len(buffer.getvalue()) < UPLOAD_LIMIT

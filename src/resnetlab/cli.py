@@ -195,6 +195,7 @@ def _train_schedule_flags(p) -> None:
         DATASET_RECIPES,
         DEFAULT_EPOCHS,
         DEFAULT_RECIPE,
+        RECIPE_ALIASES,
         RECIPES,
         SMALL_DATA_STEPS,
         TTA_CHOICES,
@@ -228,7 +229,8 @@ def _train_schedule_flags(p) -> None:
     p.add_argument(
         "--recipe",
         default=None,
-        choices=list(RECIPES),
+        choices=[*RECIPES, *RECIPE_ALIASES],  # a former name is still taken, but not shown
+        metavar="{" + ",".join(RECIPES) + "}",
         help=f"default: {by_dataset}, else "
         f"{DEFAULT_RECIPE}. " + "; ".join(f"{r.name}: {r.description}".replace("%", "%%") for r in RECIPES.values()),
     )
@@ -404,7 +406,7 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def _degradation_arguments(p: argparse.ArgumentParser) -> None:
     from .config import FULL_DEGRADATION as FULL
-    from .config import RECIPES, DegradationConfig
+    from .config import RECIPE_ALIASES, RECIPES, DegradationConfig
 
     quick = DegradationConfig()
     p.add_argument("--dataset", default=None, help=f"default: {quick.dataset}; with --full, {FULL.dataset}")
@@ -440,7 +442,11 @@ def _degradation_arguments(p: argparse.ArgumentParser) -> None:
         f"{quick.train_eval_size}; with --full, {FULL.train_eval_size}",
     )
     p.add_argument(
-        "--recipe", default=None, choices=list(RECIPES), help=f"default: {quick.recipe}; with --full, {FULL.recipe}"
+        "--recipe",
+        default=None,
+        choices=[*RECIPES, *RECIPE_ALIASES],
+        metavar="{" + ",".join(RECIPES) + "}",
+        help=f"default: {quick.recipe}; with --full, {FULL.recipe}",
     )
     p.add_argument(
         "--augment",
@@ -775,9 +781,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from .redraw import redraw_run
+    from .plotting import plot_run
 
-    for line in redraw_run(args.run, args.data_dir, args.device, args.precision, args.n, args.cache_dir):
+    for line in plot_run(args.run, args.data_dir, args.device, args.precision, args.n, args.cache_dir):
         print(line)
 
 
@@ -859,14 +865,14 @@ def _responses(args: argparse.Namespace) -> None:
 
 def _explain(args: argparse.Namespace) -> None:
     from .checkpoint import resolve_path
-    from .explain import describe, explain_checkpoint, gradcam_grid
+    from .explain import draw_explanation, explain_checkpoint, explanation_lines
 
     out = Path(args.out) if args.out else resolve_path(args.checkpoint).parent / "gradcam.png"
     explanation = explain_checkpoint(
         args.checkpoint, args.images, args.data_dir, args.stage, args.device, args.cache_dir
     )
-    print("\n".join(describe(explanation)))
-    print(f"picture: {gradcam_grid(explanation, out)}")
+    print("\n".join(explanation_lines(explanation)))
+    print(f"picture: {draw_explanation(explanation, out)}")
 
 
 def _datasets(args: argparse.Namespace) -> None:
@@ -885,12 +891,12 @@ def _datasets(args: argparse.Namespace) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
-    from .models import count_parameters, create_model, list_models, model_info
+    from .models import count_parameters, create_model, list_models, model_summary
 
     rows = []
     for name in list_models():
         params = count_parameters(create_model(name, num_classes=10, in_channels=3))
-        rows.append([name, f"{params / 1e6:.2f}M", model_info(name)])
+        rows.append([name, f"{params / 1e6:.2f}M", model_summary(name)])
     print(_format_table(["model", "params (10 classes, RGB)", "blocks"], rows))
 
 

@@ -21,7 +21,7 @@ from . import distributed
 from .batches import ImageData, TensorBatches
 from .card import ModelCard
 from .checkpoint import load_checkpoint
-from .config import FINE_TUNE_BACKBONE_LR, Recipe, TrainConfig, fine_tune_rates
+from .config import FINE_TUNE_BACKBONE_LR, RECIPE_ALIASES, Recipe, TrainConfig, fine_tune_rates
 from .data import get_spec, load_train_test
 from .distributed import Distributed
 from .errors import UserError
@@ -282,7 +282,7 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         job.train_batches.set_epoch(epoch, progress.step)
         with recorder.progress_bar(epoch, job.epochs, len(job.train_batches)) as bar:
             stats = train_one_epoch(
-                job.model,
+                job.train_module,
                 job.train_batches,
                 job.optimizer,
                 job.scheduler,
@@ -401,6 +401,8 @@ def _resumed_with(run: TrainConfig, requested: TrainConfig, done: int) -> tuple[
     def differs(field: str) -> bool:
         if field in ("data_dir", "out"):
             return Path(given[field]).resolve() != Path(getattr(run, field)).resolve()
+        if field == "recipe":  # a former name (RECIPE_ALIASES) is the same recipe
+            return requested.recipe_name != run.recipe_name
         return given[field] != getattr(run, _EFFECTIVE.get(field, field))
 
     fixed = [f for f in given if f not in RESUME_APPLIES + RESUME_RUNS_ON and differs(f)]
@@ -522,6 +524,9 @@ def train(
         notes = train_data.notes + ([sizing] if sizing and resume_state is None else [])
         notes += [_start_note(start, job.card, train_data.channels)] if start else []
         notes += changed + (resume_state or {}).get("notes", [])
+        notes += (
+            [f"recipe {config.recipe} is now called {config.recipe_name}"] if config.recipe in RECIPE_ALIASES else []
+        )
         recorder.start(_describe_start(config, job, progress, train_data, test_data), notes, train_data.skipped)
         with _StopRequests() as stop_requested:
             should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
@@ -662,7 +667,7 @@ def _saved_backbone_scale(state: dict[str, Any] | None) -> float | None:
 
 def _start_note(start: Start, card: ModelCard, data_channels: int) -> str:
     gray = ", grayscale images repeated into RGB" if data_channels < card.in_channels else ""
-    return f"{start.describe(card.classes)}{gray}; {fine_tune_rates()}"
+    return f"{start.describe_weights(card.classes)}{gray}; {fine_tune_rates()}"
 
 
 def _describe_start(
@@ -678,7 +683,7 @@ def _describe_start(
         f"{action} {card.architecture} ({count_parameters(job.net) / 1e6:.2f}M parameters) on {config.dataset}: "
         f"{len(train_data)} train / {len(test_data)} test images, {card.num_classes} classes, "
         f"{card.in_channels}x{card.image_size}x{card.image_size}; {config.epochs} epochs, batch {batch}, "
-        f"recipe {config.recipe_name}, {job.runtime.describe()}{processes}"
+        f"recipe {config.recipe_name}, {job.runtime.runs_on}{processes}"
     )
 
 

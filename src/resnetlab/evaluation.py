@@ -73,7 +73,7 @@ def evaluate_checkpoint(
             Path(worst_save) if worst_save else resolve_path(checkpoint).parent / "worst.png", min(worst, len(data))
         )
         drawn.write(data, scores, card.classes)
-    return Evaluation(str(checkpoint), card, stats, picture, predictor.describe(), drawn)
+    return Evaluation(str(checkpoint), card, stats, picture, predictor.runs_on, drawn)
 
 
 def mistakes(confusion: list[list[int]], classes: tuple[str, ...]) -> dict[str, Any]:

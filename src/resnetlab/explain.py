@@ -21,7 +21,7 @@ from torch import nn
 from .errors import UserError
 from .imagefiles import expand_image_paths
 from .inference import TorchPredictor
-from .plots import gradcam_grid as draw_gradcam_grid
+from .plots import gradcam_grid
 from .preprocess import PixelClassifier
 
 
@@ -135,7 +135,7 @@ def explain_checkpoint(
     )
 
 
-def describe(explanation: Explanation) -> list[str]:
+def explanation_lines(explanation: Explanation) -> list[str]:
     """One line per image: what it is, what the model predicted, and the true class where known."""
     lines = []
     for name, p, c, a in zip(explanation.names, explanation.predicted, explanation.confidence, explanation.actual):
@@ -143,10 +143,10 @@ def describe(explanation: Explanation) -> list[str]:
     return lines
 
 
-def gradcam_grid(explanation: Explanation, path: str | Path, title: str = "") -> Path:
+def draw_explanation(explanation: Explanation, path: str | Path, title: str = "") -> Path:
     """Each image above its Grad-CAM overlay, titled with the prediction (and the true class where known)."""
     labels, wrong = [], []
     for predicted, confidence, actual in zip(explanation.predicted, explanation.confidence, explanation.actual):
         labels.append(f"{predicted} {confidence:.0%}" + (f"\ntrue: {actual}" if actual is not None else ""))
         wrong.append(actual is not None and actual != predicted)
-    return draw_gradcam_grid(explanation.images, explanation.maps, labels, wrong, path, title)
+    return gradcam_grid(explanation.images, explanation.maps, labels, wrong, path, title)

@@ -22,7 +22,7 @@ from .card import ModelCard
 from .checkpoint import resolve_path
 from .config import EXPORT_CHECK_IMAGES, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES, INT8_MIN_AGREEMENT
 from .errors import UserError
-from .formats import EXPORT_FORMAT, EXPORT_FORMATS, ONNX_INPUT, ONNX_OUTPUTS, get_format, int8_formats, require
+from .formats import EXPORT_FORMATS, EXPORT_MARKER, ONNX_INPUT, ONNX_OUTPUTS, get_format, int8_formats, require
 from .formats import load_torchscript as load_torchscript  # where it was before formats.py: scripts import it here
 from .inference import TorchPredictor
 from .preprocess import ExportedClassifier, PixelClassifier
@@ -35,13 +35,13 @@ class ExportMismatch(UserError):
     exit_code = 1
 
 
-def describe(predictor: TorchPredictor) -> dict[str, Any]:
+def export_metadata(predictor: TorchPredictor) -> dict[str, Any]:
     """What an exported model carries about itself: its model card (under the keys a checkpoint uses), and how
     to call it."""
     card, checkpoint = predictor.card, predictor.checkpoint
     size = card.image_size
     return {
-        "format": EXPORT_FORMAT,
+        "format": EXPORT_MARKER,
         "version": 1,
         **card.to_dict(),
         "num_classes": card.num_classes,
@@ -194,7 +194,7 @@ def export_checkpoint(
     # The reference: the checkpoint's own model, in fp32 on the CPU, as exported.
     predictor = TorchPredictor.from_checkpoint(source, device="cpu", precision="fp32")
     module = ExportedClassifier(PixelClassifier.from_card(predictor.network, predictor.card)).eval()
-    description = describe(predictor)
+    description = export_metadata(predictor)
     calibration = _calibration_images(predictor, data_dir, INT8_CALIBRATION_IMAGES, cache_dir) if int8 else None
     images, checked_on = _check_images(predictor, data_dir, check_images, cache_dir)
     # Written beside the target and moved into place only once checked, so that a failed export leaves a file

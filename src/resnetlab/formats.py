@@ -27,7 +27,7 @@ from torch import nn
 from .errors import UserError
 from .runtime import cpu_has_vnni, select_device
 
-EXPORT_FORMAT = "resnetlab-export"  # the description's "format": what marks a file as written by resnetlab export
+EXPORT_MARKER = "resnetlab-export"  # export_metadata's "format": what marks a file as written by resnetlab export
 # ONNX models written by resnetlab export: their one input and two outputs.
 ONNX_INPUT = "images"
 ONNX_OUTPUTS = ("logits", "probabilities")
@@ -318,7 +318,7 @@ def open_exported(path: str | Path, device: str = "auto", fmt: ExportFormat | No
         raise
     except Exception as e:  # noqa: BLE001 - each runtime raises its own exception types for a bad file
         raise UserError(f"{path} is not a readable {fmt.title} model ({type(e).__name__}); export it again.") from None
-    if model.metadata.get("format") != EXPORT_FORMAT or "classes" not in model.metadata:
+    if model.metadata.get("format") != EXPORT_MARKER or "classes" not in model.metadata:
         raise UserError(
             f"{path} was not written by resnetlab export (its metadata has no class names); "
             "export the model with resnetlab export."

@@ -3,7 +3,7 @@
 One set of rules for training on folders, `check`, `predict`, `explain` and `serve`: the suffixes are those of
 the formats in FORMATS that the installed decoders read (image_suffixes), with the phone formats' suffixes always
 among them, so that a HEIC photo without its decoder is named rather than left out; the rotation stored in EXIF is
-applied, 16-bit images are scaled to 8 bits, and an image with more than MAX_IMAGE_PIXELS pixels is refused from
+applied, 16-bit images are scaled to 8 bits, and an image with more than MAX_FILE_PIXELS pixels is refused from
 its header, before it is decoded.
 """
 
@@ -23,8 +23,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 from .errors import NotARegularFile, UserError
 from .preprocess import resize
 
-# A 36-megapixel phone photo is an ordinary image; a few hundred KB of PNG can claim billions of pixels.
-MAX_IMAGE_PIXELS = 64_000_000
+# A 36-megapixel phone photo is an ordinary image; a few hundred KB of PNG can claim billions of pixels. This limits
+# the user's own files (training folders, predict, explain, check), decoded one at a time, so it is the higher of
+# two: serve passes its MAX_UPLOAD_PIXELS (40 M) for uploads from anyone, decoded several at once.
+MAX_FILE_PIXELS = 64_000_000
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
 
 
@@ -149,7 +151,7 @@ def _unreadable_phone_format(source: str | Path | IO[bytes], name: str) -> Phone
     return next((f for f in unreadable if suffix in f.suffixes or brands & set(f.brands)), None)
 
 
-def _open(source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def _open(source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_FILE_PIXELS) -> Image.Image:
     """Image.open of the formats read, with the pixel limit checked from the header, as one sentence."""
     missing = _unreadable_phone_format(source, name)
     if missing is not None:
@@ -227,7 +229,7 @@ def decode(
     channels: int,
     size: int,
     name: str | None = None,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_pixels: int = MAX_FILE_PIXELS,
 ) -> torch.Tensor:
     """An image file (or file object) as uint8 pixels [channels, size, size].
 

@@ -37,7 +37,8 @@ class Predictor(Protocol):
 
     def logits(self, images: torch.Tensor) -> torch.Tensor: ...
 
-    def describe(self) -> str: ...
+    @property
+    def runs_on(self) -> str: ...  # what runs it, on what, in which precision
 
 
 class PredictorBase:
@@ -170,8 +171,9 @@ class TorchPredictor(PredictorBase):
     def best_test_accuracy(self) -> float | None:
         return self.checkpoint.best_test_accuracy
 
-    def describe(self) -> str:
-        return self.runtime.describe()
+    @property
+    def runs_on(self) -> str:
+        return self.runtime.runs_on
 
 
 class ExportedPredictor(PredictorBase):
@@ -201,7 +203,8 @@ class ExportedPredictor(PredictorBase):
     def best_test_accuracy(self) -> float | None:
         return self.metadata.get("best_test_accuracy")
 
-    def describe(self) -> str:
+    @property
+    def runs_on(self) -> str:
         return self.model.runs_on
 
 

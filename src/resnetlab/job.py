@@ -37,7 +37,7 @@ class Job:
 
     card: ModelCard
     net: nn.Module  # the network whose weights are saved
-    model: nn.Module  # what trains: net behind normalization (and DistributedDataParallel under torchrun)
+    train_module: nn.Module  # what trains: net behind normalization (and DistributedDataParallel under torchrun)
     evaluator: PixelClassifier  # net behind normalization and the card's test-time flip
     train_batches: TensorBatches
     test_batches: TensorBatches

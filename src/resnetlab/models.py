@@ -64,8 +64,8 @@ __all__ = [
     "fold_batchnorm",
     "get_model",
     "list_models",
-    "model_info",
     "model_spec",
+    "model_summary",
     "pretrained_models",
     "register_model",
     "weighted_layers",
@@ -628,7 +628,7 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def model_info(name: str) -> str:
+def model_summary(name: str) -> str:
     """A one-line description for `resnetlab models`."""
     spec = model_spec(name)
     layout = f"{spec.block.__name__} x {list(spec.layers)}"

@@ -25,7 +25,8 @@ class Runtime:
     def precision(self) -> str:
         return "fp32" if self.amp_dtype is None else "bf16"
 
-    def describe(self) -> str:
+    @property
+    def runs_on(self) -> str:
         return f"{self.device.type}, {self.precision}"
 
 

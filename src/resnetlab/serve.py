@@ -56,7 +56,9 @@ from .inference import open_predictor
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # a phone photo fits; the model sees 28x28 or 32x32 pixels anyway
-MAX_IMAGE_PIXELS = 40_000_000  # checked in the header: a few kilobytes of PNG can decode to gigabytes
+# Checked in the header: a few kilobytes of PNG can decode to gigabytes. Below imagefiles.MAX_FILE_PIXELS (a user's
+# own files): anyone who reaches the server can send these, MAX_DECODES at a time; a 36 MP phone photo still passes.
+MAX_UPLOAD_PIXELS = 40_000_000
 MAX_DECODES = 2  # images decoded at once: each can take ~4 bytes a pixel, plus its conversion to the model's mode
 MAX_FORM_PARTS = 16  # a form needs one; a body of thousands of tiny parts costs seconds of Python to parse
 FORM_FIELD = "file"
@@ -171,7 +173,7 @@ def decode_image(data: bytes, card: ModelCard) -> torch.Tensor:
         raise HTTPException(400, f"the request has no image: send it as the body or as the form field '{FORM_FIELD}'.")
     try:
         return decode(
-            io.BytesIO(data), card.in_channels, card.image_size, name="the upload", max_pixels=MAX_IMAGE_PIXELS
+            io.BytesIO(data), card.in_channels, card.image_size, name="the upload", max_pixels=MAX_UPLOAD_PIXELS
         )
     except ImageTooLarge as e:
         raise HTTPException(413, str(e)) from None

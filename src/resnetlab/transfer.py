@@ -71,7 +71,7 @@ class Start:
         """Whether the head is loaded too: only for the very same classes, in the same order."""
         return self.classes == tuple(classes)
 
-    def describe(self, classes: tuple[str, ...]) -> str:
+    def describe_weights(self, classes: tuple[str, ...]) -> str:
         """One line for the start of training: where the weights come from and what is new."""
         kept = self.keeps_head(classes)
         head = "its head kept for the same classes" if kept else f"a new head for {len(classes)} classes"

@@ -9,7 +9,7 @@ from .inference import TorchPredictor
 from .plots import confusion_matrix_plot, prediction_grid, read_metrics, training_curves
 
 
-def redraw_run(
+def plot_run(
     run: str | Path,
     data_dir: str | None = None,
     device: str = "auto",
