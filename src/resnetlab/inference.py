@@ -17,6 +17,7 @@ import torch
 from .batches import ImageData
 from .card import ModelCard
 from .checkpoint import Checkpoint, load_checkpoint, resolve_path
+from .confidence import calibration
 from .data import find_data, load_split
 from .errors import UserError
 from .folder import Holdout
@@ -63,8 +64,9 @@ class PredictorBase:
         return None
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities [N, classes] of uint8 images [N, C, H, W]."""
-        return self.logits(images).softmax(1)
+        """Calibrated softmax probabilities [N, classes] of uint8 images [N, C, H, W]: of the logits divided by the
+        card's temperature (confidence.py), as the exported files compute them."""
+        return (self.logits(images) / self.card.temperature).softmax(1)
 
     def top_classes(self, probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
         values, indices = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
@@ -74,11 +76,13 @@ class PredictorBase:
         ]
 
     def evaluate(self, data: ImageData) -> dict[str, Any]:
-        """metrics.score on a split: loss, accuracy, per-class accuracy, confusion matrix, throughput."""
+        """metrics.score on a split: loss, accuracy, per-class accuracy, confusion matrix, throughput; and under
+        "calibration", the ECE before and after the card's temperature, with the reliability bins."""
         start = time.perf_counter()
         chunks = [self.logits(images) for images in data.chunks(self.chunk_size)]  # never the whole split at once
         logits = torch.cat(chunks) if chunks else torch.empty(0, self.card.num_classes)
-        return score(logits, data.labels, self.card.num_classes, time.perf_counter() - start)
+        stats = score(logits, data.labels, self.card.num_classes, time.perf_counter() - start)
+        return {**stats, "calibration": calibration(logits, data.labels, self.card.temperature, with_bins=True)}
 
     def load_data(
         self, data_dir: str | None = None, limit: int | None = None, train: bool = False, cache_dir: str | None = None
