@@ -161,7 +161,7 @@ class _Checker:
         """An optional positive finite number (default when missing)."""
         value = self.values.get(field, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            self.fail(field, f"is {str(value)[:40]!r}, not a positive number")
+            self.fail(field, f"is {repr(value)[:40]}, not a positive number")
         return float(value)
 
     def names(self, field: str) -> tuple[str, ...]:
