@@ -103,9 +103,12 @@ def test_eval_reports_the_ece_before_and_after_and_draws_the_reliability_diagram
 
     assert main(["eval", str(trained_run), "--save", str(save), *FP32]) == 0
     out = capsys.readouterr().out
-    assert f"calibration: temperature {temperature:.3g} (from the model card); expected calibration error " in out
-    assert f"{report['ece_before']:.2%} before, {report['ece_after']:.2%} after (15 bins, 100 images)" in out
-    assert f"reliability diagram: {tmp_path / 'reliability.png'}" in out
+    assert f"calibration: temperature {temperature:.3g} (from the model card)\n" in out
+    assert (
+        f"expected calibration error (15 bins, 100 images): {report['ece_before']:.2%} before, "
+        f"{report['ece_after']:.2%} after\n"
+    ) in out
+    assert f"reliability: {tmp_path / 'reliability.png'}" in out
 
 
 def test_reliability_diagram_draws_both_sides(tmp_path):

@@ -611,7 +611,7 @@ def _eval(args: argparse.Namespace) -> None:
         )
     )
     print("\n" + describe_calibration(stats["calibration"], "from the model card"))
-    print(f"picture: {result.picture}\nreliability diagram: {result.reliability}")
+    print(f"picture: {result.picture}\nreliability: {result.reliability}")
 
 
 def _predict(args: argparse.Namespace) -> None:

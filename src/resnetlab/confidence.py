@@ -98,10 +98,10 @@ def calibration(
 
 
 def describe_calibration(report: dict[str, Any], source: str) -> str:
-    """One line on a `calibration` report: the temperature (source: where it comes from) and the ECE before and
+    """Two lines on a `calibration` report: the temperature (source: where it comes from), and the ECE before and
     after it."""
     return (
-        f"calibration: temperature {report['temperature']:.3g} ({source}); expected calibration error "
-        f"{report['ece_before']:.2%} before, {report['ece_after']:.2%} after ({report['bins']} bins, "
-        f"{report['images']} images)"
+        f"calibration: temperature {report['temperature']:.3g} ({source})\n"
+        f"expected calibration error ({report['bins']} bins, {report['images']} images): {report['ece_before']:.2%} "
+        f"before, {report['ece_after']:.2%} after"
     )
