@@ -397,7 +397,7 @@ def _save_weights(module, example, path, description):
 def _load_weights(path, device):
     saved = torch.load(path, weights_only=True)
     card = ModelCard.from_dict(saved["description"], str(path))
-    module = ExportedClassifier(PixelClassifier.from_card(fold_batchnorm(card.build_model()), card))
+    module = ExportedClassifier(PixelClassifier.from_card(fold_batchnorm(card.build_model()), card), card.temperature)
     module.load_state_dict(saved["weights"])
     module.eval()
 
@@ -454,3 +454,22 @@ def test_a_format_added_to_the_table_exports_predicts_and_evaluates(trained_run,
     )
     assert differences <= 2  # at most one near-tie image decided the other way
     assert exported["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("fmt", list(EXPORT_FORMATS))
+def test_the_exported_probabilities_are_the_calibrated_ones(trained_run, tmp_path, capsys, fmt):
+    """The card's temperature is inside the exported graph: the file's own probabilities output is
+    softmax(logits / T), as the checkpoint's predictor gives, and its top class is the uncalibrated one."""
+    saved = read_checkpoint(trained_run / "best.pt")
+    save_atomic({**saved, "temperature": 2.5}, tmp_path / "hot.pt")  # far from the fitted one: the test can tell
+    output = tmp_path / EXPORT_FORMATS[fmt].file_name("model")
+    report = _export(capsys, tmp_path / "hot.pt", fmt, output)
+    assert report["metadata_ok"] and report["max_abs_diff_probabilities"] <= DEFAULT_TOLERANCE
+    predictor = TorchPredictor.from_checkpoint(tmp_path / "hot.pt", "cpu", "fp32")
+    images = predictor.load_test_data(limit=16).images
+    logits, probabilities = EXPORT_FORMATS[fmt].load(output, "cpu").run(images)
+    assert (probabilities - predictor.probabilities(images)).abs().max() <= DEFAULT_TOLERANCE
+    assert (probabilities - (logits / 2.5).softmax(1)).abs().max() <= DEFAULT_TOLERANCE
+    assert (probabilities - logits.softmax(1)).abs().max() > 0.01  # not the plain softmax
+    assert torch.equal(probabilities.argmax(1), logits.argmax(1))
+    assert open_predictor(output).card.temperature == 2.5

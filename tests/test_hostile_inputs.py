@@ -399,7 +399,9 @@ def test_checkpoints_from_before_the_model_card_still_load_and_predict(trained_r
     save_atomic(_old_layout(trained_run, stem), old)
     image = tmp_path / "image.png"
     Image.fromarray(pattern_images(np.array([3]), 28, 1)[0, :, :, 0]).save(image)
-    assert _predict_json(capsys, old, [image], tmp_path) == _predict_json(capsys, trained_run, [image], tmp_path)
+    uncalibrated = tmp_path / "now.pt"  # an old card has no temperature: the plain softmax of the same weights
+    save_atomic({**read_checkpoint(trained_run / "best.pt"), "temperature": 1.0}, uncalibrated)
+    assert _predict_json(capsys, old, [image], tmp_path) == _predict_json(capsys, uncalibrated, [image], tmp_path)
     assert main(["eval", str(old), "--json", "--save", str(tmp_path / "cm.png")]) == 0
     assert json.loads(capsys.readouterr().out)["classes"] == list(load_checkpoint(trained_run).card.classes)
 

@@ -1,6 +1,7 @@
 """Runs survive crashes: resume, interrupts, atomic checkpoints, multi-process training."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -288,6 +289,8 @@ def test_two_processes_with_gloo_write_one_set_of_files(tiny_fashion, tmp_path):
     assert not [f for f in files if f.startswith(".")], files
     assert [int(r["epoch"]) for r in _rows(out)] == [1, 2]
     assert result.stdout.count("epoch 1/2:") == 1  # only rank 0 prints
+    assert result.stdout.count("calibration: temperature") == 1
+    assert json.loads((out / "summary.json").read_text())["calibration"]["images"] == 100  # both shards' logits
     assert "2 processes" in result.stdout
     # The reduced metric covers the whole test set: it equals a single-process evaluation of the weights.
     from resnetlab.inference import TorchPredictor

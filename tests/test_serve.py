@@ -169,6 +169,10 @@ def test_top_and_input_png(server, predictor, known_images):
         ("top=0", "?top=0 is refused: top must be at least 1; see /openapi.json for what /predict takes."),
         ("top=abc", "?top=abc is refused: top must be a whole number; see /openapi.json for what /predict takes."),
         ("gradcam=maybe", "?gradcam=maybe is refused: gradcam must be true or false; see /openapi.json for what"),
+        ("min_confidence=1", "?min_confidence=1 is refused: min_confidence must be below 1; see /openapi.json"),
+        ("min_confidence=-0.5", "?min_confidence=-0.5 is refused: min_confidence must be at least 0; see"),
+        ("min_confidence=abc", "?min_confidence=abc is refused: min_confidence must be a number; see /openapi.json"),
+        ("min_confidence=nan", "?min_confidence=nan is refused: min_confidence must be a finite number; see"),
     ],
 )
 def test_a_bad_query_parameter_gets_400_and_one_sentence(server, known_images, query, sentence):
@@ -176,6 +180,18 @@ def test_a_bad_query_parameter_gets_400_and_one_sentence(server, known_images, q
     assert reply.status == 400
     detail = reply.json()["detail"]
     assert isinstance(detail, str) and detail.startswith(sentence), detail
+
+
+def test_min_confidence_answers_unknown_below_it(server, predictor, known_images):
+    path = known_images[2]
+    top = expected_top(predictor, path)[0]  # (class, calibrated probability)
+    plain = server.post_image(path.read_bytes(), "/predict").json()
+    assert "unknown" not in plain and "class" not in plain  # only asked for
+    above = server.post_image(path.read_bytes(), f"/predict?min_confidence={top[1] * 0.99}").json()
+    assert above["unknown"] is False and above["class"] == top[0] == above["top"][0]["class"]
+    below = server.post_image(path.read_bytes(), f"/predict?min_confidence={min(top[1] * 1.01, 0.999999)}").json()
+    assert below["unknown"] is True and below["class"] == "unknown" and below["top"][0]["class"] == top[0]
+    assert below["top"][0]["probability"] == pytest.approx(top[1], abs=1e-5)
 
 
 def test_gradcam_overlay_for_the_top_class(server, predictor, known_images):

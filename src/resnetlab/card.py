@@ -37,6 +37,7 @@ class ModelCard:
     dataset: str = ""
     data_dir: str = ""  # where the data was, for `eval` and `predict -n` without --data-dir
     holdout: tuple[str, ...] = ()  # a folder without train/ and test/: the validation files, relative to data_dir
+    temperature: float = 1.0  # probabilities are softmax(logits / temperature), fitted after training (confidence.py)
 
     @property
     def num_classes(self) -> int:
@@ -81,6 +82,7 @@ class ModelCard:
             "dataset": self.dataset,
             "data_dir": self.data_dir,
             "holdout": list(self.holdout),
+            "temperature": self.temperature,
         }
 
     @classmethod
@@ -107,6 +109,7 @@ class ModelCard:
             dataset=str(values.get("dataset", "")),
             data_dir=str(values.get("data_dir") or ""),
             holdout=check.names("holdout"),
+            temperature=check.positive("temperature", default=1.0),  # a card from before calibration: 1
         )
         if len(card.mean) != card.in_channels or len(card.std) != card.in_channels:
             check.fail("mean/std", f"must have one value per channel ({card.in_channels})")
@@ -168,6 +171,13 @@ class _Checker:
         if not ok:
             self.fail(field, f"is {str(value)[:40]!r}, not a list of {'positive ' if positive else ''}numbers")
         return tuple(float(v) for v in value)
+
+    def positive(self, field: str, default: float) -> float:
+        """An optional positive finite number (default when missing)."""
+        value = self.values.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            self.fail(field, f"is {repr(value)[:40]}, not a positive number")
+        return float(value)
 
     def names(self, field: str) -> tuple[str, ...]:
         """An optional list of strings (empty when missing)."""

@@ -56,6 +56,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 up to 1, not {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 up to (not including) 1, not {text}")
+    return value
+
+
 def _runtime_flags(p: argparse.ArgumentParser, precision: bool = True) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     if precision:
@@ -321,6 +331,14 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     _checkpoint_data_dir(p)
     p.add_argument(
         "--top", type=_positive_int, default=3, help="classes listed per image file (and per image with --json)"
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=_confidence,
+        default=None,
+        metavar="P",
+        help="answer 'unknown' (in the text, the JSON and the picture) where the top calibrated probability is below "
+        "P (from 0 up to, not including, 1)",
     )
     p.add_argument(
         "--save", default=None, help="the picture of the predictions; default: predictions.png beside the checkpoint"
@@ -692,6 +710,7 @@ def _format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from .confidence import describe_calibration
     from .evaluation import evaluate_checkpoint
     from .metrics import describe_accuracy
 
@@ -723,7 +742,8 @@ def _eval(args: argparse.Namespace) -> None:
         f"{stats['macro_recall']:.2%}, F1 {stats['macro_f1']:.2%}\n"
     )
     _print_eval_tables(card, stats)
-    print(f"\npicture: {result.picture}")
+    print("\n" + describe_calibration(stats["calibration"], "from the model card"))
+    print(f"picture: {result.picture}\nreliability: {result.reliability}")
     if result.worst:
         print(f"worst images: {result.worst.picture}; every test image's prediction: {result.worst.table}")
 
@@ -773,6 +793,7 @@ def _predict(args: argparse.Namespace) -> None:
         args.device,
         args.precision,
         args.save,
+        args.min_confidence,
     )
     if args.json and not (args.save or args.show):
         return

@@ -30,6 +30,15 @@ class Distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The tensors (CPU, of any length) of all processes, concatenated in rank order (the tensor itself when
+        there is one process)."""
+        if not self.enabled:
+            return tensor
+        parts = [None] * self.world_size
+        dist.all_gather_object(parts, tensor.cpu())
+        return torch.cat(parts)
+
     def broadcast_flag(self, flag: bool) -> bool:
         """True on every process if it is True on any (so all stop together)."""
         if not self.enabled:

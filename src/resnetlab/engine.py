@@ -21,6 +21,7 @@ from . import distributed
 from .batches import ImageData, TensorBatches
 from .card import ModelCard
 from .checkpoint import load_checkpoint
+from .confidence import calibration
 from .config import FINE_TUNE_BACKBONE_LR, RECIPE_ALIASES, Recipe, TrainConfig, fine_tune_rates
 from .data import get_spec, load_train_test
 from .distributed import Distributed
@@ -321,6 +322,19 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
     return replace(progress, elapsed=before + time.perf_counter() - started)
 
 
+def calibrate(job: Job, recorder: RunRecorder) -> dict[str, Any] | None:
+    """Temperature scaling (Guo et al. 2017; confidence.py) of best.pt, fitted on its logits of the held-out
+    images; best.pt's card keeps the temperature. Returns the report (ECE before and after), None without best.pt."""
+    weights = recorder.best_weights()
+    if weights is None:
+        return None
+    job.net.load_state_dict(weights)  # training is over; last.pt keeps the last epoch's weights
+    logits, labels = predict_logits(job.evaluator, job.test_batches, job.runtime)
+    report = calibration(job.dist.gather(logits), job.dist.gather(labels))
+    recorder.calibrated(report)
+    return report
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
@@ -532,7 +546,9 @@ def train(
             should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
             recorder.stop_signal = lambda: stop_requested.signal_number or signal.SIGINT
             progress = fit(job, progress, recorder, should_stop)
-        return recorder.finish(_summary(config, job, progress, out, len(test_data)))
+        return recorder.finish(
+            {**_summary(config, job, progress, out, len(test_data)), "calibration": calibrate(job, recorder)}
+        )
     finally:
         distributed.teardown(dist)
 

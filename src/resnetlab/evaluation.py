@@ -15,7 +15,7 @@ from .card import ModelCard
 from .checkpoint import resolve_path
 from .inference import open_predictor
 from .metrics import ImageScores, class_report, most_confused, with_prefix
-from .plots import confusion_matrix_plot, prediction_grid
+from .plots import confusion_matrix_plot, prediction_grid, reliability_diagram
 
 MOST_CONFUSED = 5  # the commonest mistakes listed (actual -> predicted)
 WORST_DRAWN = 100  # eval --worst draws at most this many images
@@ -31,6 +31,7 @@ class Evaluation:
     picture: Path
     runtime: str  # what ran the model (device and precision, or onnxruntime's providers)
     worst: WorstImages | None = None  # eval --worst: where the worst images and predictions.csv were written
+    reliability: Path | None = None  # the reliability diagram (before and after the card's temperature)
 
     def to_json(self) -> dict[str, Any]:
         """The object `eval --json` prints."""
@@ -42,6 +43,7 @@ class Evaluation:
             **self.stats,
             "picture": str(self.picture),
             **(self.worst.to_json() if self.worst else {}),
+            "reliability_picture": str(self.reliability) if self.reliability else None,
         }
 
 
@@ -56,9 +58,10 @@ def evaluate_checkpoint(
     worst_save: str | Path | None = None,
 ) -> Evaluation:
     """Score a checkpoint, run folder or .onnx file on its test split (from data_dir, default the folder it was
-    trained from) and draw its confusion matrix into save (default: confusion_matrix.png beside the checkpoint).
-    With worst, also draw that many images of the highest loss into worst_save (default: worst.png beside the
-    checkpoint) and write every image's prediction into predictions.csv beside it."""
+    trained from) and draw its confusion matrix into save (default: confusion_matrix.png beside the checkpoint),
+    and its reliability diagram into reliability.png beside that. With worst, also draw that many images of the
+    highest loss into worst_save (default: worst.png beside the checkpoint) and write every image's prediction into
+    predictions.csv beside it."""
     predictor = open_predictor(checkpoint, device, precision)
     card = predictor.card
     data = predictor.load_test_data(data_dir, cache_dir=cache_dir)
@@ -66,14 +69,16 @@ def evaluate_checkpoint(
     stats = with_prefix(stats, "test")
     stats |= mistakes(stats["confusion_matrix"], card.classes)
     picture = Path(save) if save else resolve_path(checkpoint).parent / "confusion_matrix.png"
-    confusion_matrix_plot(stats["confusion_matrix"], card.classes, picture, f"{card.architecture} on {card.dataset}")
+    title = f"{card.architecture} on {card.dataset}"
+    confusion_matrix_plot(stats["confusion_matrix"], card.classes, picture, title)
+    reliability = reliability_diagram(stats["calibration"], picture.with_name("reliability.png"), title)
     drawn = None
     if worst:
         drawn = WorstImages(
             Path(worst_save) if worst_save else resolve_path(checkpoint).parent / "worst.png", min(worst, len(data))
         )
         drawn.write(data, scores, card.classes)
-    return Evaluation(str(checkpoint), card, stats, picture, predictor.runs_on, drawn)
+    return Evaluation(str(checkpoint), card, stats, picture, predictor.runs_on, drawn, reliability)
 
 
 def mistakes(confusion: list[list[int]], classes: tuple[str, ...]) -> dict[str, Any]:

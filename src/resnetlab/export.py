@@ -47,6 +47,8 @@ def export_metadata(predictor: TorchPredictor) -> dict[str, Any]:
         "num_classes": card.num_classes,
         "input": f"{ONNX_INPUT}: uint8 [N, {card.in_channels}, {size}, {size}], pixels 0-255 ({card.color})",
         "outputs": f"{', '.join(ONNX_OUTPUTS)}: float32 [N, {card.num_classes}]",
+        "probabilities": f"softmax(logits / temperature), temperature {card.temperature:.6g} (fitted after "
+        "training; 1: not calibrated)",
         "normalization": "inside the model: (pixels / 255 - mean) / std per channel"
         + ("; logits averaged with the mirrored image's" if card.test_time_flip else "")
         + (
@@ -193,7 +195,8 @@ def export_checkpoint(
 
     # The reference: the checkpoint's own model, in fp32 on the CPU, as exported.
     predictor = TorchPredictor.from_checkpoint(source, device="cpu", precision="fp32")
-    module = ExportedClassifier(PixelClassifier.from_card(predictor.network, predictor.card)).eval()
+    card = predictor.card
+    module = ExportedClassifier(PixelClassifier.from_card(predictor.network, card), card.temperature).eval()
     description = export_metadata(predictor)
     calibration = _calibration_images(predictor, data_dir, INT8_CALIBRATION_IMAGES, cache_dir) if int8 else None
     images, checked_on = _check_images(predictor, data_dir, check_images, cache_dir)

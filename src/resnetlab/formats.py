@@ -47,6 +47,7 @@ ONNX_JSON_FIELDS = frozenset(
         "epoch",
         "best_test_accuracy",
         "holdout",
+        "temperature",
     }
 )
 TORCHSCRIPT_METADATA = "resnetlab.json"

@@ -17,6 +17,7 @@ import torch
 from .batches import ImageData
 from .card import ModelCard
 from .checkpoint import Checkpoint, load_checkpoint, resolve_path
+from .confidence import calibration
 from .data import find_data, load_split
 from .errors import UserError
 from .folder import Holdout
@@ -64,8 +65,9 @@ class PredictorBase:
         return None
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities [N, classes] of uint8 images [N, C, H, W]."""
-        return self.logits(images).softmax(1)
+        """Calibrated softmax probabilities [N, classes] of uint8 images [N, C, H, W]: of the logits divided by the
+        card's temperature (confidence.py), as the exported files compute them."""
+        return (self.logits(images) / self.card.temperature).softmax(1)
 
     def top_classes(self, probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
         values, indices = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
@@ -75,19 +77,24 @@ class PredictorBase:
         ]
 
     def evaluate(self, data: ImageData) -> dict[str, Any]:
-        """metrics.score on a split: loss, accuracy, per-class accuracy, confusion matrix, throughput."""
+        """metrics.score on a split: loss, accuracy, per-class accuracy, confusion matrix, throughput; and under
+        "calibration", the ECE before and after the card's temperature, with the reliability bins."""
         return self.evaluate_images(data)[0]
 
     def evaluate_images(self, data: ImageData) -> tuple[dict[str, Any], ImageScores]:
         """evaluate's figures (and the top-5 accuracy) and each image's prediction (metrics.ImageScores), a chunk
-        at a time: only per-image scalars are kept, never the logits of the whole split."""
+        at a time; the logits are kept (images x classes) only for the calibration figures."""
         start = time.perf_counter()
-        parts, done = [], 0
+        parts, chunks, done = [], [], 0
         for images in data.chunks(self.chunk_size):
-            parts.append(ImageScores.of(self.logits(images), data.labels[done : done + len(images)]))
+            chunks.append(self.logits(images))
+            parts.append(ImageScores.of(chunks[-1], data.labels[done : done + len(images)]))
             done += len(images)
         scores = ImageScores.cat(parts)
-        return score_images(scores, self.card.num_classes, time.perf_counter() - start), scores
+        stats = score_images(scores, self.card.num_classes, time.perf_counter() - start)
+        logits = torch.cat(chunks) if chunks else torch.empty(0, self.card.num_classes)
+        stats["calibration"] = calibration(logits, data.labels, self.card.temperature, with_bins=True)
+        return stats, scores
 
     def load_data(
         self, data_dir: str | None = None, limit: int | None = None, train: bool = False, cache_dir: str | None = None

@@ -1,5 +1,5 @@
-"""Every picture resnetlab draws: training curves, confusion matrix, prediction grid, Grad-CAM grid and the
-experiments' pictures (error curves, gradient norms, layer responses).
+"""Every picture resnetlab draws: training curves, confusion matrix, reliability diagram, prediction grid, Grad-CAM
+grid and the experiments' pictures (error curves, gradient norms, layer responses).
 
 Each is drawn on a bare matplotlib Figure, without pyplot (except a window asked for with --show), so that
 training or evaluating inside a notebook neither changes its backend nor opens windows, and each is written
@@ -22,6 +22,7 @@ import torch
 
 RIGHT_COLOR = "#1a7f37"  # green
 WRONG_COLOR = "#c00000"  # red
+UNKNOWN_COLOR = "#666666"  # gray: below predict --min-confidence
 # Kana, CJK ideographs, Hangul and fullwidth forms: glyphs the default font (DejaVu Sans) lacks.
 CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei")
@@ -255,6 +256,52 @@ def confusion_matrix_plot(
     return _save(fig, path)
 
 
+def reliability_diagram(calibration: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """Guo et al.'s reliability diagram, before and after temperature scaling side by side: per bin of the top
+    probability, the accuracy of its images (bars) against their mean top probability (the red gap to it), and
+    the diagonal a calibrated model follows. calibration: confidence.calibration(..., with_bins=True)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    fig = Figure(figsize=(9, 4.4), layout="constrained")
+    temperature = calibration["temperature"]
+    for ax, when in zip(fig.subplots(1, 2, sharey=True), ("before", "after")):
+        bins = [b for b in calibration["reliability"][when] if b["images"]]
+        width = [b["upper"] - b["lower"] for b in bins]
+        left = [b["lower"] for b in bins]
+        accuracy = [100 * b["accuracy"] for b in bins]
+        confidence = [100 * b["confidence"] for b in bins]
+        ax.bar(left, accuracy, width, align="edge", color="#1f77b4", edgecolor="white", label="accuracy")
+        gaps = [c - a for a, c in zip(accuracy, confidence)]
+        ax.bar(
+            left,
+            gaps,
+            width,
+            bottom=accuracy,
+            align="edge",
+            color=WRONG_COLOR,
+            alpha=0.3,
+            hatch="//",
+            edgecolor=WRONG_COLOR,
+            linewidth=0.5,
+            label="gap to the mean top probability",
+        )
+        ax.plot([0, 1], [0, 100], "--", color="#444444", linewidth=1, label="calibrated")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 100)
+        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+        ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+        ax.set_xlabel("top probability")
+        shown_t = 1.0 if when == "before" else temperature
+        ax.set_title(f"{when} calibration (T = {shown_t:.3g}): ECE {calibration[f'ece_{when}']:.2%}", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.axes[0].set_ylabel("accuracy")
+    fig.axes[0].legend(fontsize=8, loc="upper left")
+    heading = f"reliability on {calibration['images']:,} images, {calibration['bins']} bins"
+    fig.suptitle(f"{title}\n{heading}" if title else heading)
+    return _save(fig, path)
+
+
 def prediction_grid(
     images: torch.Tensor,
     predicted: list[str],
@@ -265,6 +312,7 @@ def prediction_grid(
     captions: list[str] | None = None,
     classes: Sequence[str] | None = None,
     heading: str | None = None,
+    unknown: Sequence[bool] | None = None,
 ) -> Path:
     """One picture of images, each titled with the predicted class and its probability.
 
@@ -272,7 +320,10 @@ def prediction_grid(
     a cross, the actual class beneath, and a red frame. captions (e.g. file names) go under each image.
     images: uint8 [N, C, H, W]. classes: the model's, whose index stands for a name no installed font can draw.
     heading: the picture's title instead of the count of right ones.
+    unknown: the images whose top probability is below predict --min-confidence, titled "unknown" in gray, with
+    the top class and its probability in brackets (neither right nor wrong).
     """
+    unknown = list(unknown or [False] * len(images))
     shown = dict(zip([*predicted, *(actual or [])], class_labels([*predicted, *(actual or [])], classes)))
     n = len(images)
     cols = min(n, 10 if n > 20 else 5)
@@ -289,7 +340,9 @@ def prediction_grid(
         gray = image.shape[2] == 1
         ax.imshow(image[:, :, 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=255)
         guess = f"{shown[predicted[i]]} {probabilities[i]:.0%}"
-        if actual is None:
+        if unknown[i]:
+            title, color = f"? unknown ({guess})" + (f"\nactual: {shown[actual[i]]}" if actual else ""), UNKNOWN_COLOR
+        elif actual is None:
             title, color = guess, "black"
         elif predicted[i] == actual[i]:
             title, color = f"\u2713 {guess}", RIGHT_COLOR
@@ -299,7 +352,7 @@ def prediction_grid(
         if captions is not None:
             caption = captions[i] if len(captions[i]) <= 24 else "\u2026" + captions[i][-23:]
             ax.text(0.5, -0.04, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7, color="#444444")
-        if actual is not None and predicted[i] != actual[i]:
+        if actual is not None and predicted[i] != actual[i] and not unknown[i]:
             ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -309,8 +362,9 @@ def prediction_grid(
     if heading is not None:
         fig.suptitle(heading, fontsize=10)
     elif actual is not None:
-        wrong = sum(p != a for p, a in zip(predicted, actual))
-        heading = f"{n - wrong} of {n} right ({(n - wrong) / n:.0%})"
+        wrong = sum(p != a and not u for p, a, u in zip(predicted, actual, unknown))
+        right = n - wrong - sum(unknown)
+        heading = f"{right} of {n} right ({right / n:.0%})" + (f", {sum(unknown)} unknown" if any(unknown) else "")
         if wrong:
             heading += "; wrong ones in red, with the actual class"
         fig.suptitle(heading + "\npredicted class and its probability", fontsize=10)

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from .checkpoint import resolve_path
+from .confidence import UNKNOWN
+from .errors import UserError
 from .imagefiles import expand_image_paths
 from .inference import PredictorBase, open_predictor
 from .plots import prediction_grid
@@ -32,25 +34,52 @@ class Picture:
     captions: list[str] | None = None  # the image files' names
     path: Path = Path("predictions.png")  # where draw() writes it
     classes: tuple[str, ...] | None = None  # the model's classes, so a name no font draws shows as its index
+    min_confidence: float | None = None  # below it, an image is shown as unknown
 
     def draw(self, show: bool = False) -> None:
         predicted, confidence = [top[0][0] for top in self.tops], [top[0][1] for top in self.tops]
-        prediction_grid(self.images, predicted, confidence, self.actual, self.path, show, self.captions, self.classes)
+        unknown = [is_unknown(top, self.min_confidence) for top in self.tops]
+        prediction_grid(
+            self.images, predicted, confidence, self.actual, self.path, show, self.captions, self.classes, unknown
+        )
+
+
+def is_unknown(top: Top, min_confidence: float | None) -> bool:
+    """Whether the answer is "unknown": the top (calibrated) probability is below min_confidence."""
+    return min_confidence is not None and top[0][1] < min_confidence
+
+
+def check_min_confidence(value: float | None) -> None:
+    if value is not None and not 0 <= value < 1:
+        raise UserError(f"--min-confidence must be from 0 up to (not including) 1, not {value:g}.")
+
+
+def _answer(top: Top, min_confidence: float | None) -> dict[str, Any]:
+    """The JSON fields of the answer with --min-confidence: the class or "unknown", and whether it is unknown."""
+    if min_confidence is None:
+        return {}
+    unknown = is_unknown(top, min_confidence)
+    return {"class": UNKNOWN if unknown else top[0][0], "unknown": unknown}
 
 
 def _top_json(top: Top) -> list[dict[str, Any]]:
     return [{"class": name, "probability": round(p, 6)} for name, p in top]
 
 
-def predict_files(predictor: PredictorBase, images: list[str], top: int, report: Report) -> Picture:
-    """Predict image files (and the images in folders) chunk by chunk, reporting each as it is done."""
+def predict_files(
+    predictor: PredictorBase, images: list[str], top: int, report: Report, min_confidence: float | None = None
+) -> Picture:
+    """Predict image files (and the images in folders) chunk by chunk, reporting each as it is done; "unknown"
+    where the top probability is below min_confidence."""
     shown, tops_shown, captions = [], [], []
     for paths, pixels, probabilities in predictor.predict_files(expand_image_paths(images)):
         tops = predictor.top_classes(probabilities, top)
         for path, path_top in zip(paths, tops):
+            classes = ", ".join(f"{name} {p:.1%}" for name, p in path_top)
+            unknown = is_unknown(path_top, min_confidence)
             report(
-                {"file": str(path), "top": _top_json(path_top)},
-                f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in path_top),
+                {"file": str(path), **_answer(path_top, min_confidence), "top": _top_json(path_top)},
+                f"{path}: " + (f"{UNKNOWN} (below {min_confidence:.1%}: {classes})" if unknown else classes),
             )
         room = PICTURE_IMAGES - len(captions)
         shown.append(pixels[:room])
@@ -66,24 +95,33 @@ def predict_test_images(
     report: Report,
     data_dir: str | None = None,
     cache_dir: str | None = None,
+    min_confidence: float | None = None,
 ) -> Picture:
-    """Predict the first n test images, reporting each, then how many were right."""
+    """Predict the first n test images, reporting each, then how many were right (and, with min_confidence, how
+    many unknown: neither right nor wrong)."""
     data = predictor.load_test_data(data_dir, limit=n, cache_dir=cache_dir)
     tops = predictor.top_classes(predictor.probabilities(data.images), top)
     actual = [predictor.card.classes[i] for i in data.labels.tolist()]
-    for i, (image_top, a) in enumerate(zip(tops, actual)):
+    unknown = [is_unknown(image_top, min_confidence) for image_top in tops]
+    for i, (image_top, a, u) in enumerate(zip(tops, actual, unknown)):
         predicted, probability = image_top[0]
+        answer = UNKNOWN if u else predicted
         record = {
             "index": i,
-            "predicted": predicted,
+            "predicted": answer,
             "probability": round(probability, 6),
             "actual": a,
-            "correct": predicted == a,
+            "correct": answer == a and not u,
+            **({"unknown": u} if min_confidence is not None else {}),
             "top": _top_json(image_top),
         }
-        report(record, f'predicted: "{predicted}", actual: "{a}"')
-    right = sum(image_top[0][0] == a for image_top, a in zip(tops, actual))
-    report(None, f"{right} of {len(actual)} right ({right / len(actual):.0%})")
+        shown = f'"{UNKNOWN}" ({predicted} {probability:.1%}, below {min_confidence:.1%})' if u else f'"{predicted}"'
+        report(record, f'predicted: {shown}, actual: "{a}"')
+    right = sum(image_top[0][0] == a and not u for image_top, a, u in zip(tops, actual, unknown))
+    unknowns = (
+        f", {sum(unknown)} unknown (top probability below {min_confidence:.1%})" if min_confidence is not None else ""
+    )
+    report(None, f"{right} of {len(actual)} right ({right / len(actual):.0%}){unknowns}")
     return Picture(data.images[:PICTURE_IMAGES], tops[:PICTURE_IMAGES], actual[:PICTURE_IMAGES])
 
 
@@ -98,13 +136,16 @@ def predict(
     device: str = "auto",
     precision: str = "auto",
     save: str | Path | None = None,
+    min_confidence: float | None = None,
 ) -> Picture:
     """Predict image files (or, without any, the first n test images) with a checkpoint, run folder or .onnx file,
-    reporting each image; returns the picture to draw into save (default: predictions.png beside the checkpoint)."""
+    reporting each image; returns the picture to draw into save (default: predictions.png beside the checkpoint).
+    min_confidence (0 to 1, 1 excluded): below this top (calibrated) probability the answer is "unknown"."""
+    check_min_confidence(min_confidence)
     predictor = open_predictor(checkpoint, device, precision)
     path = Path(save) if save else resolve_path(checkpoint).parent / "predictions.png"
     if images:
-        picture = predict_files(predictor, images, top, report)
+        picture = predict_files(predictor, images, top, report, min_confidence)
     else:
-        picture = predict_test_images(predictor, n, top, report, data_dir, cache_dir)
-    return replace(picture, path=path, classes=tuple(predictor.card.classes))
+        picture = predict_test_images(predictor, n, top, report, data_dir, cache_dir, min_confidence)
+    return replace(picture, path=path, classes=tuple(predictor.card.classes), min_confidence=min_confidence)

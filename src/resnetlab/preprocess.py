@@ -100,12 +100,14 @@ class PixelClassifier(nn.Module):
 
 
 class ExportedClassifier(nn.Module):
-    """What `resnetlab export` writes: uint8 pixels in; logits and probabilities out."""
+    """What `resnetlab export` writes: uint8 pixels in; logits and probabilities out, the probabilities calibrated:
+    softmax(logits / temperature), the card's temperature (confidence.py) a constant of the traced graph."""
 
-    def __init__(self, classifier: PixelClassifier) -> None:
+    def __init__(self, classifier: PixelClassifier, temperature: float) -> None:
         super().__init__()
         self.classifier = classifier
+        self.temperature = float(temperature)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.classifier(images)
-        return logits, logits.softmax(1)
+        return logits, (logits / self.temperature).softmax(1)

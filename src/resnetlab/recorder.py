@@ -19,7 +19,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .card import ModelCard
-from .checkpoint import Checkpoint, save_atomic
+from .checkpoint import Checkpoint, load_checkpoint, save_atomic
+from .confidence import describe_calibration
 from .config import TrainConfig
 from .errors import Interrupted, UserError
 from .job import Job, Progress
@@ -189,6 +190,19 @@ class RunRecorder:
             f"{self.out}",
             number,
         )
+
+    def best_weights(self) -> dict[str, Any] | None:
+        """best.pt's weights, or None where no epoch improved on the start (no best.pt)."""
+        path = self.out / "best.pt"
+        return load_checkpoint(path).state_dict if path.is_file() else None
+
+    def calibrated(self, report: dict[str, Any]) -> None:
+        """Keep the temperature fitted on best.pt's held-out logits in best.pt's model card, and say it."""
+        if self.main:
+            best = load_checkpoint(self.out / "best.pt")
+            card = replace(best.card, temperature=report["temperature"])
+            _save(replace(best, card=card).to_dict(), self.out / "best.pt")
+        self.say(describe_calibration(report, f"fitted on best.pt's logits of the {report['images']} test images"))
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         if self.tensorboard is not None:

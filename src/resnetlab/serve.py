@@ -49,6 +49,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from .card import ModelCard
+from .confidence import UNKNOWN
 from .errors import UserError
 from .explain import cam_of
 from .imagefiles import DecoderMissing, ImageFileError, ImageTooLarge, decode
@@ -94,7 +95,17 @@ class ClassProbability(BaseModel):
 
 
 class Prediction(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     top: list[ClassProbability] = Field(description="the most probable classes, most probable first")
+    answer: str | None = Field(
+        default=None,
+        alias="class",
+        description="only with ?min_confidence=P: the top class, or 'unknown' when its probability is below P",
+    )
+    unknown: bool | None = Field(
+        default=None, description="only with ?min_confidence=P: whether the top probability is below P"
+    )
     model: str = Field(description="the model's name, e.g. resnet20")
     milliseconds: float = Field(description="server time to decode, prepare and classify the image")
     input_png: str | None = Field(
@@ -397,7 +408,13 @@ def validation_sentence(request: Request, error: RequestValidationError) -> str:
     first = (error.errors() or [{}])[0]
     name = str(first.get("loc", ("", "?"))[-1])
     kind, limits = first.get("type", ""), first.get("ctx") or {}
-    rules = {"int_parsing": "a whole number", "bool_parsing": "true or false", "greater_than_equal": "at least {ge}"}
+    rules = {
+        "int_parsing": "a whole number",
+        "bool_parsing": "true or false",
+        "float_parsing": "a number",
+        "greater_than_equal": "at least {ge:g}",
+        "less_than": "below {lt:g}",
+    }
     message = str(first.get("msg", "not valid"))
     rule = rules[kind].format(**limits) if kind in rules else message.removeprefix("Input should be ").lower()
     given = f"={str(first['input'])[:40]}" if "input" in first else ""
@@ -436,6 +453,15 @@ def _app_with_pages(info: ModelInfo, names) -> FastAPI:
     return app
 
 
+def answer(top: tuple[str, float], min_confidence: float | None) -> dict[str, Any]:
+    """Prediction's class and unknown fields for ?min_confidence (none without it): the top class, or "unknown"
+    where its calibrated probability is below min_confidence."""
+    if min_confidence is None:
+        return {}
+    unknown = top[1] < min_confidence
+    return {"answer": UNKNOWN if unknown else top[0], "unknown": unknown}
+
+
 def create_app(
     predictor_or_path: ServablePredictor | str | Path,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
@@ -460,7 +486,9 @@ def create_app(
     # their turn on the event loop, holding no thread.
     decoders = ThreadPoolExecutor(MAX_DECODES, thread_name_prefix="resnetlab-decode")
 
-    def classify(image: torch.Tensor, start: float, top: int, with_input: bool, with_gradcam: bool) -> Prediction:
+    def classify(
+        image: torch.Tensor, start: float, top: int, with_input: bool, with_gradcam: bool, min_confidence: float | None
+    ) -> Prediction:
         overlay = None
         with lock:
             probabilities = predictor.probabilities(image[None])
@@ -469,6 +497,7 @@ def create_app(
         best = predictor.top_classes(probabilities, top)[0]
         return Prediction(
             top=[ClassProbability(class_name=name, probability=p) for name, p in best],
+            **answer(best[0], min_confidence),
             model=info.model,
             milliseconds=round((time.perf_counter() - start) * 1000, 3),
             input_png=png_data_url(image) if with_input else None,
@@ -493,6 +522,9 @@ def create_app(
         top: int = Query(5, ge=1, description="how many classes to return (at most the number of classes)"),
         input_png: bool = Query(False, description="also return the image as the model saw it, as a PNG data URL"),
         gradcam: bool = Query(False, description="also return a Grad-CAM overlay for the top class (see /model)"),
+        min_confidence: float | None = Query(
+            None, ge=0, lt=1, allow_inf_nan=False, description="answer 'unknown' below this top probability (0 to 1)"
+        ),
     ) -> Prediction:
         """Classify one image, sent as the request body (any content type) or as the multipart form field `file`."""
         body = await read_body(request, max_upload_bytes)
@@ -502,7 +534,8 @@ def create_app(
         start = time.perf_counter()
         # decode_image runs on `decoders`, where the full-size image lives
         image = await asyncio.wrap_future(decoders.submit(decode_image, body, predictor.card))
-        return await run_in_threadpool(classify, image, start, min(top, len(info.classes)), input_png, gradcam)
+        top = min(top, len(info.classes))
+        return await run_in_threadpool(classify, image, start, top, input_png, gradcam, min_confidence)
 
     return app
 
