@@ -27,7 +27,7 @@ FP32 = ["--device", "cpu", "--precision", "fp32"]
 # outside the layers.
 LAYERS: list[set[str]] = [
     {"cli"},
-    {"check", "evaluation", "explain", "experiments", "export", "prediction", "redraw", "serve"},
+    {"check", "evaluation", "explain", "experiments", "export", "prediction", "redraw", "serve", "sorting"},
     {"inference"},
     {"engine"},
     {"job", "recorder", "transfer"},

@@ -291,6 +291,34 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     )
     _quiet(p, " (the picture is still drawn)")
     _runtime_flags(p)
+    _put_to_work_flags(p)
+
+
+def _put_to_work_flags(p: argparse.ArgumentParser) -> None:
+    """predict --csv, --sort-into, --link (sorting.py)."""
+    p.add_argument(
+        "--csv",
+        default=None,
+        metavar="FILE",
+        help="write one row per image file into FILE (path, class, probability, then the --top classes and their "
+        "probabilities), a chunk at a time; photos FILE already lists are skipped, so a stopped run goes on",
+    )
+    p.add_argument(
+        "--sort-into",
+        default=None,
+        metavar="OUT",
+        help="copy each photo into OUT/<class>/ (OUT/unknown/ below --min-confidence); your photos are only read: "
+        "a name taken by another file gets -2, -3, ...; a photo already there is skipped, so a stopped run goes on",
+    )
+    p.add_argument("--link", action="store_true", help="with --sort-into: hard-link the photos instead of copying them")
+    if not any(action.dest == "min_confidence" for action in p._actions):  # unless predict has it already
+        p.add_argument(
+            "--min-confidence",
+            type=float,
+            default=None,
+            metavar="P",
+            help="with --sort-into or --csv: answer unknown where the top probability is below P",
+        )
 
 
 def _plot_arguments(p: argparse.ArgumentParser) -> None:
@@ -657,6 +685,9 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    if args.csv is not None or args.sort_into is not None or args.link:
+        _put_to_work(args)
+        return
     from .prediction import predict
 
     say = print if not (args.quiet or args.json) else lambda *a: None
@@ -682,6 +713,27 @@ def _predict(args: argparse.Namespace) -> None:
         return
     picture.draw(args.show)
     say(f"picture: {picture.path}")
+
+
+def _put_to_work(args: argparse.Namespace) -> None:
+    from .sorting import put_to_work
+
+    if args.min_confidence is not None and not 0 <= args.min_confidence < 1:
+        raise UserError(f"--min-confidence must be from 0 up to (not including) 1, not {args.min_confidence:g}.")
+    lines = put_to_work(
+        args.checkpoint,
+        args.images,
+        args.csv,
+        args.sort_into,
+        args.top,
+        args.link,
+        args.min_confidence,
+        args.device,
+        args.precision,
+        args.quiet,
+    )
+    if not args.quiet:
+        print("\n".join(lines))
 
 
 def _plot(args: argparse.Namespace) -> None:
