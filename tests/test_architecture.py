@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"check", "evaluation", "explain", "experiments", "export", "prediction", "redraw", "serve", "sorting"},
     {"inference"},
     {"engine"},
-    {"job", "recorder", "transfer"},
+    {"job", "recorder", "stopping", "transfer"},
     {"checkpoint", "formats", "metrics"},
     {"batches", "data", "folder", "imagecache"},
     {"screen"},

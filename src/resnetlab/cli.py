@@ -86,6 +86,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     _train_data_flags(p.add_argument_group("data"))
     _train_model_flags(p.add_argument_group("model and starting weights"))
     _train_schedule_flags(p.add_argument_group("schedule"))
+    _train_stopping_flags(p.add_argument_group("imbalanced classes, when to stop"))
     _train_run_flags(p.add_argument_group("the run"))
 
 
@@ -237,6 +238,37 @@ def _train_schedule_flags(p) -> None:
     )
 
 
+def _train_stopping_flags(p) -> None:
+    from .config import IMBALANCE_RATIO
+
+    p.add_argument(
+        "--balance",
+        action="store_true",
+        help="weight each class's loss inversely to its training images (torch's cross-entropy weight, which "
+        "combines with the recipe's label smoothing), for classes of very different sizes; with or without it, "
+        f"best.pt is the epoch of the best balanced accuracy (the mean of the per-class accuracies) when the largest "
+        f"class has more than {IMBALANCE_RATIO:g}x the training images of the smallest",
+    )
+    p.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N evaluations without a better held-out accuracy (balanced accuracy for imbalanced "
+        "classes), keeping best.pt; the schedule is not shortened, so the stop comes before its decay ends. With "
+        "--resume, a new N applies, and a run that stopped needs a larger one to train on",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        default=None,
+        metavar="MINUTES",
+        help="plan the epochs so that training ends within MINUTES (the loading counted): a few steps are timed "
+        "first, then as many epochs as fit (at most --epochs, if given) make the schedule; the note says how many. "
+        "A resumed run keeps the epochs it planned",
+    )
+
+
 def _train_run_flags(p) -> None:
     p.add_argument("--out", default=None, help="run folder; default: a new runs/<dataset>-<model>[-N]")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace an earlier run's files")
@@ -245,7 +277,7 @@ def _train_run_flags(p) -> None:
         default=None,
         metavar="OUT",
         help="continue the run in folder OUT from its last.pt, with its own settings; --epochs (longer), "
-        "--eval-every, --tta and where it runs (--device, --precision, --cache-dir) may be given anew",
+        "--eval-every, --tta, --patience and where it runs (--device, --precision, --cache-dir) may be given anew",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     _runtime_flags(p)
