@@ -148,7 +148,10 @@ def test_a_stopped_run_goes_on_with_only_what_is_left(trained_run, tmp_path, mon
     assert len(_sorted_files(out)) == 12 and len(_rows(out / RECORD)) == 12
     decoded.clear()
     assert main(args) == 0
-    assert decoded == [] and "12 photos done by a run before were skipped" in capsys.readouterr().out
+    assert (
+        decoded == []
+        and f"nothing left to do: all 12 photos are in {out} and {table} from a run before" in capsys.readouterr().out
+    )
 
 
 def test_link_hard_links_and_across_devices_says_to_drop_it(trained_run, tmp_path, monkeypatch, capsys):

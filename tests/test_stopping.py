@@ -44,9 +44,9 @@ def test_class_weights_balanced_accuracy_and_which_epoch_is_better():
     assert balanced_accuracy([1.0, 0.5, float("nan")]) == 0.75  # a class with no held-out images is left out
     rows = [{"epoch": 1, "test_accuracy": 0.9, "test_balanced_accuracy": 0.5}]
     later = {"epoch": 2, "test_accuracy": 0.8, "test_balanced_accuracy": 0.6}
-    assert is_better(later, rows, 1, balanced=True) and not is_better(later, rows, 1, balanced=False)
-    assert not is_better({"epoch": 2, "test_accuracy": None}, rows, 1, balanced=False)
-    assert is_better(later, [], 0, balanced=True)
+    assert is_better(later, rows, 1, 0.9, balanced=True) and not is_better(later, rows, 1, 0.9, balanced=False)
+    assert not is_better({"epoch": 2, "test_accuracy": None}, rows, 1, 0.9, balanced=False)
+    assert is_better(later, [], 0, -1.0, balanced=True) and is_better(later, [], 0, -1.0, balanced=False)
 
 
 def test_balance_weights_the_loss_and_an_imbalanced_folder_chooses_by_balanced_accuracy(tmp_path, monkeypatch, capsys):

@@ -246,8 +246,8 @@ def _train_stopping_flags(p) -> None:
         action="store_true",
         help="weight each class's loss inversely to its training images (torch's cross-entropy weight, which "
         "combines with the recipe's label smoothing), for classes of very different sizes; with or without it, "
-        f"best.pt is the epoch of the best balanced accuracy (the mean of the per-class accuracies) when the largest "
-        f"class has more than {IMBALANCE_RATIO:g}x the training images of the smallest",
+        "--dataset folder chooses best.pt by balanced accuracy (the mean of the per-class accuracies) when its "
+        f"largest class has more than {IMBALANCE_RATIO:g}x the training images of its smallest",
     )
     p.add_argument(
         "--patience",

@@ -168,8 +168,9 @@ DEFAULT_EPOCHS = 4  # the tutorial's, for the named datasets; a folder's default
 # SMALL_DATA_STEPS steps (at least DEFAULT_EPOCHS, at most SMALL_DATA_MAX_EPOCHS epochs).
 SMALL_DATA_STEPS = 300
 SMALL_DATA_MAX_EPOCHS = 60
-# A training set whose largest class has more than this many times the images of its smallest is imbalanced: best.pt
+# A folder whose largest class has more than this many times the training images of its smallest is imbalanced: best.pt
 # is then the epoch of the best balanced accuracy (the mean of the per-class accuracies), not of the plain accuracy.
+# (Not the named datasets: their published figures are accuracies, and a small --subset is uneven by chance.)
 IMBALANCE_RATIO = 1.5
 IMAGE_SIZE_RANGE = (8, 1024)  # pixels, for --image-size and for the image size a checkpoint may declare
 # --pretrained without --model takes the smallest of the models with ImageNet weights (models.pretrained_models).

@@ -332,7 +332,7 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         }
         if job.select_balanced:
             row["test_balanced_accuracy"] = _rounded(test.get("test_balanced_accuracy"))
-        improved = is_better(row, progress.rows, progress.best_epoch, job.select_balanced)
+        improved = is_better(row, progress.rows, progress.best_epoch, progress.best_accuracy, job.select_balanced)
         best = (test["test_accuracy"], epoch) if improved else (progress.best_accuracy, progress.best_epoch)
         progress = Progress(epoch, 0, None, [*progress.rows, row], *best, elapsed)
         recorder.epoch_end(job, progress, row, improved, stats["train_images_per_second"])
@@ -747,7 +747,7 @@ def build_job(
         lookahead,
         config.eval_every or 1,
         weights,
-        is_imbalanced(counts),
+        is_imbalanced(counts) and not spec.classes,  # folders: the named datasets keep their accuracy
         config.patience,
     )
 

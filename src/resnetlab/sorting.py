@@ -163,6 +163,9 @@ class Sorted:
     renamed: list[str] = field(default_factory=list)  # OUT/<class>/name-N: the name was another photo's
 
     def describe(self, out: Path | None, csv_path: Path | None, link: bool) -> list[str]:
+        if self.skipped and not self.predicted:
+            where = " and ".join(str(p) for p in (out, csv_path) if p is not None)
+            return [f"nothing left to do: all {self.skipped} photos are in {where} from a run before"]
         lines = []
         if out is not None:
             how = "hard-linked" if link else "copied"

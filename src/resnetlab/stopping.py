@@ -56,11 +56,16 @@ def score_of(row: dict[str, Any], balanced: bool) -> float | None:
     return row.get("test_balanced_accuracy") if balanced else row.get("test_accuracy")
 
 
-def is_better(row: dict[str, Any], rows: list[dict[str, Any]], best_epoch: int, balanced: bool) -> bool:
-    """Whether an epoch's row beats the best of the rows before it (best_epoch: 0 for none yet)."""
+def is_better(
+    row: dict[str, Any], rows: list[dict[str, Any]], best_epoch: int, best_accuracy: float, balanced: bool
+) -> bool:
+    """Whether an epoch's row beats the best before it: its accuracy best_accuracy (the run's record, -1 for none
+    yet), or the balanced accuracy of the row of best_epoch."""
     score = score_of(row, balanced)
     if score is None:
         return False
+    if not balanced:
+        return score > best_accuracy
     best = next((r for r in rows if r["epoch"] == best_epoch), None)
     best_score = score_of(best, balanced) if best is not None else None
     return best_score is None or score > best_score
