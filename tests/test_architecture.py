@@ -27,10 +27,10 @@ FP32 = ["--device", "cpu", "--precision", "fp32"]
 # outside the layers.
 LAYERS: list[set[str]] = [
     {"cli"},
-    {"check", "evaluation", "explain", "experiments", "export", "plotting", "prediction", "seeds", "serve"},
+    {"check", "evaluation", "explain", "experiments", "export", "plotting", "prediction", "seeds", "serve", "sorting"},
     {"inference"},
     {"engine"},
-    {"job", "recorder", "transfer"},
+    {"job", "recorder", "stopping", "transfer"},
     {"checkpoint", "confidence", "formats", "metrics"},
     {"batches", "data", "folder", "imagecache"},
     {"screen"},

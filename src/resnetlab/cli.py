@@ -111,6 +111,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     _train_data_flags(p.add_argument_group("data"))
     _train_model_flags(p.add_argument_group("model and starting weights"))
     _train_schedule_flags(p.add_argument_group("schedule"))
+    _train_stopping_flags(p.add_argument_group("imbalanced classes, when to stop"))
     _train_run_flags(p.add_argument_group("the run"))
 
 
@@ -264,6 +265,37 @@ def _train_schedule_flags(p) -> None:
     )
 
 
+def _train_stopping_flags(p) -> None:
+    from .config import IMBALANCE_RATIO
+
+    p.add_argument(
+        "--balance",
+        action="store_true",
+        help="weight each class's loss inversely to its training images (torch's cross-entropy weight, which "
+        "combines with the recipe's label smoothing), for classes of very different sizes; with or without it, "
+        "--dataset folder chooses best.pt by balanced accuracy (the mean of the per-class accuracies) when its "
+        f"largest class has more than {IMBALANCE_RATIO:g}x the training images of its smallest",
+    )
+    p.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N evaluations without a better held-out accuracy (balanced accuracy for imbalanced "
+        "classes), keeping best.pt; the schedule is not shortened, so the stop comes before its decay ends. With "
+        "--resume, a new N applies, and a run that stopped needs a larger one to train on",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        default=None,
+        metavar="MINUTES",
+        help="plan the epochs so that training ends within MINUTES (the loading counted): a few steps are timed "
+        "first, then as many epochs as fit (at most --epochs, if given) make the schedule; the note says how many. "
+        "A resumed run keeps the epochs it planned",
+    )
+
+
 def _train_run_flags(p) -> None:
     p.add_argument("--out", default=None, help="run folder; default: a new runs/<dataset>-<model>[-N]")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace an earlier run's files")
@@ -272,7 +304,7 @@ def _train_run_flags(p) -> None:
         default=None,
         metavar="OUT",
         help="continue the run in folder OUT from its last.pt, with its own settings; --epochs (longer), "
-        "--eval-every, --tta and where it runs (--device, --precision, --cache-dir) may be given anew",
+        "--eval-every, --tta, --patience and where it runs (--device, --precision, --cache-dir) may be given anew",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
@@ -352,6 +384,26 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     )
     _quiet(p, " (the picture is still drawn)")
     _runtime_flags(p)
+    _put_to_work_flags(p)
+
+
+def _put_to_work_flags(p: argparse.ArgumentParser) -> None:
+    """predict --csv, --sort-into, --link (sorting.py)."""
+    p.add_argument(
+        "--csv",
+        default=None,
+        metavar="FILE",
+        help="write one row per image file into FILE (path, class, probability, then the --top classes and their "
+        "probabilities), a chunk at a time; photos FILE already lists are skipped, so a stopped run goes on",
+    )
+    p.add_argument(
+        "--sort-into",
+        default=None,
+        metavar="OUT",
+        help="copy each photo into OUT/<class>/ (OUT/unknown/ below --min-confidence); your photos are only read: "
+        "a name taken by another file gets -2, -3, ...; a photo already there is skipped, so a stopped run goes on",
+    )
+    p.add_argument("--link", action="store_true", help="with --sort-into: hard-link the photos instead of copying them")
 
 
 def _plot_arguments(p: argparse.ArgumentParser) -> None:
@@ -773,6 +825,9 @@ def _print_eval_tables(card: Any, stats: dict[str, Any]) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    if args.csv is not None or args.sort_into is not None or args.link:
+        _put_to_work(args)
+        return
     from .prediction import predict
 
     say = print if not (args.quiet or args.json) else lambda *a: None
@@ -799,6 +854,25 @@ def _predict(args: argparse.Namespace) -> None:
         return
     picture.draw(args.show)
     say(f"picture: {picture.path}")
+
+
+def _put_to_work(args: argparse.Namespace) -> None:
+    from .sorting import put_to_work
+
+    lines = put_to_work(
+        args.checkpoint,
+        args.images,
+        args.csv,
+        args.sort_into,
+        args.top,
+        args.link,
+        args.min_confidence,
+        args.device,
+        args.precision,
+        args.quiet,
+    )
+    if not args.quiet:
+        print("\n".join(lines))
 
 
 def _plot(args: argparse.Namespace) -> None:

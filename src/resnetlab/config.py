@@ -172,6 +172,10 @@ DEFAULT_EPOCHS = 4  # the tutorial's, for the named datasets; a folder's default
 # SMALL_DATA_STEPS steps (at least DEFAULT_EPOCHS, at most SMALL_DATA_MAX_EPOCHS epochs).
 SMALL_DATA_STEPS = 300
 SMALL_DATA_MAX_EPOCHS = 60
+# A folder whose largest class has more than this many times the training images of its smallest is imbalanced: best.pt
+# is then the epoch of the best balanced accuracy (the mean of the per-class accuracies), not of the plain accuracy.
+# (Not the named datasets: their published figures are accuracies, and a small --subset is uneven by chance.)
+IMBALANCE_RATIO = 1.5
 IMAGE_SIZE_RANGE = (8, 1024)  # pixels, for --image-size and for the image size a checkpoint may declare
 # --pretrained without --model takes the smallest of the models with ImageNet weights (models.pretrained_models).
 PRETRAINED_DEFAULT_MODEL = "resnet18"
@@ -234,6 +238,9 @@ class TrainConfig:
     eval_every: int | None = None  # evaluate on the test split after every Nth epoch (None: 1), and after the last
     tta: str | None = None  # test-time augmentation, one of TTA_CHOICES; None: the recipe's
     skip_bad: bool = False  # --dataset folder: train without the files that cannot be used instead of refusing
+    balance: bool = False  # weight each class's loss inversely to its training images
+    patience: int | None = None  # stop after this many evaluations without a better held-out score
+    time_budget: float | None = None  # minutes: plan the epochs so that training ends within them
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -247,7 +254,7 @@ class TrainConfig:
         """Raise ConfigError naming the first field out of range; return self."""
         if self.recipe is not None and self.recipe not in RECIPES and self.recipe not in RECIPE_ALIASES:
             raise ConfigError("recipe", f"must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
-        for field in ("epochs", "batch_size", "subset", "test_subset", "eval_every"):
+        for field in ("epochs", "batch_size", "subset", "test_subset", "eval_every", "patience"):
             _at_least_1(getattr(self, field), field)
         if self.lr is not None and not (0 < self.lr < 100 and math.isfinite(self.lr)):
             raise ConfigError("lr", f"must be a positive number below 100, not {self.lr}")
@@ -258,6 +265,8 @@ class TrainConfig:
             raise ConfigError("shortcut", f"must be A or B, not {self.shortcut!r}")
         if self.tta not in (None, *TTA_CHOICES):
             raise ConfigError("tta", f"must be one of {', '.join(TTA_CHOICES)}, not {self.tta!r}")
+        if self.time_budget is not None and not (0 < self.time_budget < math.inf):
+            raise ConfigError("time_budget", f"must be a number of minutes above 0, not {self.time_budget:g}")
         if not 0 < self.val_split < 1:
             raise ConfigError("val_split", f"must be between 0 and 1 (a share, e.g. 0.2), not {self.val_split}")
         self._validate_start()

@@ -32,6 +32,19 @@ from .models import count_parameters, list_models
 from .preprocess import PixelClassifier
 from .recorder import EpochCallback, RunRecorder, choose_out_dir
 from .runtime import Runtime, select_runtime
+from .stopping import (
+    balanced_accuracy,
+    budget_note,
+    class_counts,
+    class_weights,
+    epochs_within,
+    evaluations_since_best,
+    is_better,
+    is_imbalanced,
+    patience_note,
+    score_of,
+    selection_note,
+)
 from .transfer import HEAD, Start, initialize, starting_point
 
 TEST_BATCH_SIZE = 500
@@ -84,9 +97,11 @@ def train_one_epoch(
     should_stop: Callable[[], bool] | None = None,
     totals: dict[str, float] | None = None,
     lookahead: Lookahead | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """One pass over the training batches (uint8 images; from batches.start_step on). Returns the mean loss,
-    accuracy and throughput, and the running totals. Stops early, with interrupted=True, when should_stop() says so."""
+    accuracy and throughput, and the running totals. Stops early, with interrupted=True, when should_stop() says so.
+    class_weights (--balance): each class's weight in the loss."""
     model.train()
     totals = dict(totals or {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0})
     total_loss = torch.tensor(totals["loss_sum"], dtype=torch.float64)
@@ -102,7 +117,7 @@ def train_one_epoch(
             break
         with runtime.autocast():
             logits = model(images)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits.float(), y, weight=class_weights, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         loss = loss.detach()
@@ -293,6 +308,7 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
                 should_stop,
                 progress.totals,
                 job.lookahead,
+                job.class_weights,
             )
         elapsed = before + time.perf_counter() - started
         if stats["interrupted"]:
@@ -305,6 +321,7 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
             test = with_prefix(
                 evaluate(job.evaluator, job.test_batches, job.runtime, job.card.num_classes, reduce), "test"
             )
+            test["test_balanced_accuracy"] = balanced_accuracy(test["per_class_accuracy"])
         row = {
             "epoch": epoch,
             "train_loss": round(stats["train_loss"], 6),
@@ -314,11 +331,21 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
             "lr": stats["lr"],
             "seconds": round(time.perf_counter() - epoch_start, 2),
         }
-        improved = test["test_accuracy"] is not None and test["test_accuracy"] > progress.best_accuracy
+        if job.select_balanced:
+            row["test_balanced_accuracy"] = _rounded(test.get("test_balanced_accuracy"))
+        improved = is_better(row, progress.rows, progress.best_epoch, progress.best_accuracy, job.select_balanced)
         best = (test["test_accuracy"], epoch) if improved else (progress.best_accuracy, progress.best_epoch)
         progress = Progress(epoch, 0, None, [*progress.rows, row], *best, elapsed)
         recorder.epoch_end(job, progress, row, improved, stats["train_images_per_second"])
         job.dist.barrier()
+        if job.patience and evaluations_since_best(progress.rows, progress.best_epoch) >= job.patience:
+            best_row = next(r for r in progress.rows if r["epoch"] == progress.best_epoch)
+            score = score_of(best_row, job.select_balanced)
+            recorder.say(
+                "note: "
+                + patience_note(epoch, job.epochs, job.patience, progress.best_epoch, score, job.select_balanced)
+            )
+            break
     return replace(progress, elapsed=before + time.perf_counter() - started)
 
 
@@ -382,12 +409,24 @@ def resume_config(out: str | Path, requested: TrainConfig | None = None) -> tupl
     if requested is None:
         return config, state
     config, notes = _resumed_with(config, requested, state["epoch"])
+    _refuse_a_run_stopped_early(out, config, state)
     return config, {**state, "notes": notes}
+
+
+def _refuse_a_run_stopped_early(out: Path, config: TrainConfig, state: dict[str, Any]) -> None:
+    """A run that --patience stopped has finished: resuming it needs a larger --patience (counted from its best
+    epoch, over the evaluations it made), or it would stop again after its next evaluation."""
+    waited = evaluations_since_best(state["rows"], state["best_epoch"])
+    if config.patience and state["epoch"] < config.epochs and state["step"] == 0 and waited >= config.patience:
+        raise UserError(
+            f"{out} stopped early at epoch {state['epoch']}: no better held-out score in {waited} evaluations "
+            f"(--patience {config.patience}); give --patience above {waited} to train it on, or use its best.pt."
+        )
 
 
 # What a resumed run takes from the command line: how long it trains and how it evaluates (said in a note), and where
 # and how it runs; every other setting is the run's own (refused when given otherwise: it would train another run).
-RESUME_APPLIES = ("epochs", "eval_every", "tta")
+RESUME_APPLIES = ("epochs", "eval_every", "tta", "patience")
 RESUME_RUNS_ON = ("device", "precision", "quiet", "cache_dir", "tensorboard", "overwrite")
 _EFFECTIVE = {
     "batch_size": "effective_batch_size",
@@ -436,7 +475,7 @@ def _resumed_with(run: TrainConfig, requested: TrainConfig, done: int) -> tuple[
                 "--epochs out."
             )
         notes.append(_longer_note(run, given["epochs"]))
-    later = [f for f in ("eval_every", "tta") if f in given and differs(f)]
+    later = [f for f in ("eval_every", "tta", "patience") if f in given and differs(f)]
     if later:
         notes.append(
             f"{' and '.join(_flag(f, given[f]) for f in later)} apply from epoch {done + 1} on; the epochs before were "
@@ -508,7 +547,7 @@ def train(
     Under torchrun, each process trains on its own shard with DistributedDataParallel; metrics are summed
     over processes and only the first process writes files."""
     config.validate()
-    spec = get_spec(config.dataset)
+    began, spec = time.perf_counter(), get_spec(config.dataset)
     start = starting_point(config)  # before the data: a missing weights file is told at once
     model_name = _model_name(config, start)
     image_size = config.image_size or (start.image_size_for(spec.image_size) if start else None)
@@ -528,7 +567,13 @@ def train(
             config.cache_dir,
             config.skip_bad,
         )
+        given_epochs = config.epochs
         config, sizing = config.sized_for(len(train_data), folder=not spec.classes)
+        if config.time_budget and resume_state is None:  # a resumed run goes on with the epochs it planned
+            config, budget = _plan_for_budget(
+                config, given_epochs, model_name, train_data, test_data, runtime, start, began
+            )
+            sizing = "; ".join(filter(None, [sizing, budget]))
         changed = _resumed_on(resume_state, train_data) if resume_state is not None else []
         job = build_job(
             config, model_name, train_data, test_data, runtime, dist, start, _saved_backbone_scale(resume_state)
@@ -541,6 +586,9 @@ def train(
         notes += (
             [f"recipe {config.recipe} is now called {config.recipe_name}"] if config.recipe in RECIPE_ALIASES else []
         )
+        if job.select_balanced and resume_state is None:
+            counts = class_counts(train_data.labels, job.card.num_classes)
+            notes.append(selection_note(counts, job.card.classes, config.balance))
         recorder.start(_describe_start(config, job, progress, train_data, test_data), notes, train_data.skipped)
         with _StopRequests() as stop_requested:
             should_stop = (lambda: dist.broadcast_flag(stop_requested())) if dist.enabled else stop_requested
@@ -551,6 +599,64 @@ def train(
         )
     finally:
         distributed.teardown(dist)
+
+
+def _plan_for_budget(
+    config: TrainConfig,
+    given_epochs: int | None,
+    model_name: str,
+    train_data: ImageData,
+    test_data: ImageData,
+    runtime: Runtime,
+    start: Start | None,
+    began: float,
+) -> tuple[TrainConfig, str]:
+    """--time-budget: config with the epochs that fit the minutes left, and the note that says so. A one-cycle (or any)
+    schedule needs its length before the first step, so a few steps of a throw-away job are timed first, and the
+    evaluation of a few hundred held-out images; the run's own weights then start as they would have without it.
+    began: when the command began (time.perf_counter), as the budget counts the loading too."""
+    probe = build_job(config, model_name, train_data, test_data, runtime, Distributed(), start)
+    step_seconds = _seconds_per_step(probe)
+    sample = test_data.select(slice(0, min(len(test_data), 2 * TEST_BATCH_SIZE)))
+    eval_start = time.perf_counter()
+    predict_logits(probe.evaluator, TensorBatches(sample, TEST_BATCH_SIZE, device=runtime.device), runtime)
+    eval_seconds = (time.perf_counter() - eval_start) * len(test_data) / max(len(sample), 1)
+    steps = len(probe.train_batches)
+    del probe
+    torch.manual_seed(config.seed)
+    spent = time.perf_counter() - began
+    epochs, per_epoch = epochs_within(
+        config.time_budget * 60 - spent,
+        step_seconds * steps,
+        eval_seconds,
+        config.eval_every or 1,
+        given_epochs,
+    )
+    note = budget_note(config.time_budget, epochs, per_epoch, step_seconds, spent, config.epochs, given_epochs)
+    return replace(config, epochs=epochs), note
+
+
+def _seconds_per_step(job: Job, warmup: int = 2, timed: int = 8) -> float:
+    """The seconds of one training step (forward, backward, optimizer step), timed over `timed` steps after `warmup`
+    steps, on as many passes over the training batches as that takes."""
+    job.model.train()
+    done, start, epoch = 0, 0.0, 0
+    while done < warmup + timed:
+        epoch += 1
+        job.train_batches.set_epoch(epoch, 0)
+        for images, y in job.train_batches:
+            if done == warmup:
+                start = time.perf_counter()
+            with job.runtime.autocast():
+                loss = F.cross_entropy(job.model(images).float(), y, weight=job.class_weights)
+            job.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            job.optimizer.step()
+            loss.item()  # waits for the device
+            done += 1
+            if done == warmup + timed:
+                break
+    return (time.perf_counter() - start) / timed
 
 
 def _with_start_channels(
@@ -644,6 +750,8 @@ def build_job(
     lookahead = None
     if recipe.lookahead:
         lookahead = Lookahead(net, steps, recipe.lookahead_every, recipe.lookahead_decay, recipe.lookahead_power)
+    counts = class_counts(train_data.labels, card.num_classes)
+    weights = class_weights(counts).to(runtime.device) if config.balance else None
     return Job(
         card,
         net,
@@ -659,6 +767,9 @@ def build_job(
         recipe.label_smoothing,
         lookahead,
         config.eval_every or 1,
+        weights,
+        is_imbalanced(counts) and not spec.classes,  # folders: the named datasets keep their accuracy
+        config.patience,
     )
 
 
@@ -703,6 +814,22 @@ def _describe_start(
     )
 
 
+def _stopping_summary(config: TrainConfig, job: Job, progress: Progress) -> dict[str, Any]:
+    """How best.pt was chosen and how long the run trained: --balance, --patience, --time-budget."""
+    best_row = next((row for row in progress.rows if row["epoch"] == progress.best_epoch), {})
+    balanced = {"best_test_balanced_accuracy": best_row.get("test_balanced_accuracy")} if job.select_balanced else {}
+    return {
+        "selected_by": "test_balanced_accuracy" if job.select_balanced else "test_accuracy",
+        **balanced,
+        "balance": config.balance,
+        "patience": config.patience,
+        "stopped_early": progress.epoch < job.epochs,
+        "time_budget_minutes": config.time_budget,
+        "epochs_planned": job.epochs,
+        "epochs_run": progress.epoch,
+    }
+
+
 def _summary(config: TrainConfig, job: Job, progress: Progress, out: Path, test_images: int) -> dict[str, Any]:
     """summary.json: the run's settings and results; each accuracy with its 95% interval below 10,000 images."""
     final = progress.rows[-1]["test_accuracy"]
@@ -719,6 +846,7 @@ def _summary(config: TrainConfig, job: Job, progress: Progress, out: Path, test_
         if final is None
         else accuracy_interval(round(final * test_images), test_images),
         "test_images": test_images,
+        **_stopping_summary(config, job, progress),
         "train_seconds": round(progress.elapsed, 2),
         "num_params": count_parameters(job.net),
         "batch_size": config.effective_batch_size,

@@ -49,6 +49,9 @@ class Job:
     label_smoothing: float
     lookahead: Any = None  # engine.Lookahead, for recipes that use it
     eval_every: int = 1  # evaluate after every Nth epoch and after the last
+    class_weights: torch.Tensor | None = None  # --balance: each class's weight in the loss
+    select_balanced: bool = False  # best.pt by balanced accuracy (imbalanced classes; stopping.is_imbalanced)
+    patience: int | None = None  # stop after this many evaluations without a better score
 
     def evaluates_after(self, epoch: int) -> bool:
         return epoch % self.eval_every == 0 or epoch == self.epochs
@@ -77,6 +80,7 @@ class Job:
             "best_accuracy": progress.best_accuracy,
             "best_epoch": progress.best_epoch,
             "elapsed": progress.elapsed,
+            "select_balanced": self.select_balanced,  # kept, so a resumed run chooses best.pt as it began
             **({"lookahead": self.lookahead.state_dict()} if self.lookahead is not None else {}),
         }
 
@@ -91,6 +95,7 @@ class Job:
         if self.lookahead is not None:
             self.lookahead.load_state_dict(state["lookahead"])
         torch.set_rng_state(state["torch_rng"])
+        self.select_balanced = state.get("select_balanced", False)  # runs saved before chose by accuracy
         return Progress(
             state["epoch"],
             state["step"],

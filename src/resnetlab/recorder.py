@@ -29,6 +29,7 @@ from .plots import training_curves
 from .tensorboard_log import TensorBoardLog
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"]
+OPTIONAL_COLUMNS = ["test_balanced_accuracy"]  # written when best.pt is chosen by it (imbalanced classes)
 RUN_FILES = (
     "best.pt",
     "last.pt",
@@ -88,8 +89,9 @@ def _save(obj: Any, path: Path) -> None:
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns = METRICS_COLUMNS + [c for c in OPTIONAL_COLUMNS if any(c in row for row in rows)]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -214,9 +216,11 @@ class RunRecorder:
                 raise UserError(
                     f"could not write {self.out / 'summary.json'} ({e.strerror}); free some space."
                 ) from None
+        balanced = summary.get("best_test_balanced_accuracy")
         self.say(
-            f"best test accuracy {describe_accuracy(summary['best_test_accuracy'], summary['test_images'])} at epoch "
-            f"{summary['best_epoch']}; weights "
+            f"best test accuracy {describe_accuracy(summary['best_test_accuracy'], summary['test_images'])}"
+            + (f" (balanced accuracy {balanced:.2%}, which chose it)" if balanced is not None else "")
+            + f" at epoch {summary['best_epoch']}; weights "
             f"in {self.out / 'best.pt'} (predict with: resnetlab predict {self.out / 'best.pt'})"
         )
         return summary

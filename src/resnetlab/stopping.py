@@ -1,0 +1,107 @@
+"""Which epoch is best, when to stop, and how long to train: imbalanced classes (train --balance, best.pt by
+balanced accuracy), --patience and --time-budget. Plain functions of counts, rows and seconds, used by the engine."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .config import IMBALANCE_RATIO
+
+BUDGET_SHARE = 0.9  # --time-budget: the epochs planned fill this share of the minutes left after loading...
+EPOCH_OVERHEAD_SECONDS = 0.5  # ...each with this much for saving last.pt, metrics.csv and curves.png
+
+
+def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.bincount(labels.long().cpu(), minlength=num_classes)
+
+
+def is_imbalanced(counts: torch.Tensor) -> bool:
+    """Whether the largest class has more than IMBALANCE_RATIO times the images of the smallest."""
+    return int(counts.max()) > IMBALANCE_RATIO * int(counts.min())
+
+
+def class_weights(counts: torch.Tensor) -> torch.Tensor:
+    """--balance: each class's weight in the loss, inversely proportional to its training images, 1 on average over
+    the images (n / (classes * count)), so the learning rate means what it meant."""
+    return (counts.sum() / (len(counts) * counts.clamp_min(1))).float()
+
+
+def balanced_accuracy(per_class_accuracy: list[float]) -> float:
+    """The mean of the per-class accuracies (recalls) of the classes that have held-out images."""
+    present = [a for a in per_class_accuracy if not math.isnan(a)]
+    return sum(present) / max(len(present), 1)
+
+
+def selection_note(counts: torch.Tensor, classes: list[str] | tuple[str, ...], balance: bool) -> str:
+    largest, smallest = int(counts.argmax()), int(counts.argmin())
+    ratio = int(counts[largest]) / max(int(counts[smallest]), 1)
+    loss = (
+        "--balance weights the loss of each class inversely to its images"
+        if balance
+        else "--balance would also weight the loss of each class inversely to its images"
+    )
+    return (
+        f"the classes are imbalanced ({classes[largest]} has {int(counts[largest])} training images, "
+        f"{classes[smallest]} {int(counts[smallest])}: {ratio:.1f}x, above {IMBALANCE_RATIO:g}x), so best.pt is the "
+        "epoch of the best balanced accuracy (the mean of the per-class accuracies) on the held-out images, "
+        f"test_balanced_accuracy in metrics.csv; {loss}"
+    )
+
+
+def score_of(row: dict[str, Any], balanced: bool) -> float | None:
+    """What best.pt is chosen by: a metrics.csv row's held-out accuracy, or its balanced accuracy."""
+    return row.get("test_balanced_accuracy") if balanced else row.get("test_accuracy")
+
+
+def is_better(
+    row: dict[str, Any], rows: list[dict[str, Any]], best_epoch: int, best_accuracy: float, balanced: bool
+) -> bool:
+    """Whether an epoch's row beats the best before it: its accuracy best_accuracy (the run's record, -1 for none
+    yet), or the balanced accuracy of the row of best_epoch."""
+    score = score_of(row, balanced)
+    if score is None:
+        return False
+    if not balanced:
+        return score > best_accuracy
+    best = next((r for r in rows if r["epoch"] == best_epoch), None)
+    best_score = score_of(best, balanced) if best is not None else None
+    return best_score is None or score > best_score
+
+
+def evaluations_since_best(rows: list[dict[str, Any]], best_epoch: int) -> int:
+    """The evaluations after the best epoch's (the epochs with a test accuracy in metrics.csv)."""
+    return sum(1 for row in rows if row["epoch"] > best_epoch and row.get("test_accuracy") is not None)
+
+
+def patience_note(epoch: int, epochs: int, patience: int, best_epoch: int, best_score: float, balanced: bool) -> str:
+    what = "balanced accuracy" if balanced else "accuracy"
+    return (
+        f"stopped early after epoch {epoch} of {epochs}: no better held-out {what} in the last {patience} "
+        f"evaluations (--patience {patience}); best.pt is epoch {best_epoch} ({best_score:.2%})"
+    )
+
+
+def epochs_within(
+    seconds_left: float, epoch_seconds: float, eval_seconds: float, eval_every: int, cap: int | None
+) -> tuple[int, float]:
+    """--time-budget: the epochs (at least 1, at most cap) that fit BUDGET_SHARE of seconds_left, each training
+    for epoch_seconds, evaluating every eval_every-th for eval_seconds, and saving; and the seconds of one epoch."""
+    per_epoch = epoch_seconds + eval_seconds / eval_every + EPOCH_OVERHEAD_SECONDS
+    epochs = max(1, math.floor(BUDGET_SHARE * seconds_left / per_epoch))
+    return (min(epochs, cap) if cap else epochs), per_epoch
+
+
+def budget_note(
+    minutes: float, epochs: int, per_epoch: float, step_seconds: float, spent: float, sized: int, cap: int | None
+) -> str:
+    fits = "" if epochs > 1 or per_epoch <= minutes * 60 - spent else "; even 1 epoch takes longer than is left"
+    capped = f", the --epochs {cap} given" if cap and epochs == cap else ""
+    instead = f" (in place of {sized})" if sized != epochs else ""
+    return (
+        f"--time-budget {minutes:g} minutes: {epochs} epochs planned{capped}{instead}, so that the schedule ends "
+        f"within it: an epoch takes about {per_epoch:.1f} s ({step_seconds * 1000:.0f} ms a step, measured on a few "
+        f"steps, with its evaluation and saving), and {spent:.0f} s went into loading and measuring{fits}"
+    )
