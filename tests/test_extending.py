@@ -53,7 +53,8 @@ def test_the_worked_examples_of_docs_architecture_md_run_as_printed(monkeypatch,
 
     fmt = formats.EXPORT_FORMATS["weights"]
     card = ModelCard("resnet6t", ("a", "b", "c"), 1, 8, (0.5,), (0.25,))
-    module = ExportedClassifier(PixelClassifier.from_card(models.fold_batchnorm(net.eval()), card)).eval()
+    module = ExportedClassifier(PixelClassifier.from_card(models.fold_batchnorm(net.eval()), card), card.temperature)
+    module = module.eval()
     images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     path = fmt.write(module, images, tmp_path / fmt.file_name("best"), card.to_dict())
     assert path.name == "best.weights.pt" and fmt.help == "weights runs with torch.load"
