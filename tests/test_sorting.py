@@ -193,7 +193,7 @@ def test_what_sorting_refuses(trained_run, tmp_path, capsys):
     assert (tmp_path / "notes.csv").read_text() == "my own notes\n"
     assert "--link goes with --sort-into" in refused(str(photos), "--link")
     assert "give image files or folders after the checkpoint" in refused("--csv", str(tmp_path / "t.csv"))
-    assert "--min-confidence must be from 0 up to" in refused(
+    assert "argument --min-confidence: must be from 0 up to" in refused(
         str(photos), "--csv", str(tmp_path / "t.csv"), "--min-confidence", "1.5"
     )
     assert main(["predict", str(trained_run), str(photos), "--csv", str(tmp_path / "t.csv"), "--top", "2", *FP32]) == 0

@@ -639,7 +639,7 @@ def _plan_for_budget(
 def _seconds_per_step(job: Job, warmup: int = 2, timed: int = 8) -> float:
     """The seconds of one training step (forward, backward, optimizer step), timed over `timed` steps after `warmup`
     steps, on as many passes over the training batches as that takes."""
-    job.model.train()
+    job.train_module.train()
     done, start, epoch = 0, 0.0, 0
     while done < warmup + timed:
         epoch += 1
@@ -648,7 +648,7 @@ def _seconds_per_step(job: Job, warmup: int = 2, timed: int = 8) -> float:
             if done == warmup:
                 start = time.perf_counter()
             with job.runtime.autocast():
-                loss = F.cross_entropy(job.model(images).float(), y, weight=job.class_weights)
+                loss = F.cross_entropy(job.train_module(images).float(), y, weight=job.class_weights)
             job.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             job.optimizer.step()

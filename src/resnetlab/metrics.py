@@ -83,7 +83,8 @@ def accuracy_interval(correct: int, images: int) -> list[float] | None:
     """The 95% Wilson interval [low, high] of an accuracy on fewer than INTERVAL_BELOW images, else None."""
     if not 0 < images < INTERVAL_BELOW:
         return None
-    return [round(bound, 6) for bound in wilson_interval(correct, images)]
+    # clipped: a count derived from a stored accuracy (a resumed run's best) is rounded, not trusted
+    return [round(bound, 6) for bound in wilson_interval(min(max(correct, 0), images), images)]
 
 
 def describe_accuracy(accuracy: float, images: int) -> str:
