@@ -29,8 +29,8 @@ from .screen import DAMAGED, REFUSED, Facts, inspect
 # benchmarks/near_duplicates.py on 22 photographs and elevation maps, 19 copies of each: resized (0.5x to 2x) and
 # recompressed copies differ by at most 8 bits, except 64 px copies at JPEG quality 30 (14 and 16). On a real
 # folder (the 4,317 photos of Kaggle's Flowers Recognition, the groups looked at by eye) 12 bits was too loose:
-# 11 of 11 groups sampled at exactly 12 bits were different photos, 8 of 10 at 10 bits, while 8 of the 9 groups at
-# 6 or 8 bits were the same photo (recoloured, recompressed or cropped).
+# 11 of 11 groups sampled at exactly 12 bits were different photos, 8 of 10 at 10 bits, while each of the 6 groups at
+# 6 or 8 bits held a copy (recoloured, recompressed or cropped), 2 of them with a different photo chained on.
 NEAR_BITS = 8
 HASH_PIXELS = 64  # the decoded size the perceptual hash starts from (it reduces to 32x32 itself)
 IMBALANCE = 5  # a warning when the largest class has more than this many times the images of the smallest
