@@ -7,11 +7,13 @@ on a CPU than per-image PIL transforms in a DataLoader, and it keeps the trainin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 
 @dataclass
@@ -110,6 +112,43 @@ def random_translate(
     return padded[batch, chans, rows, cols]
 
 
+def random_resized_crop(images: torch.Tensor, min_scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Inception-style random resized crops (torchvision's RandomResizedCrop, drawn per image from `generator`): a
+    region of min_scale to all of each image's area, of aspect ratio 3/4 to 4/3, resized back to the image's size."""
+    n, _, h, w = images.shape
+    area = (min_scale + (1 - min_scale) * torch.rand(n, generator=generator)) * h * w
+    log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * torch.rand(n, generator=generator)
+    ratio = torch.exp(log_ratio)
+    widths = torch.sqrt(area * ratio).round().clamp(1, w).long()
+    heights = torch.sqrt(area / ratio).round().clamp(1, h).long()
+    tops = (torch.rand(n, generator=generator) * (h - heights + 1)).long()
+    lefts = (torch.rand(n, generator=generator) * (w - widths + 1)).long()
+    return torch.stack(
+        [
+            TF.resized_crop(image, top, left, height, width, [h, w], antialias=True)
+            for image, top, left, height, width in zip(
+                images, tops.tolist(), lefts.tolist(), heights.tolist(), widths.tolist()
+            )
+        ]
+    )
+
+
+def random_color_jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's ColorJitter(brightness, contrast, saturation = strength) for a whole batch at once, with each
+    image's factors drawn from `generator` in [1 - strength, 1 + strength] and applied in that order, as torchvision
+    blends them (saturation only on colour images); rounded back to uint8 once, at the end."""
+    n, c = images.shape[:2]
+    brightness, contrast, saturation = (1 + strength * (2 * torch.rand(3, n, 1, 1, 1, generator=generator) - 1)).unbind(
+        0
+    )
+    x = (images.float() * brightness).clamp(0, 255)
+    gray = TF.rgb_to_grayscale(x) if c == 3 else x
+    x = (contrast * x + (1 - contrast) * gray.mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 255)
+    if c == 3:
+        x = (saturation * x + (1 - saturation) * TF.rgb_to_grayscale(x)).clamp(0, 255)
+    return x.round().to(images.dtype)
+
+
 def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return hflip_where(images, torch.rand(images.shape[0], generator=generator) < 0.5)
 
@@ -132,7 +171,9 @@ class TensorBatches:
     With shuffle=True the order of each epoch is a function of (seed, epoch) only, and the augmentation of
     each batch a function of (seed, epoch, step): an interrupted epoch resumes exactly where it stopped, and
     every process of a distributed run draws the same order. With rank/world_size, each process gets its own
-    shard of that order. augment=True randomly translates images (and mirrors them where the dataset allows).
+    shard of that order. augment=True randomly translates images (crop_padding), crops and resizes them (crop_scale:
+    the smallest share of an image's area kept), jitters their colours (jitter) and mirrors them where the dataset
+    allows (hflip).
     Normalization is the model's first step (preprocess.PixelClassifier), the same for every command.
     """
 
@@ -144,6 +185,8 @@ class TensorBatches:
         shuffle: bool = False,
         augment: bool = False,
         crop_padding: int = 0,
+        crop_scale: float | None = None,
+        jitter: float = 0.0,
         hflip: bool = False,
         reflect: bool = False,
         alternate_flips: bool = False,
@@ -158,6 +201,8 @@ class TensorBatches:
         self.shuffle = shuffle
         self.augment = augment
         self.crop_padding = crop_padding
+        self.crop_scale = crop_scale
+        self.jitter = jitter
         self.hflip = hflip
         self.reflect = reflect
         self.alternate_flips = alternate_flips
@@ -203,8 +248,12 @@ class TensorBatches:
             images = self.data.take(index)
             if self.augment:
                 generator = _generator(self.seed, self.epoch, step, self.rank)
+                if self.crop_scale is not None:
+                    images = random_resized_crop(images, self.crop_scale, generator)
                 if self.crop_padding:
                     images = random_translate(images, self.crop_padding, generator, self.reflect)
+                if self.jitter:
+                    images = random_color_jitter(images, self.jitter, generator)
                 if flips is not None:
                     images = hflip_where(images, flips[index])
                 elif self.hflip:

@@ -35,6 +35,10 @@ class Recipe:
     schedule: str = "onecycle"
     milestones: tuple[float, ...] = ()  # for "step": when to divide the lr by 10, as fractions of all steps
     translate: bool = True  # with augment: also translate images randomly by a few pixels
+    # with augment: random resized crops keeping this share of an image's area or more (None: none), and colour
+    # jitter of brightness, contrast and saturation by this factor (torchvision's RandomResizedCrop, ColorJitter)
+    crop_scale: float | None = None
+    jitter: float = 0.0
     # The fields below are airbench's (K. Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU"); their
     # defaults leave the other recipes as they were measured.
     translate_pixels: int | None = None  # how far; None: the dataset's (4 on CIFAR-10), with zero padding
@@ -56,6 +60,9 @@ class Recipe:
         if not self.augment:
             return "off"
         mirroring = "alternating mirroring" if self.alternate_flips else "mirroring"
+        if self.crop_scale is not None:
+            jitter = f", colour jitter {self.jitter:g}" if self.jitter else ""
+            return f"{mirroring}, random resized crops ({self.crop_scale:.0%} of the area or more){jitter}"
         if not self.translate:
             return f"{mirroring} only"
         by = f" by {self.translate_pixels} pixels" if self.translate_pixels else ""
@@ -101,6 +108,15 @@ RECIPES: dict[str, Recipe] = {
         translate=False,
     ),
     "photo": _PHOTO,
+    "few-photos": replace(
+        _PHOTO,
+        name="few-photos",
+        description="the default for folders of a few hundred to a few thousand photographs: photo with random "
+        "resized crops and colour jitter, against overfitting; give it a few minutes (--time-budget)",
+        translate=False,
+        crop_scale=0.35,
+        jitter=0.2,
+    ),
     "photo-long": replace(
         _PHOTO,
         name="photo-long",
@@ -172,6 +188,15 @@ DEFAULT_EPOCHS = 4  # the tutorial's, for the named datasets; a folder's default
 # SMALL_DATA_STEPS steps (at least DEFAULT_EPOCHS, at most SMALL_DATA_MAX_EPOCHS epochs).
 SMALL_DATA_STEPS = 300
 SMALL_DATA_MAX_EPOCHS = 60
+# A folder of fewer than FEW_PHOTOS_LIMIT training images, trained without --recipe, --model, --image-size, --epochs or
+# --time-budget, takes these where they are not given (measured with benchmarks/small_data.py, benchmarks/README.md):
+# the few-photos recipe (random resized crops, colour jitter), FEW_PHOTOS_MODEL, the largest of FEW_PHOTOS_SIZES
+# that its photographs' median shorter side reaches (at least the smallest), and FEW_PHOTOS_MINUTES of training.
+FEW_PHOTOS_LIMIT = 5000
+FEW_PHOTOS_RECIPE = "few-photos"
+FEW_PHOTOS_MODEL = "resnet8w"
+FEW_PHOTOS_SIZES = (32, 64, 96)
+FEW_PHOTOS_MINUTES = 3.0
 # A folder whose largest class has more than this many times the training images of its smallest is imbalanced: best.pt
 # is then the epoch of the best balanced accuracy (the mean of the per-class accuracies), not of the plain accuracy.
 # (Not the named datasets: their published figures are accuracies, and a small --subset is uneven by chance.)
@@ -300,6 +325,38 @@ class TrainConfig:
             "choose otherwise"
         )
         return replace(self, epochs=epochs, batch_size=batch), note
+
+    def for_few_photos(self, images: int, short_side: int | None) -> tuple[TrainConfig, str | None]:
+        """A folder of `images` training images whose median shorter side is short_side pixels: this config with
+        the few-photos default filled in where nothing was chosen, and the note that says so; unchanged (and no
+        note) for a large folder, a run from trained weights, or one whose recipe, model or length was given."""
+        if (
+            images >= FEW_PHOTOS_LIMIT
+            or self.pretrained
+            or self.init is not None
+            or self.recipe is not None
+            or self.epochs is not None
+            or self.time_budget is not None
+        ):
+            return self, None
+        size = self.image_size or max([FEW_PHOTOS_SIZES[0]] + [s for s in FEW_PHOTOS_SIZES if s <= (short_side or 0)])
+        chosen = replace(
+            self,
+            recipe=FEW_PHOTOS_RECIPE,
+            model=self.model or FEW_PHOTOS_MODEL,
+            image_size=size,
+            time_budget=FEW_PHOTOS_MINUTES,
+        )
+        photos = f", about {short_side} px on their shorter side" if short_side else ""
+        why = "" if self.image_size else f" (the largest of {', '.join(map(str, FEW_PHOTOS_SIZES))} they reach)"
+        note = (
+            f"few photos ({images} training images{photos}): training {chosen.model} from scratch at {size} px{why} "
+            f"with the {FEW_PHOTOS_RECIPE} recipe ({RECIPES[FEW_PHOTOS_RECIPE].augmentation()}) for about "
+            f"{FEW_PHOTOS_MINUTES:g} minutes; --time-budget 10 trains longer, --epochs N for a set length, "
+            "--image-size N at another size. With internet, --pretrained (ImageNet weights) usually does better "
+            f"on folders under a few thousand photos"
+        )
+        return chosen, note
 
     def _validate_start(self) -> None:
         """--pretrained and --init: what can be told before any file is read."""

@@ -26,6 +26,7 @@ from .config import FINE_TUNE_BACKBONE_LR, RECIPE_ALIASES, Recipe, TrainConfig, 
 from .data import get_spec, load_train_test
 from .distributed import Distributed
 from .errors import UserError
+from .folder import Holdout, survey
 from .job import Job, Progress, names_digest
 from .metrics import accuracy_interval, score, with_prefix
 from .models import count_parameters, list_models
@@ -549,6 +550,10 @@ def train(
     config.validate()
     began, spec = time.perf_counter(), get_spec(config.dataset)
     start = starting_point(config)  # before the data: a missing weights file is told at once
+    few_photos = None
+    if not spec.classes and resume_state is None:
+        found = survey(Path(config.data_dir), Holdout(config.val_split, config.seed))
+        config, few_photos = config.for_few_photos(found.images, found.short_side)
     model_name = _model_name(config, start)
     image_size = config.image_size or (start.image_size_for(spec.image_size) if start else None)
     runtime = select_runtime(config.device, config.precision)
@@ -580,7 +585,7 @@ def train(
         )
         progress = job.restore(resume_state) if resume_state is not None else Progress()
         recorder = RunRecorder(out, job.card, config, main=dist.is_main, on_epoch=on_epoch)
-        notes = train_data.notes + ([sizing] if sizing and resume_state is None else [])
+        notes = train_data.notes + [note for note in (few_photos, sizing) if note and resume_state is None]
         notes += [_start_note(start, job.card, train_data.channels)] if start else []
         notes += changed + (resume_state or {}).get("notes", [])
         notes += (
@@ -729,6 +734,8 @@ def build_job(
         shuffle=True,
         augment=config.effective_augment,
         crop_padding=(recipe.translate_pixels or spec.crop_padding) if recipe.translate else 0,
+        crop_scale=recipe.crop_scale,
+        jitter=recipe.jitter,
         hflip=spec.hflip,
         reflect=recipe.reflect,
         alternate_flips=recipe.alternate_flips,

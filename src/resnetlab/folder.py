@@ -19,6 +19,7 @@ import math
 import multiprocessing
 import os
 import signal
+import statistics
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -34,7 +35,7 @@ from . import imagecache
 from .batches import ImageData
 from .config import user_cache_dir
 from .errors import UserError
-from .imagefiles import ImageFileError, decode, image_suffixes, is_image_file, readable_formats
+from .imagefiles import ImageFileError, decode, image_header, image_suffixes, is_image_file, readable_formats
 from .screen import DAMAGED, HIDDEN, LINK, UNSUPPORTED, copies, inspect_chunk, refusal, some
 
 FOLDER_LAYOUT = ("train/<class>/<image>", "test/<class>/<image>")
@@ -315,6 +316,33 @@ def _select(root: Path, train: bool, holdout: Holdout) -> _Listing:
             f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}"
         )
     return _Listing(source, classes, samples, rows, notes, held)
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a folder's training split holds, told before anything is decoded (train chooses its small-folder
+    default from it): how many images, and the median of their shorter sides in pixels (None if none was read)."""
+
+    images: int
+    short_side: int | None
+
+
+SURVEY_SAMPLE = 200  # images whose headers are read for the median size (drawn with a fixed seed)
+
+
+def survey(root: Path, holdout: Holdout) -> Survey:
+    """The training split's size, and the median shorter side of up to SURVEY_SAMPLE of its images (their headers
+    only; unreadable files are left to the loader to report)."""
+    files = [path for path, _ in _select(root, True, holdout).selected]
+    sample = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))[:SURVEY_SAMPLE].tolist()
+    sides = []
+    for i in sample:
+        try:
+            width, height, _ = image_header(files[i], files[i])
+        except (ImageFileError, OSError):
+            continue
+        sides.append(min(width, height))
+    return Survey(len(files), round(statistics.median(sides)) if sides else None)
 
 
 def _layout_notes(root: Path, holdout: Holdout, held: tuple[str, ...]) -> list[str]:
