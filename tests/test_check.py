@@ -156,3 +156,13 @@ def test_truncated_images_are_refused_all_at_once_and_skipped_with_skip_bad(tmp_
         skipped = [line.split("\t")[:2] for line in (out / "skipped.txt").read_text().splitlines()]
         assert skipped == [["train/a/cut.png", "damaged"], ["test/b/cut.png", "damaged"]]
     assert _snapshot(photos) == before
+
+
+def test_small_images_must_be_closer_to_count_as_near_copies():
+    from resnetlab.check import NEAR_BITS, SMALL_NEAR_BITS, SMALL_SIDE, _near_pairs, near_bits
+
+    assert near_bits(SMALL_SIDE, 500) == NEAR_BITS and near_bits(32, 32) == SMALL_NEAR_BITS < NEAR_BITS
+    # image 0 is SMALL_NEAR_BITS + 1 bits from image 1 and SMALL_NEAR_BITS from image 2; 1 and 2 are 1 bit apart
+    hashes = np.array([0, (1 << SMALL_NEAR_BITS + 1) - 1, (1 << SMALL_NEAR_BITS) - 1], dtype=np.uint64)
+    assert _near_pairs(hashes, np.full(3, NEAR_BITS)) == [(0, 1), (0, 2), (1, 2)]
+    assert _near_pairs(hashes, np.array([NEAR_BITS, SMALL_NEAR_BITS, NEAR_BITS])) == [(0, 2), (1, 2)]  # 1 is small

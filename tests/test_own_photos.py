@@ -69,8 +69,12 @@ def test_val_split_must_be_a_share(tmp_path, capsys, share):
     assert "--val-split must be between 0 and 1" in capsys.readouterr().err
 
 
-def test_a_small_folder_gets_enough_optimizer_steps_and_says_so(tmp_path, capsys):
+def test_a_small_folder_gets_enough_optimizer_steps_and_says_so(tmp_path, capsys, monkeypatch):
+    from resnetlab import config
     from resnetlab.config import DEFAULT_EPOCHS, SMALL_DATA_MAX_EPOCHS, SMALL_DATA_STEPS, TrainConfig
+
+    # the sizing by steps, as --pretrained or a folder above FEW_PHOTOS_LIMIT gets it (few photos get a time budget)
+    monkeypatch.setattr(config, "FEW_PHOTOS_LIMIT", 0)
 
     config, note = TrainConfig(dataset="folder").sized_for(192, folder=True)
     assert config.batch_size == 16 and config.epochs * (192 // 16) >= SMALL_DATA_STEPS

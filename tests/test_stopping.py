@@ -10,7 +10,7 @@ from fakedata import write_image_folder
 import resnetlab.engine
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.cli import main
-from resnetlab.stopping import balanced_accuracy, class_weights, epochs_within, is_better, is_imbalanced
+from resnetlab.stopping import balanced_accuracy, budget_note, class_weights, epochs_within, is_better, is_imbalanced
 
 TRAIN = ["train", "--dataset", "folder", "--image-size", "16", "--batch-size", "8", "--model", "resnet8w"]
 FP32 = ["--device", "cpu", "--precision", "fp32", "--no-cache"]
@@ -153,6 +153,18 @@ def test_time_budget_plans_the_epochs_from_a_few_timed_steps(tmp_path, monkeypat
     # a resumed run keeps the epochs it planned: another budget is refused like any setting that cannot change
     assert main(["train", "--resume", str(out), "--time-budget", "5", *FP32[:4]]) == 2
     assert "--time-budget 5.0 (the run's: --time-budget 1.0)" in capsys.readouterr().err
+
+
+def test_within_a_budget_evaluation_takes_at_most_its_share():
+    from resnetlab.stopping import EVAL_SHARE, eval_every_within
+
+    assert EVAL_SHARE == 0.25
+    assert eval_every_within(1.0, 10.0) == 1  # 10% of an epoch: after each
+    assert eval_every_within(2.5, 10.0) == 1  # exactly the share
+    assert eval_every_within(4.0, 10.0) == 2
+    assert eval_every_within(20.0, 10.0) == 8
+    note = budget_note(3, 12, 10.0, 0.5, 9, 60, None, (3, 6.0))
+    assert "it evaluates every 3 epochs and after the last" in note and "--eval-every 1 after each" in note
 
 
 def test_epochs_within_a_budget():

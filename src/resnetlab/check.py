@@ -32,6 +32,12 @@ from .screen import DAMAGED, REFUSED, Facts, inspect
 # 11 of 11 groups sampled at exactly 12 bits were different photos, 8 of 10 at 10 bits, while each of the 6 groups at
 # 6 or 8 bits held a copy (recoloured, recompressed or cropped), 2 of them with a different photo chained on.
 NEAR_BITS = 8
+# Small images (a shorter side under SMALL_SIDE pixels, such as CIFAR-10's 32x32) hash less distinctly: different
+# pictures of the same kind come closer. A pair with such an image in it is near at most SMALL_NEAR_BITS apart.
+# Measured by benchmarks/near_threshold.py on the 60,000 CIFAR-10 JPEGs, pairs looked at by eye at each distance
+# (benchmarks/README.md).
+SMALL_SIDE = 64
+SMALL_NEAR_BITS = 4
 HASH_PIXELS = 64  # the decoded size the perceptual hash starts from (it reduces to 32x32 itself)
 IMBALANCE = 5  # a warning when the largest class has more than this many times the images of the smallest
 SHOWN = 10  # entries of each list in the summary; the rest are counted ("and N more"); --json has them all
@@ -83,12 +89,18 @@ def _examine_chunk(paths: list[str]) -> list[tuple[Facts, int | None]]:
     return [_examine(path) for path in paths]
 
 
-def _near_pairs(hashes: np.ndarray, bits: int) -> list[tuple[int, int]]:
-    """Pairs (i, j), i < j, of hashes at most `bits` apart, one row of the comparison at a time."""
+def near_bits(width: int, height: int) -> int:
+    """How many bits apart an image's hash may be from another's for the two to be near copies (the lower of the
+    two images' limits applies to a pair)."""
+    return SMALL_NEAR_BITS if min(width, height) < SMALL_SIDE else NEAR_BITS
+
+
+def _near_pairs(hashes: np.ndarray, bits: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs (i, j), i < j, of hashes at most min(bits[i], bits[j]) apart, one row of the comparison at a time."""
     pairs = []
     for i in range(len(hashes) - 1):
         distance = np.bitwise_count(np.bitwise_xor(hashes[i + 1 :], hashes[i]))
-        pairs += [(i, i + 1 + int(j)) for j in np.flatnonzero(distance <= bits)]
+        pairs += [(i, i + 1 + int(j)) for j in np.flatnonzero(distance <= np.minimum(bits[i + 1 :], bits[i]))]
     return pairs
 
 
@@ -111,16 +123,17 @@ def _groups(pairs: list[tuple[int, int]]) -> list[list[int]]:
 
 
 def _copy_groups(entries: list[dict], facts: list[Facts], hashes: list[int | None]) -> list[dict]:
-    """Groups of exact copies (same bytes) and of near copies (hashes NEAR_BITS apart, not all the same bytes)."""
+    """Groups of exact copies (same bytes) and of near copies (hashes near_bits apart, not all the same bytes)."""
     usable = [i for i, h in enumerate(hashes) if h is not None]
     by_digest: dict[str, list[int]] = {}
     for i in usable:
         by_digest.setdefault(facts[i].digest, []).append(i)
     exact = [group for group in by_digest.values() if len(group) > 1]
     near_hashes = np.array([hashes[i] for i in usable], dtype=np.uint64)
+    bits = np.array([near_bits(facts[i].width, facts[i].height) for i in usable], dtype=np.int64)
     near = [
         [usable[k] for k in group]
-        for group in _groups(_near_pairs(near_hashes, NEAR_BITS))
+        for group in _groups(_near_pairs(near_hashes, bits))
         if len({facts[usable[k]].digest for k in group}) > 1
     ]
     found = []

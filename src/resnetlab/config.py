@@ -69,6 +69,8 @@ class Recipe:
         return f"{mirroring} and translation{by}{' (reflected)' if self.reflect else ''}"
 
 
+FEW_PHOTOS_MODEL = "resnet8w"  # the few-photos recipe's model (measured: benchmarks/README.md)
+
 _FAST = Recipe(
     name="fast",
     description="the default of the grayscale datasets and SVHN: the most accuracy in few epochs (one-cycle SGD "
@@ -116,6 +118,7 @@ RECIPES: dict[str, Recipe] = {
         translate=False,
         crop_scale=0.35,
         jitter=0.2,
+        model=FEW_PHOTOS_MODEL,
     ),
     "photo-long": replace(
         _PHOTO,
@@ -188,13 +191,13 @@ DEFAULT_EPOCHS = 4  # the tutorial's, for the named datasets; a folder's default
 # SMALL_DATA_STEPS steps (at least DEFAULT_EPOCHS, at most SMALL_DATA_MAX_EPOCHS epochs).
 SMALL_DATA_STEPS = 300
 SMALL_DATA_MAX_EPOCHS = 60
-# A folder of fewer than FEW_PHOTOS_LIMIT training images, trained without --recipe, --model, --image-size, --epochs or
-# --time-budget, takes these where they are not given (measured with benchmarks/small_data.py, benchmarks/README.md):
-# the few-photos recipe (random resized crops, colour jitter), FEW_PHOTOS_MODEL, the largest of FEW_PHOTOS_SIZES
-# that its photographs' median shorter side reaches (at least the smallest), and FEW_PHOTOS_MINUTES of training.
+# A folder of fewer than FEW_PHOTOS_LIMIT training images, trained from scratch, takes for each of these that is not
+# given (TrainConfig.for_few_photos; measured with benchmarks/small_data.py, benchmarks/README.md): the few-photos
+# recipe (random resized crops and colour jitter; its model, FEW_PHOTOS_MODEL, unless --model), the largest of
+# FEW_PHOTOS_SIZES that its photographs' median shorter side reaches (--image-size), and FEW_PHOTOS_MINUTES of
+# training (--time-budget; none when --epochs is given).
 FEW_PHOTOS_LIMIT = 5000
 FEW_PHOTOS_RECIPE = "few-photos"
-FEW_PHOTOS_MODEL = "resnet8w"
 FEW_PHOTOS_SIZES = (32, 64, 96)
 FEW_PHOTOS_MINUTES = 3.0
 # A folder whose largest class has more than this many times the training images of its smallest is imbalanced: best.pt
@@ -318,6 +321,12 @@ class TrainConfig:
             why = " (the smallest it chooses, more than an eighth of them)"
         else:
             why = " (about an eighth of them)"
+        if self.time_budget and not self.epochs:  # the budget decides the epochs, and says so
+            return replace(self, epochs=epochs, batch_size=batch), (
+                None
+                if self.batch_size
+                else f"{images} training images: batch {batch}{why}; --batch-size chooses otherwise"
+            )
         note = (
             f"{images} training images: batch {batch}{why}, "
             f"{epochs} epochs ({epochs * steps_per_epoch} optimizer steps"
@@ -327,36 +336,34 @@ class TrainConfig:
         return replace(self, epochs=epochs, batch_size=batch), note
 
     def for_few_photos(self, images: int, short_side: int | None) -> tuple[TrainConfig, str | None]:
-        """A folder of `images` training images whose median shorter side is short_side pixels: this config with
-        the few-photos default filled in where nothing was chosen, and the note that says so; unchanged (and no
-        note) for a large folder, a run from trained weights, or one whose recipe, model or length was given."""
-        if (
-            images >= FEW_PHOTOS_LIMIT
-            or self.pretrained
-            or self.init is not None
-            or self.recipe is not None
-            or self.epochs is not None
-            or self.time_budget is not None
-        ):
+        """A folder of `images` training images whose median shorter side is short_side pixels: this config with the
+        few-photos default in each of recipe, image size and length (a time budget) that was not given, and the note
+        that says so; unchanged (and no note) for a large folder or a run from trained weights."""
+        if images >= FEW_PHOTOS_LIMIT or self.pretrained or self.init is not None:
             return self, None
-        size = self.image_size or max([FEW_PHOTOS_SIZES[0]] + [s for s in FEW_PHOTOS_SIZES if s <= (short_side or 0)])
+        reached = [size for size in FEW_PHOTOS_SIZES if size <= (short_side or 0)]
         chosen = replace(
             self,
-            recipe=FEW_PHOTOS_RECIPE,
-            model=self.model or FEW_PHOTOS_MODEL,
-            image_size=size,
-            time_budget=FEW_PHOTOS_MINUTES,
+            recipe=self.recipe or FEW_PHOTOS_RECIPE,
+            image_size=self.image_size or max(reached or FEW_PHOTOS_SIZES[:1]),
+            time_budget=self.time_budget or (FEW_PHOTOS_MINUTES if self.epochs is None else None),
         )
+        if chosen == self:
+            return self, None
+        recipe, sizes = chosen.recipe_settings, f"{', '.join(map(str, FEW_PHOTOS_SIZES))} px"
+        which = f"largest of {sizes} the photos reach" if reached else f"smallest of {sizes}"
+        what = [
+            f" {recipe.model} from scratch" if recipe.model and not self.model else "",
+            f" with recipe {recipe.name} ({recipe.augmentation()})" if not self.recipe else "",
+            f" at {chosen.image_size} px (the {which})" if not self.image_size else "",
+            f" for about {FEW_PHOTOS_MINUTES:g} minutes" if chosen.time_budget != self.time_budget else "",
+        ]
         photos = f", about {short_side} px on their shorter side" if short_side else ""
-        why = "" if self.image_size else f" (the largest of {', '.join(map(str, FEW_PHOTOS_SIZES))} they reach)"
-        note = (
-            f"few photos ({images} training images{photos}): training {chosen.model} from scratch at {size} px{why} "
-            f"with the {FEW_PHOTOS_RECIPE} recipe ({RECIPES[FEW_PHOTOS_RECIPE].augmentation()}) for about "
-            f"{FEW_PHOTOS_MINUTES:g} minutes; --time-budget 10 trains longer, --epochs N for a set length, "
-            "--image-size N at another size. With internet, --pretrained (ImageNet weights) usually does better "
-            f"on folders under a few thousand photos"
+        return chosen, (
+            f"few photos ({images} training images{photos}): training{''.join(what)}; --time-budget 10 trains "
+            "longer, --epochs N for a set length, --image-size N at another size. With internet, --pretrained "
+            "(ImageNet weights) usually does better on folders under a few thousand photos"
         )
-        return chosen, note
 
     def _validate_start(self) -> None:
         """--pretrained and --init: what can be told before any file is read."""

@@ -39,6 +39,7 @@ from .stopping import (
     class_counts,
     class_weights,
     epochs_within,
+    eval_every_within,
     evaluations_since_best,
     is_better,
     is_imbalanced,
@@ -630,15 +631,13 @@ def _plan_for_budget(
     del probe
     torch.manual_seed(config.seed)
     spent = time.perf_counter() - began
+    eval_every = config.eval_every or eval_every_within(eval_seconds, step_seconds * steps)
     epochs, per_epoch = epochs_within(
-        config.time_budget * 60 - spent,
-        step_seconds * steps,
-        eval_seconds,
-        config.eval_every or 1,
-        given_epochs,
+        config.time_budget * 60 - spent, step_seconds * steps, eval_seconds, eval_every, given_epochs
     )
-    note = budget_note(config.time_budget, epochs, per_epoch, step_seconds, spent, config.epochs, given_epochs)
-    return replace(config, epochs=epochs), note
+    chosen = None if config.eval_every else (eval_every, eval_seconds)
+    note = budget_note(config.time_budget, epochs, per_epoch, step_seconds, spent, config.epochs, given_epochs, chosen)
+    return replace(config, epochs=epochs, eval_every=eval_every if eval_every > 1 else config.eval_every), note
 
 
 def _seconds_per_step(job: Job, warmup: int = 2, timed: int = 8) -> float:

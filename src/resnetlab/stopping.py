@@ -12,6 +12,9 @@ from .config import IMBALANCE_RATIO
 
 BUDGET_SHARE = 0.9  # --time-budget: the epochs planned fill this share of the minutes left after loading...
 EPOCH_OVERHEAD_SECONDS = 0.5  # ...each with this much for saving last.pt, metrics.csv and curves.png
+# --time-budget without --eval-every: evaluate every few epochs where evaluating the held-out images after each one
+# would take more than this share of an epoch's training (a few hundred photos, a large held-out part)
+EVAL_SHARE = 0.25
 
 
 def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -84,6 +87,12 @@ def patience_note(epoch: int, epochs: int, patience: int, best_epoch: int, best_
     )
 
 
+def eval_every_within(eval_seconds: float, epoch_seconds: float) -> int:
+    """--time-budget without --eval-every: every how many epochs to evaluate, so that evaluating costs at most
+    EVAL_SHARE of training (1: after each)."""
+    return max(1, math.ceil(eval_seconds / (EVAL_SHARE * max(epoch_seconds, 1e-9)) - 1e-9))
+
+
 def epochs_within(
     seconds_left: float, epoch_seconds: float, eval_seconds: float, eval_every: int, cap: int | None
 ) -> tuple[int, float]:
@@ -95,13 +104,27 @@ def epochs_within(
 
 
 def budget_note(
-    minutes: float, epochs: int, per_epoch: float, step_seconds: float, spent: float, sized: int, cap: int | None
+    minutes: float,
+    epochs: int,
+    per_epoch: float,
+    step_seconds: float,
+    spent: float,
+    sized: int,
+    cap: int | None,
+    eval_every: tuple[int, float] | None = None,
 ) -> str:
+    """eval_every: (N, the seconds of one evaluation) where the budget chose to evaluate every Nth epoch."""
     fits = "" if epochs > 1 or per_epoch <= minutes * 60 - spent else "; even 1 epoch takes longer than is left"
     capped = f", the --epochs {cap} given" if cap and epochs == cap else ""
     instead = f" (in place of {sized})" if sized != epochs else ""
+    spaced = ""
+    if eval_every and eval_every[0] > 1:
+        spaced = (
+            f"; it evaluates every {eval_every[0]} epochs and after the last (one evaluation of the held-out images "
+            f"takes about {eval_every[1]:.1f} s), --eval-every 1 after each"
+        )
     return (
         f"--time-budget {minutes:g} minutes: {epochs} epochs planned{capped}{instead}, so that the schedule ends "
         f"within it: an epoch takes about {per_epoch:.1f} s ({step_seconds * 1000:.0f} ms a step, measured on a few "
-        f"steps, with its evaluation and saving), and {spent:.0f} s went into loading and measuring{fits}"
+        f"steps, with its evaluation and saving), and {spent:.0f} s went into loading and measuring{fits}{spaced}"
     )
