@@ -18,31 +18,22 @@ from resnetlab.config import (
     FEW_PHOTOS_MINUTES,
     FEW_PHOTOS_MODEL,
     FEW_PHOTOS_RECIPE,
-    FEW_PHOTOS_SIZES,
+    FEW_PHOTOS_SIZE,
     TrainConfig,
 )
 from resnetlab.folder import Holdout, survey
 
 
-@pytest.mark.parametrize(
-    ("short_side", "size"),
-    [(None, FEW_PHOTOS_SIZES[0]), (20, FEW_PHOTOS_SIZES[0]), (32, 32), (63, 32), (64, 64), (95, 64), (4000, 96)],
-)
-def test_the_image_size_is_the_largest_the_photos_reach(short_side, size):
-    chosen, note = TrainConfig(dataset="folder").for_few_photos(600, short_side)
-    assert chosen.image_size == size
-    assert f" at {size} px (the {'largest' if (short_side or 0) >= size else 'smallest'} of 32, 64, 96 px" in note
-
-
 def test_a_small_folder_gets_the_recipe_the_size_and_a_budget_and_the_note_says_how_to_change_them():
     chosen, note = TrainConfig(dataset="folder").for_few_photos(600, 300)
     assert chosen.recipe == FEW_PHOTOS_RECIPE and chosen.recipe_settings.model == FEW_PHOTOS_MODEL
-    assert chosen.time_budget == FEW_PHOTOS_MINUTES and chosen.epochs is None
+    assert chosen.time_budget == FEW_PHOTOS_MINUTES and chosen.epochs is None and chosen.image_size == FEW_PHOTOS_SIZE
     assert chosen.recipe_settings.crop_scale is not None and chosen.recipe_settings.jitter > 0
     assert note.startswith(
         f"few photos (600 training images, about 300 px on their shorter side): training {FEW_PHOTOS_MODEL} from "
         f"scratch with recipe {FEW_PHOTOS_RECIPE} (mirroring, random resized crops"
     )
+    assert f" at {FEW_PHOTOS_SIZE} px for about {FEW_PHOTOS_MINUTES:g} minutes;" in note
     for says in ("random resized crops", f"about {FEW_PHOTOS_MINUTES:g} minutes", "--time-budget 10", "--pretrained"):
         assert says in note
 
@@ -54,8 +45,8 @@ def test_what_the_user_chose_is_kept_and_only_the_rest_is_filled_in():
     assert chosen.epochs == 5 and chosen.time_budget is None and "minutes" not in note  # --epochs: no budget
     chosen, note = TrainConfig(dataset="folder", time_budget=1.5).for_few_photos(600, 300)
     assert chosen.time_budget == 1.5 and chosen.recipe == FEW_PHOTOS_RECIPE
-    chosen, note = TrainConfig(dataset="folder", recipe="photo").for_few_photos(600, 70)
-    assert chosen.recipe == "photo" and chosen.image_size == 64 and "recipe" not in note
+    chosen, note = TrainConfig(dataset="folder", recipe="photo", image_size=64).for_few_photos(600, 70)
+    assert chosen.recipe == "photo" and chosen.image_size == 64 and ": training for about 3 minutes;" in note
     assert "from scratch" not in note  # photo's model is the dataset's default
     assert "from scratch" not in TrainConfig(dataset="folder", model="resnet9").for_few_photos(600, 70)[1]
 
@@ -149,15 +140,15 @@ def test_train_on_a_small_folder_says_what_it_chose_and_records_it(tmp_path, cap
     assert "note: few photos (10 training images, about 70 px on their shorter side): training" in printed
     assert "; --time-budget 0.02 minutes: 1 epochs planned" in printed
     card = load_checkpoint(out / "best.pt").card
-    assert card.image_size == 64 and card.architecture == FEW_PHOTOS_MODEL
+    assert card.image_size == FEW_PHOTOS_SIZE and card.architecture == FEW_PHOTOS_MODEL
     summary = json.loads((out / "summary.json").read_text())
     assert summary["recipe"] == FEW_PHOTOS_RECIPE and summary["time_budget_minutes"] == 0.02
     # the same folder, large enough not to be few photos: the default of folders as before
     monkeypatch.setattr(config_module, "FEW_PHOTOS_LIMIT", 10)
     assert main(["train", "--dataset", "folder", "--data-dir", str(photos), "--out", str(tmp_path / "big")]) == 0
     assert "few photos" not in capsys.readouterr().out
-    card = load_checkpoint(tmp_path / "big" / "best.pt").card
-    assert card.image_size == 32 and card.architecture == "resnet9"
+    summary = json.loads((tmp_path / "big" / "summary.json").read_text())
+    assert summary["recipe"] == "photo" and summary["time_budget_minutes"] is None
 
 
 def test_a_resumed_run_keeps_what_it_chose(tmp_path, capsys):
@@ -167,5 +158,4 @@ def test_a_resumed_run_keeps_what_it_chose(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--epochs", "3"]) == 0
     assert "few photos" not in capsys.readouterr().out
-    card = load_checkpoint(out / "best.pt").card
-    assert card.image_size == 32 and card.architecture == FEW_PHOTOS_MODEL
+    assert json.loads((out / "summary.json").read_text())["recipe"] == FEW_PHOTOS_RECIPE

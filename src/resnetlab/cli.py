@@ -206,6 +206,9 @@ def _train_schedule_flags(p) -> None:
         DATASET_RECIPES,
         DEFAULT_EPOCHS,
         DEFAULT_RECIPE,
+        FEW_PHOTOS_LIMIT,
+        FEW_PHOTOS_MINUTES,
+        FEW_PHOTOS_RECIPE,
         RECIPE_ALIASES,
         RECIPES,
         SMALL_DATA_STEPS,
@@ -219,8 +222,9 @@ def _train_schedule_flags(p) -> None:
         type=_positive_int,
         default=None,
         help=f"passes over the training set; default: "
-        f"{DEFAULT_EPOCHS} for the named datasets; for folders, from their size (enough for about "
-        f"{SMALL_DATA_STEPS} optimizer steps, at least {DEFAULT_EPOCHS})",
+        f"{DEFAULT_EPOCHS} for the named datasets; for a folder of fewer than {FEW_PHOTOS_LIMIT} images trained from "
+        f"scratch, as many as fit in --time-budget {FEW_PHOTOS_MINUTES:g}; for larger folders, from their size "
+        f"(enough for about {SMALL_DATA_STEPS} optimizer steps, at least {DEFAULT_EPOCHS})",
     )
     p.add_argument(
         "--batch-size",
@@ -237,6 +241,7 @@ def _train_schedule_flags(p) -> None:
     )
     # argparse formats help with %, so a literal % in a description is written %%.
     by_dataset = ", ".join(f"{recipe} for {name}" for name, recipe in DATASET_RECIPES.items())
+    by_dataset += f" ({FEW_PHOTOS_RECIPE} for folders of fewer than {FEW_PHOTOS_LIMIT} images trained from scratch)"
     p.add_argument(
         "--recipe",
         default=None,
@@ -266,7 +271,7 @@ def _train_schedule_flags(p) -> None:
 
 
 def _train_stopping_flags(p) -> None:
-    from .config import IMBALANCE_RATIO
+    from .config import FEW_PHOTOS_LIMIT, FEW_PHOTOS_MINUTES, IMBALANCE_RATIO
 
     p.add_argument(
         "--balance",
@@ -292,7 +297,9 @@ def _train_stopping_flags(p) -> None:
         metavar="MINUTES",
         help="plan the epochs so that training ends within MINUTES (the loading counted): a few steps are timed "
         "first, then as many epochs as fit (at most --epochs, if given) make the schedule; the note says how many. "
-        "A resumed run keeps the epochs it planned",
+        "A resumed run keeps the epochs it planned; without --eval-every, it evaluates every few epochs where "
+        f"evaluating after each would cost over a quarter of the training. Default: none, but {FEW_PHOTOS_MINUTES:g} "
+        f"minutes for a folder of fewer than {FEW_PHOTOS_LIMIT} images trained from scratch without --epochs",
     )
 
 
@@ -675,8 +682,9 @@ def _check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-size",
         type=_positive_int,
-        default=32,
-        help="the training size: images smaller than this are counted (train's default for folders)",
+        default=None,
+        help="the training size: images smaller than this are counted; default: the size train would choose for "
+        "the folder",
     )
     p.add_argument(
         "--val-split",
@@ -726,13 +734,15 @@ def _train(args: argparse.Namespace) -> None:
 def _check(args: argparse.Namespace) -> None:
     from .check import FolderHasProblems, check_folder, refuse_sheet_inside, summary, write_sheet
     from .config import TrainConfig
+    from .data import get_spec
     from .folder import Holdout
 
     TrainConfig(dataset="folder", image_size=args.image_size, val_split=args.val_split).validate()
     root = Path(args.folder)
     if args.sheet:
         refuse_sheet_inside(root, Path(args.sheet))
-    report = check_folder(root, args.image_size, Holdout(args.val_split, args.seed))
+    image_size = args.image_size or get_spec("folder").image_size  # the few-photos default trains at it too
+    report = check_folder(root, image_size, Holdout(args.val_split, args.seed))
     print(json.dumps(report.to_json(), indent=1) if args.json else "\n".join(summary(report)))
     sheet = write_sheet(report, root, Path(args.sheet)) if args.sheet else None
     if sheet and not args.json:
