@@ -162,7 +162,25 @@ def test_small_images_must_be_closer_to_count_as_near_copies():
     from resnetlab.check import NEAR_BITS, SMALL_NEAR_BITS, SMALL_SIDE, _near_pairs, near_bits
 
     assert near_bits(SMALL_SIDE, 500) == NEAR_BITS and near_bits(32, 32) == SMALL_NEAR_BITS < NEAR_BITS
+    assert near_bits(28, 28) < 0  # tiny: never near, whatever the distance
     # image 0 is SMALL_NEAR_BITS + 1 bits from image 1 and SMALL_NEAR_BITS from image 2; 1 and 2 are 1 bit apart
     hashes = np.array([0, (1 << SMALL_NEAR_BITS + 1) - 1, (1 << SMALL_NEAR_BITS) - 1], dtype=np.uint64)
     assert _near_pairs(hashes, np.full(3, NEAR_BITS)) == [(0, 1), (0, 2), (1, 2)]
     assert _near_pairs(hashes, np.array([NEAR_BITS, SMALL_NEAR_BITS, NEAR_BITS])) == [(0, 2), (1, 2)]  # 1 is small
+
+
+def test_tiny_images_are_compared_for_exact_copies_only_and_the_summary_says_so(tmp_path, capsys):
+    photos = _class_folders(tmp_path / "photos", classes=("a", "b"), per_class=3)
+    for name in ("a", "b"):
+        for path in (photos / name).iterdir():
+            Image.open(path).resize((28, 28)).save(path)
+    shutil.copy(photos / "a" / "0.png", photos / "b" / "same.png")  # an exact copy is still found
+    Image.open(photos / "a" / "1.png").save(photos / "a" / "again.jpg", quality=70)  # a near copy is not looked for
+    assert main(["check", str(photos), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [(g["kind"], [f["file"] for f in g["files"]]) for g in report["copies"]] == [
+        ("exact", ["a/0.png", "b/same.png"])
+    ]
+    assert report["exact_copies_only"] == 8
+    assert main(["check", str(photos)]) == 1
+    assert "8 image(s) under 32 px were compared for exact copies only" in capsys.readouterr().out

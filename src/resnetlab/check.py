@@ -34,10 +34,16 @@ from .screen import DAMAGED, REFUSED, Facts, inspect
 NEAR_BITS = 8
 # Small images (a shorter side under SMALL_SIDE pixels, such as CIFAR-10's 32x32) hash less distinctly: different
 # pictures of the same kind come closer. A pair with such an image in it is near at most SMALL_NEAR_BITS apart.
-# Measured by benchmarks/near_threshold.py on the 60,000 CIFAR-10 JPEGs, pairs looked at by eye at each distance
-# (benchmarks/README.md).
+# Measured by benchmarks/near_threshold.py on the 60,000 CIFAR-10 JPEGs, 24 random pairs looked at by eye at each
+# distance (benchmarks/README.md): at 4 bits 24 of 24 pairs across train and test were one photo, and the 4 pairs
+# across classes were not (small dark shapes on a sky); at 6 bits about 21 of 24, and none of the 18 across classes;
+# at 8 bits about 10 of 24, with 142 pairs across classes.
 SMALL_SIDE = 64
 SMALL_NEAR_BITS = 4
+# Below TINY_SIDE pixels a perceptual hash does not tell pictures apart: on Fashion-MNIST's 28x28 product shots
+# (dark background, centred), 39 pairs of different classes and 246 pairs across train and test hash identically,
+# nearly all different items by eye. Such images are compared for exact copies only, and the summary says so.
+TINY_SIDE = 32
 HASH_PIXELS = 64  # the decoded size the perceptual hash starts from (it reduces to 32x32 itself)
 IMBALANCE = 5  # a warning when the largest class has more than this many times the images of the smallest
 SHOWN = 10  # entries of each list in the summary; the rest are counted ("and N more"); --json has them all
@@ -62,6 +68,7 @@ class Report:
     skipped: list[dict[str, str]] = field(default_factory=list)  # file, reason
     copies: list[dict] = field(default_factory=list)  # kind (exact or near), where, files
     smaller_than_image_size: int = 0
+    exact_copies_only: int = 0  # images under TINY_SIDE px: compared for exact copies only
     imbalance: dict | None = None  # largest, smallest, ratio: only when over IMBALANCE
     seconds: float = 0.0
 
@@ -92,7 +99,8 @@ def _examine_chunk(paths: list[str]) -> list[tuple[Facts, int | None]]:
 def near_bits(width: int, height: int) -> int:
     """How many bits apart an image's hash may be from another's for the two to be near copies (the lower of the
     two images' limits applies to a pair)."""
-    return SMALL_NEAR_BITS if min(width, height) < SMALL_SIDE else NEAR_BITS
+    side = min(width, height)
+    return -1 if side < TINY_SIDE else SMALL_NEAR_BITS if side < SMALL_SIDE else NEAR_BITS
 
 
 def _near_pairs(hashes: np.ndarray, bits: np.ndarray) -> list[tuple[int, int]]:
@@ -187,6 +195,7 @@ def check_folder(root: Path, image_size: int, holdout: Holdout) -> Report:
     report.skipped = [{"file": os.path.relpath(path, root), "reason": why} for path, why in sorted(skipped)]
     report.copies = _copy_groups(entries, facts, hashes)
     report.smaller_than_image_size = sum(1 for f in facts if not f.problem and min(f.width, f.height) < image_size)
+    report.exact_copies_only = sum(1 for f in facts if not f.problem and min(f.width, f.height) < TINY_SIDE)
     report.imbalance = _imbalance(counts, classes)
     report.seconds = round(time.monotonic() - started, 2)
     return report
@@ -213,6 +222,11 @@ def summary(report: Report) -> list[str]:
     if leaks:
         lines.append(f"{len(leaks)} group(s) of copies (= same bytes, ~ the same photo resized or recompressed):")
         lines += _capped([_copy_line(group) for group in leaks])
+    if report.exact_copies_only:
+        lines.append(
+            f"{report.exact_copies_only} image(s) under {TINY_SIDE} px were compared for exact copies only: at that "
+            "size a perceptual hash does not tell different pictures apart"
+        )
     if report.imbalance:
         (big, n_big), (small, n_small) = report.imbalance["largest"], report.imbalance["smallest"]
         lines.append(
