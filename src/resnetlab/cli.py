@@ -138,9 +138,9 @@ def _train_data_flags(p) -> None:
         "--augment",
         default=None,
         action=argparse.BooleanOptionalAction,
-        help="random mirroring where the dataset allows, and random translation where the recipe uses "
-        "it; default: the recipe's ("
-        + "; ".join(f"{name}: {recipe.augmentation()}" for name, recipe in RECIPES.items())
+        help="random mirroring where the dataset allows, and the random translation, crops or colour jitter the "
+        "recipe uses; default: the recipe's ("
+        + "; ".join(f"{name}: {recipe.augmentation()}".replace("%", "%%") for name, recipe in RECIPES.items())
         + ")",
     )
     p.add_argument(
