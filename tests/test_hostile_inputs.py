@@ -592,7 +592,7 @@ def test_resume_with_more_epochs_eval_every_and_tta_applies_them_and_says_so(tin
     capsys.readouterr()
     resume = ["train", "--resume", str(out), "--epochs", "4", "--eval-every", "1", "--tta", "translate"]
     assert main(resume) == 0
-    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:") and "link(s)" in line]
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
     assert len(notes) == 2, notes
     assert notes[0].startswith("note: --epochs 4: the run was planned for 2 epochs; its one-cycle schedule"), notes
     assert notes[1].startswith("note: --eval-every 1 and --tta translate apply from epoch 3 on"), notes
