@@ -33,10 +33,10 @@ LAYERS: list[set[str]] = [
     {"job", "recorder", "stopping", "transfer"},
     {"checkpoint", "confidence", "formats", "metrics"},
     {"batches", "data", "folder", "imagecache"},
-    {"screen"},
+    {"onnxlight", "screen"},
     {"imagefiles", "preprocess"},
     {"card"},
-    {"config", "distributed", "models", "plots", "runtime", "tensorboard_log"},
+    {"answers", "config", "distributed", "models", "plots", "runtime", "tensorboard_log"},
     {"errors"},
 ]
 # (importer, imported) within one layer.

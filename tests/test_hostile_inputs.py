@@ -306,7 +306,7 @@ CRAFTED = {
 def test_a_crafted_model_description_is_refused_before_anything_is_built(
     trained_run, tmp_path, capsys, monkeypatch, command, case
 ):
-    import resnetlab.card
+    import resnetlab.models
 
     change, expected = CRAFTED[case]
     saved = read_checkpoint(trained_run / "best.pt")
@@ -317,7 +317,7 @@ def test_a_crafted_model_description_is_refused_before_anything_is_built(
     def build_nothing(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a model was built from a damaged description")
 
-    monkeypatch.setattr(resnetlab.card, "create_model", build_nothing)
+    monkeypatch.setattr(resnetlab.models, "create_model", build_nothing)  # card.py imports it when it builds
     image = tmp_path / "image.png"
     Image.new("L", (28, 28), 128).save(image)
     args = ["eval", str(crafted)] if command == "eval" else ["predict", str(crafted), str(image)]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .config import IMAGE_SIZE_RANGE
 from .errors import UserError
-from .models import create_model, list_models, model_spec, option_problem
+
+if TYPE_CHECKING:
+    from torch import nn
 
 MAX_CLASSES = 100_000  # far above any real dataset; bounds what a crafted card can make us allocate
 DEFAULT_DATA_DIR = "./data"
@@ -49,6 +49,8 @@ class ModelCard:
 
     def build_model(self) -> nn.Module:
         """The architecture the card names, with fresh weights."""
+        from .models import create_model
+
         options = {k: v for k, v in (("shortcut", self.shortcut), ("stem", self.stem)) if v is not None}
         return create_model(
             self.architecture, self.num_classes, self.in_channels, image_size=self.image_size, **options
@@ -60,6 +62,8 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         """The card as a checkpoint stores it."""
+        from .models import model_spec
+
         return {
             "model": {
                 "name": self.architecture,
@@ -91,14 +95,16 @@ class ModelCard:
 
         Raises UserError naming `source` and the first field that is missing or out of range.
         """
-        check = _Checker(values, source)
+        from .models import list_models
+
+        check = CardChecker(values, source)
         model = check.get("model", dict)
         architecture = check.one_of("model.name", model.get("name"), list_models())
         options = check.options(architecture, model.get("options") or {})
         card = cls(
             architecture=architecture,
             classes=check.classes(),
-            in_channels=check.one_of("in_channels", values.get("in_channels"), (1, 3)),
+            in_channels=check.channels(),
             image_size=check.whole("image_size", *IMAGE_SIZE_RANGE),
             mean=check.numbers("mean"),
             std=check.numbers("std", positive=True),
@@ -118,8 +124,9 @@ class ModelCard:
         return card
 
 
-class _Checker:
-    """Reads fields of a card dict, failing with one sentence at the first bad one."""
+class CardChecker:
+    """Reads fields of a card dict, failing with one sentence at the first bad one. Without PyTorch (the models
+    are imported for model.options only), so that predict on an .onnx file can check its card (onnxlight.py)."""
 
     def __init__(self, values: Any, source: str) -> None:
         if not isinstance(values, dict):
@@ -145,6 +152,8 @@ class _Checker:
     def options(self, architecture: str, options: Any) -> dict[str, Any]:
         """model.options: each one the architecture has (older cards record fewer; those left out are its
         defaults)."""
+        from .models import option_problem
+
         if not isinstance(options, dict):
             self.fail("model.options", f"is a {type(options).__name__}, not a dict")
         problem = option_problem(architecture, options)
@@ -185,6 +194,9 @@ class _Checker:
         if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) for name in value):
             self.fail(field, "must be a list of file names")
         return tuple(value)
+
+    def channels(self) -> int:
+        return self.one_of("in_channels", self.values.get("in_channels"), (1, 3))
 
     def classes(self) -> tuple[str, ...]:
         value = self.values.get("classes")

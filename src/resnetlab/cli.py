@@ -838,7 +838,7 @@ def _predict(args: argparse.Namespace) -> None:
     if args.csv is not None or args.sort_into is not None or args.link:
         _put_to_work(args)
         return
-    from .prediction import predict
+    from .onnxlight import is_onnx
 
     say = print if not (args.quiet or args.json) else lambda *a: None
 
@@ -847,19 +847,28 @@ def _predict(args: argparse.Namespace) -> None:
             print(json.dumps(record), flush=True)
         say(line)
 
-    picture = predict(
-        args.checkpoint,
-        args.images,
-        args.n,
-        args.top,
-        report,
-        args.data_dir,
-        args.cache_dir,
-        args.device,
-        args.precision,
-        args.save,
-        args.min_confidence,
-    )
+    if is_onnx(args.checkpoint) and args.images:  # answered without importing PyTorch
+        from .onnxlight import predict_files
+
+        picture: Any = predict_files(
+            args.checkpoint, args.images, args.top, report, args.device, args.save, args.min_confidence
+        )
+    else:
+        from .prediction import predict
+
+        picture = predict(
+            args.checkpoint,
+            args.images,
+            args.n,
+            args.top,
+            report,
+            args.data_dir,
+            args.cache_dir,
+            args.device,
+            args.precision,
+            args.save,
+            args.min_confidence,
+        )
     if args.json and not (args.save or args.show):
         return
     picture.draw(args.show)
@@ -1043,20 +1052,26 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given the command line, the arguments of its command only, as the others'
+    import what they list (train's datasets and models import PyTorch, which `predict MODEL.onnx` does without)."""
     parser = _Parser(prog="resnetlab", description="Train, evaluate and run ResNet image classifiers.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    chosen = next((word for word in argv or [] if not word.startswith("-")), None)
     for name, command in COMMANDS.items():
         formatter = argparse.ArgumentDefaultsHelpFormatter if command.show_defaults else argparse.HelpFormatter
-        command.arguments(sub.add_parser(name, help=command.help, formatter_class=formatter))
+        command_parser = sub.add_parser(name, help=command.help, formatter_class=formatter)
+        if chosen not in COMMANDS or name == chosen:
+            command.arguments(command_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `resnetlab` command. Returns the exit status."""
     try:
-        parser = build_parser()
+        argv = sys.argv[1:] if argv is None else argv
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()

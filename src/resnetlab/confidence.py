@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 ECE_BINS = 15  # Guo et al.'s number
-UNKNOWN = "unknown"  # the answer of predict --min-confidence and serve ?min_confidence below the threshold
 TEMPERATURE_RANGE = (0.05, 20.0)  # what the fit may return: a held-out set without a mistake pushes T towards 0
 _SEARCH_STEPS = 80  # golden-section steps on log T: the interval shrinks to 0.618^80 of its width, ~1e-16
 

@@ -25,31 +25,9 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .onnxlight import EXPORT_MARKER, ONNX_INPUT, ONNX_JSON_FIELDS, ONNX_OUTPUTS, ONNX_SUFFIX, read_onnx_metadata
 from .runtime import cpu_has_vnni, select_device
 
-EXPORT_MARKER = "resnetlab-export"  # export_metadata's "format": what marks a file as written by resnetlab export
-# ONNX models written by resnetlab export: their one input and two outputs.
-ONNX_INPUT = "images"
-ONNX_OUTPUTS = ("logits", "probabilities")
-# Metadata fields stored JSON-encoded in ONNX metadata_props; the other fields are plain strings.
-ONNX_JSON_FIELDS = frozenset(
-    {
-        "model",
-        "classes",
-        "num_classes",
-        "in_channels",
-        "image_size",
-        "mean",
-        "std",
-        "test_time_flip",
-        "test_time_translate",
-        "version",
-        "epoch",
-        "best_test_accuracy",
-        "holdout",
-        "temperature",
-    }
-)
 TORCHSCRIPT_METADATA = "resnetlab.json"
 
 
@@ -147,15 +125,6 @@ def _write_onnx_metadata(path: Path, description: dict[str, Any]) -> None:
     precision = f", {description['precision']}" if "precision" in description else ""
     model.doc_string = f"{description['model']['name']} trained by resnetlab on {description['dataset']}{precision}"
     onnx.save(model, str(path))
-
-
-def read_onnx_metadata(metadata: dict[str, str]) -> dict[str, Any]:
-    """An ONNX model's metadata_props (as onnxruntime's custom_metadata_map gives them) as resnetlab export
-    wrote them."""
-    try:
-        return {k: json.loads(v) if k in ONNX_JSON_FIELDS else v for k, v in metadata.items()}
-    except ValueError:
-        raise UserError("the ONNX model's metadata is damaged; export the model again.") from None
 
 
 def quantize_int8(fp32_path: Path, path: Path, calibration: torch.Tensor, description: dict[str, Any]) -> Path:
@@ -261,7 +230,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
         ExportFormat(
             name="onnx",
             title="ONNX",
-            suffix=".onnx",
+            suffix=ONNX_SUFFIX,
             runs_with="onnxruntime",
             write=export_onnx,
             load=load_onnx,

@@ -14,14 +14,15 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from .errors import NotARegularFile, UserError
-from .preprocess import resize
+
+if TYPE_CHECKING:
+    import torch
 
 # A 36-megapixel phone photo is an ordinary image; a few hundred KB of PNG can claim billions of pixels. This limits
 # the user's own files (training folders, predict, explain, check), decoded one at a time, so it is the higher of
@@ -224,20 +225,21 @@ def centre_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + short, top + short))
 
 
-def decode(
+def decode_square(
     source: str | Path | IO[bytes],
     channels: int,
     size: int,
     name: str | None = None,
     max_pixels: int = MAX_FILE_PIXELS,
-) -> torch.Tensor:
-    """An image file (or file object) as uint8 pixels [channels, size, size].
+) -> Image.Image:
+    """An image file (or file object) as a square Pillow image in mode L (channels 1) or RGB, at least `size`
+    pixels wide where the file is, before the final resize (decode's, or onnxlight's without PyTorch).
 
     JPEGs are decoded at a reduced scale where that still leaves at least twice the target size (draft mode),
     and large images are box-reduced before the final antialiased resize, so memory follows the output size
     more than the file's. EXIF rotation is applied; the image is converted to grayscale or RGB. An image that is
-    not square is cut to the centre square of its shorter side, then resized (measured against squashing the
-    whole image to a square: benchmarks/resize_policy.py, 64.11% against 63.19% on 4:3 photographs, 3 seeds).
+    not square is cut to the centre square of its shorter side (measured against squashing the whole image to a
+    square: benchmarks/resize_policy.py, 64.11% against 63.19% on 4:3 photographs, 3 seeds).
     """
     # A file object's name, a path's whole path (Path.name would drop its folder).
     name = name or str(source if isinstance(source, (str, Path)) else getattr(source, "name", source))
@@ -255,15 +257,37 @@ def decode(
             factor = min(image.size) // (2 * size)
             if factor >= 2:
                 image = image.reduce(factor)
-            image = centre_square(image).convert("L" if channels == 1 else "RGB")
+            square = centre_square(image).convert("L" if channels == 1 else "RGB")
+            square.load()
+            return square
     except ImageFileError:
         raise
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageFileError(
             f"{name} is not a readable image ({e}); remove it or replace it with a valid image."
         ) from None
+
+
+def as_array(image: Image.Image) -> np.ndarray:
+    """A Pillow image in mode L or RGB as uint8 pixels [C, H, W]."""
     array = np.asarray(image, dtype=np.uint8)
-    pixels = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()).permute(2, 0, 1)
+    return array.reshape(array.shape[0], array.shape[1], -1).transpose(2, 0, 1).copy()  # contiguous, writable
+
+
+def decode(
+    source: str | Path | IO[bytes],
+    channels: int,
+    size: int,
+    name: str | None = None,
+    max_pixels: int = MAX_FILE_PIXELS,
+) -> torch.Tensor:
+    """An image file (or file object) as uint8 pixels [channels, size, size]: decode_square, then resized with
+    torchvision's antialiased bilinear resize, as the training images are."""
+    import torch
+
+    from .preprocess import resize
+
+    pixels = torch.from_numpy(as_array(decode_square(source, channels, size, name, max_pixels)))
     return resize(pixels[None], size)[0]
 
 

@@ -10,16 +10,14 @@ from typing import Any
 
 import torch
 
+from .answers import UNKNOWN, Top, check_min_confidence, file_answer, is_unknown, top_json
 from .checkpoint import resolve_path
-from .confidence import UNKNOWN
-from .errors import UserError
 from .imagefiles import expand_image_paths
 from .inference import PredictorBase, open_predictor
 from .plots import prediction_grid
 
 PICTURE_IMAGES = 100  # images drawn in predictions.png at most
 
-Top = list[tuple[str, float]]  # (class, probability), the likeliest first
 # Told each image's result as it is predicted: its JSON object (None for a closing line of text) and its line of text.
 Report = Callable[[dict[str, Any] | None, str], None]
 
@@ -44,28 +42,6 @@ class Picture:
         )
 
 
-def is_unknown(top: Top, min_confidence: float | None) -> bool:
-    """Whether the answer is "unknown": the top (calibrated) probability is below min_confidence."""
-    return min_confidence is not None and top[0][1] < min_confidence
-
-
-def check_min_confidence(value: float | None) -> None:
-    if value is not None and not 0 <= value < 1:
-        raise UserError(f"--min-confidence must be from 0 up to (not including) 1, not {value:g}.")
-
-
-def _answer(top: Top, min_confidence: float | None) -> dict[str, Any]:
-    """The JSON fields of the answer with --min-confidence: the class or "unknown", and whether it is unknown."""
-    if min_confidence is None:
-        return {}
-    unknown = is_unknown(top, min_confidence)
-    return {"class": UNKNOWN if unknown else top[0][0], "unknown": unknown}
-
-
-def _top_json(top: Top) -> list[dict[str, Any]]:
-    return [{"class": name, "probability": round(p, 6)} for name, p in top]
-
-
 def predict_files(
     predictor: PredictorBase, images: list[str], top: int, report: Report, min_confidence: float | None = None
 ) -> Picture:
@@ -75,12 +51,7 @@ def predict_files(
     for paths, pixels, probabilities in predictor.predict_files(expand_image_paths(images)):
         tops = predictor.top_classes(probabilities, top)
         for path, path_top in zip(paths, tops):
-            classes = ", ".join(f"{name} {p:.1%}" for name, p in path_top)
-            unknown = is_unknown(path_top, min_confidence)
-            report(
-                {"file": str(path), **_answer(path_top, min_confidence), "top": _top_json(path_top)},
-                f"{path}: " + (f"{UNKNOWN} (below {min_confidence:.1%}: {classes})" if unknown else classes),
-            )
+            report(*file_answer(path, path_top, min_confidence))
         room = PICTURE_IMAGES - len(captions)
         shown.append(pixels[:room])
         tops_shown += tops[:room]
@@ -113,7 +84,7 @@ def predict_test_images(
             "actual": a,
             "correct": answer == a and not u,
             **({"unknown": u} if min_confidence is not None else {}),
-            "top": _top_json(image_top),
+            "top": top_json(image_top),
         }
         shown = f'"{UNKNOWN}" ({predicted} {probability:.1%}, below {min_confidence:.1%})' if u else f'"{predicted}"'
         report(record, f'predicted: {shown}, actual: "{a}"')

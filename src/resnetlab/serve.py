@@ -48,8 +48,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
+from .answers import UNKNOWN
 from .card import ModelCard
-from .confidence import UNKNOWN
 from .errors import UserError
 from .explain import cam_of
 from .imagefiles import DecoderMissing, ImageFileError, ImageTooLarge, decode
