@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import predict_latency  # noqa: E402
 from machine import forward_flops, machine_info, matmul_peak_gflops  # noqa: E402
 
 ACCURACY: dict[str, float] = {}  # test accuracy of the exported models, on the benchmark's images
@@ -124,26 +124,13 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
 
 def single_image_latency(checkpoint: Path, image: Path, repeats: int) -> dict:
     """Wall time of the whole `resnetlab predict CKPT IMAGE` command, and of importing torch alone."""
-
-    def wall(args):
-        start = time.perf_counter()
-        subprocess.run(args, check=True, capture_output=True)
-        return time.perf_counter() - start
-
     python = sys.executable
-    predict = [python, "-m", "resnetlab", "predict", str(checkpoint), str(image)]
     commands = {
         "python -c 'import torch'": [python, "-c", "import torch"],
         "python -c 'import torch, torchvision'": [python, "-c", "import torch, torchvision"],
-        "resnetlab predict CKPT IMAGE --json (no picture)": predict + ["--json"],
-        "resnetlab predict CKPT IMAGE (prints, writes predictions.png)": predict
-        + ["--quiet", "--save", str(image.with_name("predictions.png"))],
+        **predict_latency.predict_commands(checkpoint, image),
     }
-    out: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(repeats):
-        for name, args in commands.items():
-            out[name].append(wall(args))
-    return {k: statistics.median(v) for k, v in out.items()}
+    return predict_latency.latency(commands, repeats)
 
 
 def main() -> None:
