@@ -14,6 +14,7 @@ table gives it with the plain accuracy of that epoch: mean +- std over the seeds
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import platform
 import random
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--subset-seed", type=int, default=0, help="which images the subset draws")
     parser.add_argument("--epochs", type=int, default=None, help="default: train's, from the folder's size")
+    parser.add_argument("--eval-every", type=int, default=None, help="evaluate after every Nth epoch (and the last)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--device", default="auto")
@@ -81,9 +83,12 @@ def main() -> None:
     try:
         sizes = link_subset(source, work / "data", args.max_per_class, args.ratio, args.subset_seed)
         print(f"long-tailed subset of {source} ({args.ratio:g}:1): " + ", ".join(f"{k} {n}" for k, n in sizes.items()))
-        print("| --balance | balanced accuracy | accuracy (same epoch) | seeds |\n|---|---|---|---|")
+        print(
+            "| --balance | final epoch: balanced accuracy | accuracy | best.pt: balanced accuracy | accuracy "
+            "| seeds |\n|---|---|---|---|---|---|"
+        )
         for balance in (False, True):
-            balanced, plain = [], []
+            balanced, plain, final_balanced, final_plain = [], [], [], []
             for seed in args.seeds:
                 config = TrainConfig(
                     dataset="folder",
@@ -92,6 +97,7 @@ def main() -> None:
                     seed=seed,
                     balance=balance,
                     epochs=args.epochs,
+                    eval_every=args.eval_every,
                     model=args.model,
                     image_size=args.image_size,
                     device=args.device,
@@ -101,7 +107,14 @@ def main() -> None:
                 summary = train(config)
                 balanced.append(summary.get("best_test_balanced_accuracy") or float("nan"))
                 plain.append(summary["best_test_accuracy"])
-            print(f"| {'on' if balance else 'off'} | {mean_std(balanced)} | {mean_std(plain)} | {args.seeds} |")
+                with open(work / f"run-{balance}-{seed}" / "metrics.csv", newline="") as f:
+                    last = list(csv.DictReader(f))[-1]
+                final_balanced.append(float(last.get("test_balanced_accuracy") or "nan"))
+                final_plain.append(float(last["test_accuracy"]))
+            print(
+                f"| {'on' if balance else 'off'} | {mean_std(final_balanced)} | {mean_std(final_plain)} | "
+                f"{mean_std(balanced)} | {mean_std(plain)} | {args.seeds} |"
+            )
     finally:
         shutil.rmtree(work)
 
