@@ -104,3 +104,31 @@ def test_the_light_picture_shows_each_photo_and_unknown_answers(onnx_model, phot
     # Without --save, beside the model, as predict on a checkpoint writes it beside the checkpoint.
     assert main(["predict", str(onnx_model), str(photos / "alpha.png"), "--quiet"]) == 0
     assert (onnx_model.parent / "predictions.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("in_channels", "7", "in_channels is 7, not one of the known values"),
+        ("image_size", "30000", "image_size is 30000, not a whole number from 8 to 1024"),
+        ("classes", '"shoe"', "classes must be a list of 1 to"),
+        ("classes", "[not json", "the ONNX model's metadata is damaged"),
+    ],
+)
+def test_a_crafted_onnx_description_is_one_sentence_without_torch(onnx_model, photos, tmp_path, field, value, expected):
+    import onnx
+
+    model = onnx.load(str(onnx_model))
+    next(prop for prop in model.metadata_props if prop.key == field).value = value
+    crafted = tmp_path / "crafted.onnx"
+    onnx.save(model, str(crafted))
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, "predict", str(crafted), str(photos / "alpha.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = child.stderr.splitlines()
+    assert json.loads(lines[-1]) == {"status": 2, "torch": False}
+    assert len(lines) == 2 and lines[0].startswith("resnetlab: error: ") and expected in lines[0]
+    assert "Traceback" not in child.stderr and child.stdout == ""
