@@ -9,13 +9,14 @@ DEMO_OUT ?= runs/demo
 # libraries, several GB smaller): make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: demo test lint install data test-system clean help figures
+.PHONY: demo test lint install data test-system clean help figures bench
 
 help:
 	@echo "make demo    set up, train the default model on Fashion-MNIST (4 epochs) into $(DEMO_OUT), predict 20 test images"
 	@echo "make test    set up and run the test suite"
 	@echo "make lint    ruff's formatter and linter (the rules in pyproject.toml), as CI runs them"
 	@echo "make figures the figures of the READMEs and docs/tutorial.md (about 10 minutes on 2 cores: a default run, the degradation experiment, gradients, layer responses)"
+	@echo "make bench   every table of the READMEs' Results measured again on this machine (hours; benchmarks/results.py --list)"
 	@echo "TORCH_INDEX=https://download.pytorch.org/whl/cpu  (with make demo/test/install) the CPU-only torch"
 
 $(STAMP): pyproject.toml
@@ -60,6 +61,11 @@ demo: install data
 
 test: install data test-system
 	$(BIN)/python -m pytest -q
+
+# Every table of the READMEs' Results, measured again on this machine (benchmarks/results.py; many hours on 2
+# cores: `python benchmarks/results.py --tables latency inference` for a part).
+bench: install data
+	$(BIN)/python benchmarks/results.py
 
 # The formatting is ruff's, not held by hand; `ruff format .` applies it.
 LINTED := src tests benchmarks docs

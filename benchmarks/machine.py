@@ -16,6 +16,20 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine() or "unknown CPU"
 
 
+# The CPU flags that decide what runs fast here: AVX2 / AVX-512 kernels, bf16 and int8 (VNNI) in hardware, AMX.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """Which of SPEED_FLAGS the CPU has (Linux's /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return []
+    return [flag for flag in SPEED_FLAGS if flag in flags]
+
+
 def machine_info() -> dict:
     import torch
 
@@ -23,6 +37,7 @@ def machine_info() -> dict:
 
     return {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
