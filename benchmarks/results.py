@@ -36,100 +36,35 @@ from machine import machine_info  # noqa: E402
 @dataclass(frozen=True)
 class Table:
     title: str
-    commands: tuple[tuple[str, ...], ...]  # script and arguments; {data}, {cifar}, {out}, {run} filled in
+    commands: tuple[str, ...]  # a script and its arguments; {data}, {cifar}, {out}, {run} filled in
 
 
 TABLES: dict[str, Table] = {
     "fashion-mnist": Table(
         "Fashion-MNIST: the tutorial's recipe (a quarter epoch, extrapolated) beside the default, to 89.57%",
-        (
-            (
-                "time_to_accuracy.py",
-                "--data-dir",
-                "{data}",
-                "--tutorial-epochs",
-                "0.25",
-                "--recipes",
-                "default",
-                "--out",
-                "{out}",
-            ),
-        ),
+        ("time_to_accuracy.py --data-dir {data} --tutorial-epochs 0.25 --recipes default --out {out}",),
     ),
     "fashion-mnist-95": Table(
         "Fashion-MNIST toward 95%",
         (
-            (
-                "time_to_accuracy.py",
-                "--data-dir",
-                "{data}",
-                "--tutorial-epochs",
-                "0",
-                "--recipes",
-                "airbench",
-                "--epochs",
-                "17",
-                "--tag",
-                "_airbench-17",
-                "--out",
-                "{out}",
-            ),
+            "time_to_accuracy.py --data-dir {data} --tutorial-epochs 0 --recipes airbench --epochs 17 "
+            "--tag _airbench-17 --out {out}",
         ),
     ),
     "inference": Table(
         "Inference on 10,000 Fashion-MNIST test images: the tutorial's loop, eval, ONNX and int8",
-        (
-            (
-                "inference.py",
-                "{run}",
-                "--images",
-                "10000",
-                "--tutorial-images",
-                "1000",
-                "--repeats",
-                "3",
-                "--out",
-                "{out}",
-            ),
-        ),
+        ("inference.py {run} --images 10000 --tutorial-images 1000 --repeats 3 --out {out}",),
     ),
     "latency": Table(
         "One photo from the shell, cold: a checkpoint and its .onnx export",
-        (("predict_latency.py", "{run}", "--repeats", "7"),),
+        ("predict_latency.py {run} --repeats 7",),
     ),
     "cifar10": Table(
         "CIFAR-10 (JPEG copies): the default, and the paper's 91.25%",
         (
-            (
-                "time_to_accuracy.py",
-                "--dataset",
-                "cifar10",
-                "--data-dir",
-                "{cifar}",
-                "--recipes",
-                "default",
-                "--out",
-                "{out}",
-            ),
-            (
-                "time_to_accuracy.py",
-                "--dataset",
-                "cifar10",
-                "--data-dir",
-                "{cifar}",
-                "--recipes",
-                "airbench",
-                "--epochs",
-                "16",
-                "--tta",
-                "translate",
-                "--eval-every",
-                "8",
-                "--tag",
-                "_airbench-16",
-                "--out",
-                "{out}",
-            ),
+            "time_to_accuracy.py --dataset cifar10 --data-dir {cifar} --recipes default --out {out}",
+            "time_to_accuracy.py --dataset cifar10 --data-dir {cifar} --recipes airbench --epochs 16 --tta translate "
+            "--eval-every 8 --tag _airbench-16 --out {out}",
         ),
     ),
 }
@@ -153,19 +88,20 @@ def main() -> None:
         for name, table in TABLES.items():
             print(f"{name}: {table.title}")
             for command in table.commands:
-                print("    python benchmarks/" + " ".join(part.format(**fill) for part in command))
+                print("    python benchmarks/" + command.format(**fill))
         return
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     record = {"machine": machine, "tables": {}}
     for name in args.tables:
         for command in TABLES[name].commands:
-            arguments = [sys.executable, str(HERE / command[0]), *(part.format(**fill) for part in command[1:])]
+            script, *rest = command.split()
+            arguments = [sys.executable, str(HERE / script), *(part.format(**fill) for part in rest)]
             print("running", " ".join(arguments[1:]), flush=True)
             start = time.perf_counter()
             child = subprocess.run(arguments, capture_output=True, text=True)
             if child.returncode:
-                sys.exit(f"{command[0]} failed:\n{child.stderr[-3000:]}")
+                sys.exit(f"{script} failed:\n{child.stderr[-3000:]}")
             record["tables"].setdefault(name, []).append(
                 {"command": arguments[1:], "seconds": time.perf_counter() - start, "output": child.stdout}
             )
