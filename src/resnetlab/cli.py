@@ -362,7 +362,11 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a best.pt / last.pt, a run folder, or a .onnx file from resnetlab export")
+    p.add_argument(
+        "checkpoint",
+        help="a best.pt / last.pt, a run folder, or a .onnx file from resnetlab export (with image files, a .onnx "
+        "file is run without importing PyTorch: an answer in well under a second)",
+    )
     p.add_argument(
         "images", nargs="*", metavar="IMAGE_OR_DIR", help="image files or folders; default: the first N test images"
     )
