@@ -257,9 +257,7 @@ def decode_square(
             factor = min(image.size) // (2 * size)
             if factor >= 2:
                 image = image.reduce(factor)
-            square = centre_square(image).convert("L" if channels == 1 else "RGB")
-            square.load()
-            return square
+            return centre_square(image).convert("L" if channels == 1 else "RGB")  # a loaded copy: outlives `with`
     except ImageFileError:
         raise
     except (OSError, SyntaxError, ValueError) as e:
