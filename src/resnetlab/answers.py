@@ -8,6 +8,8 @@ from typing import Any
 
 from .errors import UserError
 
+CHUNK_SIZE = 256  # images per forward pass, and image files decoded at a time (both paths)
+PICTURE_IMAGES = 100  # images drawn in predictions.png at most
 UNKNOWN = "unknown"  # the answer of predict --min-confidence and serve ?min_confidence below the threshold
 
 Top = list[tuple[str, float]]  # (class, probability), the likeliest first

@@ -22,9 +22,10 @@ from .card import ModelCard
 from .checkpoint import resolve_path
 from .config import EXPORT_CHECK_IMAGES, EXPORT_TOLERANCE, INT8_CALIBRATION_IMAGES, INT8_MIN_AGREEMENT
 from .errors import UserError
-from .formats import EXPORT_FORMATS, EXPORT_MARKER, ONNX_INPUT, ONNX_OUTPUTS, get_format, int8_formats, require
+from .formats import EXPORT_FORMATS, get_format, int8_formats, require
 from .formats import load_torchscript as load_torchscript  # where it was before formats.py: scripts import it here
 from .inference import TorchPredictor
+from .onnxlight import EXPORT_MARKER, ONNX_INPUT, ONNX_OUTPUTS
 from .preprocess import ExportedClassifier, PixelClassifier
 from .recorder import RUN_FILES
 

@@ -25,7 +25,15 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .onnxlight import EXPORT_MARKER, ONNX_INPUT, ONNX_JSON_FIELDS, ONNX_OUTPUTS, ONNX_SUFFIX, read_onnx_metadata
+from .onnxlight import (
+    ONNX_INPUT,
+    ONNX_JSON_FIELDS,
+    ONNX_OUTPUTS,
+    ONNX_SUFFIX,
+    check_exported,
+    onnx_session,
+    read_onnx_metadata,
+)
 from .runtime import cpu_has_vnni, select_device
 
 TORCHSCRIPT_METADATA = "resnetlab.json"
@@ -171,12 +179,7 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: torch.Tensor, descri
 
 def load_onnx(path: Path, device: str = "auto") -> ExportedModel:
     """An ONNX model in an onnxruntime session: on the CUDA GPU where asked (or auto) and available, else the CPU."""
-    import onnxruntime
-
-    providers = ["CPUExecutionProvider"]
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    session = onnxruntime.InferenceSession(str(path), providers=providers)
+    session = onnx_session(path, device)
     metadata = read_onnx_metadata(session.get_modelmeta().custom_metadata_map)
 
     def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,9 +291,5 @@ def open_exported(path: str | Path, device: str = "auto", fmt: ExportFormat | No
         raise
     except Exception as e:  # noqa: BLE001 - each runtime raises its own exception types for a bad file
         raise UserError(f"{path} is not a readable {fmt.title} model ({type(e).__name__}); export it again.") from None
-    if model.metadata.get("format") != EXPORT_MARKER or "classes" not in model.metadata:
-        raise UserError(
-            f"{path} was not written by resnetlab export (its metadata has no class names); "
-            "export the model with resnetlab export."
-        )
+    check_exported(path, model.metadata)
     return model

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .answers import CHUNK_SIZE
 from .batches import ImageData
 from .card import ModelCard
 from .checkpoint import Checkpoint, load_checkpoint, resolve_path
@@ -27,8 +28,6 @@ from .metrics import ImageScores, score_images
 from .models import fold_batchnorm
 from .preprocess import PixelClassifier
 from .runtime import Runtime, select_runtime
-
-CHUNK_SIZE = 256  # images per forward pass, and image files decoded at a time
 
 
 class Predictor(Protocol):

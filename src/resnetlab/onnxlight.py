@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .answers import UNKNOWN, Top, check_min_confidence, file_answer, is_unknown
+from .answers import CHUNK_SIZE, PICTURE_IMAGES, UNKNOWN, Top, check_min_confidence, file_answer, is_unknown
 from .card import CardChecker
 from .config import IMAGE_SIZE_RANGE
 from .errors import UserError
@@ -52,8 +52,6 @@ ONNX_JSON_FIELDS = frozenset(
         "temperature",
     }
 )
-CHUNK_SIZE = 256  # image files decoded and run at a time, as inference.CHUNK_SIZE
-PICTURE_IMAGES = 100  # images drawn in predictions.png at most, as prediction.PICTURE_IMAGES
 TILE = 112  # pixels of each image in the picture
 TITLE_COLOR, UNKNOWN_COLOR, CAPTION_COLOR = "#000000", "#666666", "#444444"
 
@@ -69,6 +67,25 @@ def read_onnx_metadata(metadata: dict[str, str]) -> dict[str, Any]:
         raise UserError("the ONNX model's metadata is damaged; export the model again.") from None
 
 
+def onnx_session(path: Path, device: str = "auto"):
+    """An onnxruntime session of an ONNX file: on the CUDA GPU where asked (or auto) and available, else the CPU."""
+    import onnxruntime
+
+    providers = ["CPUExecutionProvider"]
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return onnxruntime.InferenceSession(str(path), providers=providers)
+
+
+def check_exported(path: str | Path, metadata: dict[str, Any]) -> None:
+    """A UserError unless the metadata is that of a model written by resnetlab export."""
+    if metadata.get("format") != EXPORT_MARKER or "classes" not in metadata:
+        raise UserError(
+            f"{path} was not written by resnetlab export (its metadata has no class names); "
+            "export the model with resnetlab export."
+        )
+
+
 def is_onnx(path: str | Path) -> bool:
     return str(path).lower().endswith(ONNX_SUFFIX)
 
@@ -80,7 +97,7 @@ class OnnxModel:
     def __init__(self, path: str | Path, device: str = "auto") -> None:
         path = Path(path)
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401
         except ImportError:
             raise UserError(
                 "running ONNX models needs the onnxruntime package, which is not installed; install it from the "
@@ -88,19 +105,12 @@ class OnnxModel:
             ) from None
         if not path.is_file():
             raise UserError(f"no ONNX model at {path}; export one first (resnetlab export CKPT --format onnx).")
-        providers = ["CPUExecutionProvider"]
-        if device in ("auto", "cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+            self.session = onnx_session(path, device)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types for a bad file
             raise UserError(f"{path} is not a readable ONNX model ({type(e).__name__}); export it again.") from None
         self.metadata = read_onnx_metadata(self.session.get_modelmeta().custom_metadata_map)
-        if self.metadata.get("format") != EXPORT_MARKER or "classes" not in self.metadata:
-            raise UserError(
-                f"{path} was not written by resnetlab export (its metadata has no class names); "
-                "export the model with resnetlab export."
-            )
+        check_exported(path, self.metadata)
         check = CardChecker(self.metadata, str(path))
         self.classes = check.classes()
         self.channels = check.channels()

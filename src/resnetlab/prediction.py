@@ -10,13 +10,11 @@ from typing import Any
 
 import torch
 
-from .answers import UNKNOWN, Top, check_min_confidence, file_answer, is_unknown, top_json
+from .answers import PICTURE_IMAGES, UNKNOWN, Top, check_min_confidence, file_answer, is_unknown, top_json
 from .checkpoint import resolve_path
 from .imagefiles import expand_image_paths
 from .inference import PredictorBase, open_predictor
 from .plots import prediction_grid
-
-PICTURE_IMAGES = 100  # images drawn in predictions.png at most
 
 # Told each image's result as it is predicted: its JSON object (None for a closing line of text) and its line of text.
 Report = Callable[[dict[str, Any] | None, str], None]
