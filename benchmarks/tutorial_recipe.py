@@ -86,9 +86,10 @@ def train(
     model = TutorialNet()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(train_set, batch_size=32, shuffle=True)
-    rows, started, epoch = [], time.perf_counter(), 0
-    while epoch < epochs:
-        steps = len(loader) if epochs - epoch >= 1 else int(len(loader) * (epochs - epoch))
+    rows, started, done = [], time.perf_counter(), 0
+    total = max(round(epochs * len(loader)), 1)  # optimizer steps in all (a fractional last epoch stops early)
+    while done < total:
+        steps = min(len(loader), total - done)
         model.train()
         train_start, seen = time.perf_counter(), 0
         for step, (x, y) in enumerate(loader):
@@ -102,12 +103,13 @@ def train(
         train_seconds = time.perf_counter() - train_start
         eval_start = time.perf_counter()
         test_loss, test_accuracy = evaluate(model, test_set)
-        epoch += steps / len(loader)
+        done += steps
         row = {
-            "epoch": round(epoch, 3),
+            "epoch": round(done / len(loader), 3),
             "test_loss": test_loss,
             "test_accuracy": test_accuracy,
             "train_images_per_second": seen / train_seconds,
+            "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - eval_start,
             "wall_seconds": time.perf_counter() - started,
         }
