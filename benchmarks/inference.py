@@ -74,7 +74,7 @@ def ways(checkpoint: Path, images: torch.Tensor, test_data) -> dict:
     predictor.chunk_size = 500
 
     def resnetlab_eval(x):
-        data = replace(test_data, images=x, labels=test_data.labels[: len(x)])
+        data = replace(test_data, pixels=x, rows=None, labels=test_data.labels[: len(x)], files=())
         predictor.evaluate(data)
 
     result = {

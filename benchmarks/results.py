@@ -93,6 +93,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     record = {"machine": machine, "tables": {}}
+    path, failed = out / f"results-{datetime.date.today().isoformat()}.json", []
     for name in args.tables:
         for command in TABLES[name].commands:
             script, *rest = command.split()
@@ -100,13 +101,13 @@ def main() -> None:
             print("running", " ".join(arguments[1:]), flush=True)
             start = time.perf_counter()
             child = subprocess.run(arguments, capture_output=True, text=True)
-            if child.returncode:
-                sys.exit(f"{script} failed:\n{child.stderr[-3000:]}")
-            record["tables"].setdefault(name, []).append(
-                {"command": arguments[1:], "seconds": time.perf_counter() - start, "output": child.stdout}
-            )
-    path = out / f"results-{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps(record, indent=2))
+            result = {"command": arguments[1:], "seconds": time.perf_counter() - start, "output": child.stdout}
+            if child.returncode:  # recorded, and the other tables still run
+                failed.append(name)
+                result["failed"] = child.stderr[-3000:]
+                print(f"{script} failed:\n{result['failed']}", file=sys.stderr, flush=True)
+            record["tables"].setdefault(name, []).append(result)
+            path.write_text(json.dumps(record, indent=2))  # after each command: a stopped run keeps what it measured
     flags = ", ".join(machine["cpu_flags"]) or "none of " + "/".join(("AVX2", "AVX-512"))
     print(
         f"\n## Results on {machine['cpu']}, {machine['cores']} cores ({flags}), torch {machine['torch']}, "
@@ -117,6 +118,8 @@ def main() -> None:
         for result in runs:
             print(result["output"].strip() + "\n")
     print(f"(all figures in {path})")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (their errors above and in {path})")
 
 
 if __name__ == "__main__":
