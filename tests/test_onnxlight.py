@@ -132,3 +132,39 @@ def test_a_crafted_onnx_description_is_one_sentence_without_torch(onnx_model, ph
     assert json.loads(lines[-1]) == {"status": 2, "torch": False}
     assert len(lines) == 2 and lines[0].startswith("resnetlab: error: ") and expected in lines[0]
     assert "Traceback" not in child.stderr and child.stdout == ""
+
+
+def test_csv_and_sort_into_with_an_onnx_file_import_no_torch_and_match_the_checkpoint(
+    trained_run, onnx_model, photos, tmp_path
+):
+    import csv
+
+    light_csv, light_out = tmp_path / "light.csv", tmp_path / "light-sorted"
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, "predict", str(onnx_model), str(photos)]
+        + ["--csv", str(light_csv), "--sort-into", str(light_out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(child.stderr.splitlines()[-1]) == {"status": 0, "torch": False}, child.stderr
+    eager_csv, eager_out = tmp_path / "eager.csv", tmp_path / "eager-sorted"
+    checkpoint = str(trained_run / "best.pt")
+    to_work = ["--csv", str(eager_csv), "--sort-into", str(eager_out), *FP32]
+    assert main(["predict", checkpoint, str(photos), *to_work]) == 0
+
+    def rows(path):
+        with open(path, newline="") as f:
+            return {row["path"]: row for row in csv.DictReader(f)}
+
+    light, eager = rows(light_csv), rows(eager_csv)
+    assert sorted(light) == sorted(eager) and len(light) == 4
+    for path, row in light.items():
+        assert row["class"] == eager[path]["class"]
+        assert float(row["probability"]) == pytest.approx(float(eager[path]["probability"]), abs=5e-3)
+
+    def sorted_files(out):
+        return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+    assert sorted_files(light_out) == sorted_files(eager_out) and len(sorted_files(light_out)) == 4
+    assert sorted(p.name for p in photos.iterdir()) == ["alpha.png", "palette.png", "rotated.jpg", "small-gray.png"]

@@ -6,7 +6,8 @@ metadata holds the classes and the input size. So this path imports onnxruntime,
 photos are decoded as for training (imagefiles.decode_square), resized by Pillow's antialiased bilinear filter
 (torchvision's resize for training matches it to within a level or two of 255: tests/test_onnxlight.py), run a
 chunk at a time, and the picture is drawn with Pillow rather than matplotlib. The answers, in text and JSON, are
-those of the PyTorch path (answers.py).
+those of the PyTorch path (answers.py). predict --csv and --sort-into (sorting.py) run an .onnx file through
+OnnxModel.predict_files as well, so they import no PyTorch either.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,13 @@ class OnnxModel:
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, : min(k, probabilities.shape[1])]
         return [[(self.classes[i], float(row[i])) for i in indices] for row, indices in zip(probabilities, order)]
 
+    def predict_files(self, paths: list[Path]) -> Iterator[tuple[list[Path], np.ndarray, np.ndarray]]:
+        """(paths, uint8 images, probabilities) for CHUNK_SIZE files at a time, as inference.PredictorBase's."""
+        for start in range(0, len(paths), CHUNK_SIZE):
+            chunk = paths[start : start + CHUNK_SIZE]
+            pixels = np.stack([self.decode(path) for path in chunk])
+            yield chunk, pixels, self.probabilities(pixels)
+
 
 @dataclass(frozen=True)
 class LightPicture:
@@ -216,10 +224,8 @@ def predict_files(
     shown: list[np.ndarray] = []
     tops_shown: list[Top] = []
     captions: list[str] = []
-    for start in range(0, len(paths), CHUNK_SIZE):
-        chunk = paths[start : start + CHUNK_SIZE]
-        pixels = np.stack([model.decode(path) for path in chunk])
-        tops = model.top_classes(model.probabilities(pixels), top)
+    for chunk, pixels, probabilities in model.predict_files(paths):
+        tops = model.top_classes(probabilities, top)
         for path, path_top in zip(chunk, tops):
             report(*file_answer(path, path_top, min_confidence))
         room = PICTURE_IMAGES - len(captions)

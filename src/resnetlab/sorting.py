@@ -20,17 +20,19 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from .answers import UNKNOWN, Top
 from .errors import UserError
 from .imagefiles import expand_image_paths, is_image_file
-from .inference import PredictorBase, open_predictor
+from .onnxlight import OnnxModel, is_onnx
 
-UNKNOWN = "unknown"  # the class folder of a photo whose top probability is below min_confidence
+if TYPE_CHECKING:
+    from .inference import PredictorBase
+
 RECORD = ".resnetlab-sorted.csv"  # OUT's record of the photos sorted into it (hidden, so never a class folder)
-Top = list[tuple[str, float]]
 
 
 def csv_columns(top: int) -> list[str]:
@@ -210,7 +212,7 @@ def _open_journals(
 
 
 def sort_files(
-    predictor: PredictorBase,
+    predictor: PredictorBase | OnnxModel,
     paths: list[Path],
     csv_path: Path | None = None,
     out: Path | None = None,
@@ -223,7 +225,7 @@ def sort_files(
     put each into out/<class>/ (or out/unknown/ below min_confidence). A photo that the CSV names already gets no
     second row, one that OUT's record names is not sorted again, and one both name (or the one given) is not
     predicted again."""
-    top = min(top, predictor.card.num_classes)
+    top = min(top, len(predictor.classes))
     table, record = _open_journals(csv_path, out, csv_columns(top))
     folders, result = folder_names(predictor.classes), Sorted()
     try:
@@ -307,7 +309,13 @@ def put_to_work(
         if out.exists() and not out.is_dir():
             raise UserError(f"--sort-into {out} is a file; give a folder to sort the photos into.")
     paths = expand_image_paths(images)
-    predictor = open_predictor(checkpoint, device, precision)
+    predictor: PredictorBase | OnnxModel
+    if is_onnx(checkpoint):  # onnxruntime and Pillow only: no PyTorch to import
+        predictor = OnnxModel(checkpoint, device)
+    else:
+        from .inference import open_predictor
+
+        predictor = open_predictor(checkpoint, device, precision)
     table = Path(csv_path) if csv_path is not None else None
     result = sort_files(predictor, paths, table, out, top, link, min_confidence, quiet)
     return result.describe(out, table, link)
