@@ -47,6 +47,8 @@ TABLES: dict[str, Table] = {
     "fashion-mnist-95": Table(
         "Fashion-MNIST toward 95%",
         (
+            "time_to_accuracy.py --data-dir {data} --tutorial-epochs 0 --recipes photo-long --long-epochs 16 "
+            "--model resnet9 --tag _resnet9_photo-long --out {out}",
             "time_to_accuracy.py --data-dir {data} --tutorial-epochs 0 --recipes airbench --epochs 17 "
             "--tag _airbench-17 --out {out}",
         ),
@@ -63,6 +65,16 @@ TABLES: dict[str, Table] = {
         "CIFAR-10 (JPEG copies): the default, and the paper's 91.25%",
         (
             "time_to_accuracy.py --dataset cifar10 --data-dir {cifar} --recipes default --out {out}",
+            "time_to_accuracy.py --dataset cifar10 --data-dir {cifar} --recipes fast --model resnet20 "
+            "--tag _resnet20-fast --out {out}",
+            "time_to_accuracy.py --dataset cifar10 --data-dir {cifar} --recipes photo-long --long-epochs 14 "
+            "--model resnet9 --tag _photo-long-14 --out {out}",
+            "time_to_accuracy.py --dataset cifar10 --data-dir {cifar} --recipes photo-long --long-epochs 28 "
+            "--model resnet9 --tag _photo-long-28 --out {out}",
+            "time_to_accuracy.py --dataset cifar10 --data-dir {cifar} --recipes airbench --epochs 15 "
+            "--tag _airbench-15 --out {out}",
+            "time_to_accuracy.py --dataset cifar10 --data-dir {cifar} --recipes airbench --epochs 18 "
+            "--tag _airbench-18 --out {out}",
             "time_to_accuracy.py --dataset cifar10 --data-dir {cifar} --recipes airbench --epochs 16 --tta translate "
             "--eval-every 8 --tag _airbench-16 --out {out}",
         ),
