@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from .answers import UNKNOWN, Top
+from .answers import UNKNOWN, Top, is_unknown
 from .errors import UserError
 from .imagefiles import expand_image_paths, is_image_file
 from .onnxlight import OnnxModel, is_onnx
@@ -189,9 +189,7 @@ class Sorted:
 
 def _answer(top: Top, min_confidence: float | None) -> tuple[str, float]:
     name, probability = top[0]
-    if min_confidence is not None and probability < min_confidence:
-        return UNKNOWN, probability
-    return name, probability
+    return (UNKNOWN if is_unknown(top, min_confidence) else name), probability
 
 
 def _open_journals(
