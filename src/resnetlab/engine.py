@@ -34,16 +34,19 @@ from .preprocess import PixelClassifier
 from .recorder import EpochCallback, RunRecorder, choose_out_dir
 from .runtime import Runtime, select_runtime
 from .stopping import (
+    Budget,
     balanced_accuracy,
     budget_note,
     class_counts,
     class_weights,
+    epochs_after_first,
     epochs_within,
     eval_every_within,
     evaluations_since_best,
     is_better,
     is_imbalanced,
     patience_note,
+    replan_note,
     score_of,
     selection_note,
 )
@@ -295,7 +298,9 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
     """Train from `progress` to the last epoch, evaluating after each (or every eval_every-th and the last); the
     recorder writes what each epoch gives (and, on an interrupt, saves last.pt and raises Interrupted)."""
     started, before = time.perf_counter(), progress.elapsed
-    for epoch in range(progress.epoch + 1, job.epochs + 1):
+    epoch = progress.epoch
+    while epoch < job.epochs:  # a time budget may change job.epochs after the first
+        epoch += 1
         epoch_start = time.perf_counter()
         job.train_batches.set_epoch(epoch, progress.step)
         with recorder.progress_bar(epoch, job.epochs, len(job.train_batches)) as bar:
@@ -340,6 +345,8 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         progress = Progress(epoch, 0, None, [*progress.rows, row], *best, elapsed)
         recorder.epoch_end(job, progress, row, improved, stats["train_images_per_second"])
         job.dist.barrier()
+        if epoch == 1 and job.budget is not None and job.epochs > 1 and not job.dist.enabled:
+            _replan_for_budget(job, recorder, time.perf_counter() - epoch_start, row["test_accuracy"] is not None)
         if job.patience and evaluations_since_best(progress.rows, progress.best_epoch) >= job.patience:
             best_row = next(r for r in progress.rows if r["epoch"] == progress.best_epoch)
             score = score_of(best_row, job.select_balanced)
@@ -349,6 +356,26 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
             )
             break
     return replace(progress, elapsed=before + time.perf_counter() - started)
+
+
+def _replan_for_budget(job: Job, recorder: RunRecorder, first_seconds: float, evaluated: bool) -> None:
+    """--time-budget, after the first epoch: the epochs that fit the time left, measured on a whole epoch; where
+    they differ from the plan, the schedule is built again for them and stepped to where the run is (as a resume
+    with another --epochs does), and last.pt records the new length."""
+    left = job.budget.deadline - time.perf_counter()
+    epochs = epochs_after_first(left, first_seconds, job.budget, job.eval_every, evaluated)
+    if epochs == job.epochs:
+        return
+    planned, steps = job.epochs, len(job.train_batches)
+    for group in job.optimizer.param_groups:  # the peak rate the schedule was built from
+        group["lr"] = group.get("max_lr", group["initial_lr"])  # one-cycle keeps it as max_lr
+    job.scheduler = build_scheduler(recorder.config.recipe_settings, job.optimizer, epochs * steps)
+    job._advance_schedule(steps)
+    if job.lookahead is not None:
+        job.lookahead.total_steps = epochs * steps
+    job.epochs = epochs
+    recorder.config = replace(recorder.config, epochs=epochs)
+    recorder.say(f"note: {replan_note(planned, epochs, first_seconds, left)}")
 
 
 def calibrate(job: Job, recorder: RunRecorder) -> dict[str, Any] | None:
@@ -575,15 +602,17 @@ def train(
         )
         given_epochs = config.epochs
         config, sizing = config.sized_for(len(train_data), folder=not spec.classes)
+        budget = None
         if config.time_budget and resume_state is None:  # a resumed run goes on with the epochs it planned
-            config, budget = _plan_for_budget(
+            config, planned, budget = _plan_for_budget(
                 config, given_epochs, model_name, train_data, test_data, runtime, start, began
             )
-            sizing = "; ".join(filter(None, [sizing, budget]))
+            sizing = "; ".join(filter(None, [sizing, planned]))
         changed = _resumed_on(resume_state, train_data) if resume_state is not None else []
         job = build_job(
             config, model_name, train_data, test_data, runtime, dist, start, _saved_backbone_scale(resume_state)
         )
+        job.budget = budget
         progress = job.restore(resume_state) if resume_state is not None else Progress()
         recorder = RunRecorder(out, job.card, config, main=dist.is_main, on_epoch=on_epoch)
         notes = train_data.notes + [note for note in (few_photos, sizing) if note and resume_state is None]
@@ -601,7 +630,7 @@ def train(
             recorder.stop_signal = lambda: stop_requested.signal_number or signal.SIGINT
             progress = fit(job, progress, recorder, should_stop)
         return recorder.finish(
-            {**_summary(config, job, progress, out, len(test_data)), "calibration": calibrate(job, recorder)}
+            {**_summary(recorder.config, job, progress, out, len(test_data)), "calibration": calibrate(job, recorder)}
         )
     finally:
         distributed.teardown(dist)
@@ -616,10 +645,11 @@ def _plan_for_budget(
     runtime: Runtime,
     start: Start | None,
     began: float,
-) -> tuple[TrainConfig, str]:
-    """--time-budget: config with the epochs that fit the minutes left, and the note that says so. A one-cycle (or any)
-    schedule needs its length before the first step, so a few steps of a throw-away job are timed first, and the
-    evaluation of a few hundred held-out images; the run's own weights then start as they would have without it.
+) -> tuple[TrainConfig, str, Budget]:
+    """--time-budget: config with the epochs that fit the minutes left, the note that says so, and the budget to plan
+    again after the first epoch. A one-cycle (or any) schedule needs its length before the first step, so a few
+    steps of a throw-away job are timed first, and the evaluation of a few hundred held-out images; the run's own
+    weights then start as they would have without it.
     began: when the command began (time.perf_counter), as the budget counts the loading too."""
     probe = build_job(config, model_name, train_data, test_data, runtime, Distributed(), start)
     step_seconds = _seconds_per_step(probe)
@@ -637,7 +667,8 @@ def _plan_for_budget(
     )
     chosen = None if config.eval_every else (eval_every, eval_seconds)
     note = budget_note(config.time_budget, epochs, per_epoch, step_seconds, spent, config.epochs, given_epochs, chosen)
-    return replace(config, epochs=epochs, eval_every=eval_every if eval_every > 1 else config.eval_every), note
+    budget = Budget(began + config.time_budget * 60, eval_seconds, given_epochs)
+    return replace(config, epochs=epochs, eval_every=eval_every if eval_every > 1 else config.eval_every), note, budget
 
 
 def _seconds_per_step(job: Job, warmup: int = 2, timed: int = 8) -> float:

@@ -4,6 +4,7 @@ balanced accuracy), --patience and --time-budget. Plain functions of counts, row
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,6 +13,9 @@ from .config import IMBALANCE_RATIO
 
 BUDGET_SHARE = 0.9  # --time-budget: the epochs planned fill this share of the minutes left after loading...
 EPOCH_OVERHEAD_SECONDS = 0.5  # ...each with this much for saving last.pt, metrics.csv and curves.png
+# --time-budget, after the first epoch: the epochs that fit this share of the seconds left, now that a whole epoch
+# was measured (a few timed steps before the first misjudged an epoch by up to a third on 2 cores)
+REPLAN_SHARE = 0.95
 # --time-budget without --eval-every: evaluate every few epochs where evaluating the held-out images after each one
 # would take more than this share of an epoch's training (a few hundred photos, a large held-out part)
 EVAL_SHARE = 0.25
@@ -101,6 +105,37 @@ def epochs_within(
     per_epoch = epoch_seconds + eval_seconds / eval_every + EPOCH_OVERHEAD_SECONDS
     epochs = max(1, math.floor(BUDGET_SHARE * seconds_left / per_epoch))
     return (min(epochs, cap) if cap else epochs), per_epoch
+
+
+@dataclass(frozen=True)
+class Budget:
+    """--time-budget as planned before the first step, for the plan after the first epoch: when the minutes run out
+    (time.perf_counter), the seconds of one evaluation of the held-out images, and the --epochs given (a cap)."""
+
+    deadline: float
+    eval_seconds: float
+    cap: int | None
+
+
+def epochs_after_first(
+    seconds_left: float, first_seconds: float, budget: Budget, eval_every: int, evaluated: bool
+) -> int:
+    """--time-budget, after the first epoch took first_seconds (training, saving, and its evaluation if it had one):
+    all the epochs of the run (at least 2, at most the cap) such that the ones after it, each costing as much (plus
+    its share of the evaluations if the first had none), fill REPLAN_SHARE of seconds_left less one evaluation (the
+    calibration of best.pt at the end)."""
+    per_epoch = first_seconds + (0.0 if evaluated else budget.eval_seconds / eval_every)
+    more = math.floor(REPLAN_SHARE * (seconds_left - budget.eval_seconds) / max(per_epoch, 1e-9))
+    epochs = max(2, 1 + more)
+    return min(epochs, budget.cap) if budget.cap else epochs
+
+
+def replan_note(planned: int, epochs: int, first_seconds: float, seconds_left: float) -> str:
+    return (
+        f"--time-budget: the first epoch took {first_seconds:.1f} s with its saving, so {epochs} epochs in all fit "
+        f"the {seconds_left:.0f} s left, in place of the {planned} planned from the timed steps; the learning-rate "
+        "schedule now spans them"
+    )
 
 
 def budget_note(
