@@ -221,7 +221,7 @@ def train_once(cut: Path, out: Path, seed: int, extra: list[str]) -> dict:
     if out.exists():
         shutil.rmtree(out)  # an earlier run's files and cache: each run starts as a first run
     command = [sys.executable, "-m", "resnetlab", "train", "--dataset", "folder", "--data-dir", str(cut)]
-    command += ["--seed", str(seed), "--out", str(out / "run"), "--overwrite", "--quiet"]
+    command += ["--seed", str(seed), "--out", str(out / "run"), "--overwrite"]
     if not {"--cache-dir", "--no-cache"} & {flag.split("=")[0] for flag in extra}:
         command += ["--cache-dir", str(out / "cache")]  # empty: each run decodes, as a first run does
     start = time.perf_counter()
@@ -229,6 +229,7 @@ def train_once(cut: Path, out: Path, seed: int, extra: list[str]) -> dict:
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{shlex.join(command + extra)} failed:\n{result.stderr}")
+    (out / "train.log").write_text(result.stdout)  # what a user would read: the notes, the epochs
     with open(out / "run" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     summary = json.loads((out / "run" / "summary.json").read_text())
@@ -239,6 +240,8 @@ def train_once(cut: Path, out: Path, seed: int, extra: list[str]) -> dict:
         "best_test_accuracy": summary["best_test_accuracy"],
         "wall_seconds": round(wall, 2),
         **{key: summary[key] for key in keys},
+        # how a time budget was planned: from the timed steps, then from the first epoch
+        "budget_notes": [line for line in result.stdout.splitlines() if "--time-budget" in line and "planned" in line],
     }
 
 
