@@ -16,7 +16,7 @@ from resnetlab.stopping import (
     balanced_accuracy,
     budget_note,
     class_weights,
-    epochs_after_first,
+    epochs_after,
     epochs_within,
     is_better,
     is_imbalanced,
@@ -167,15 +167,15 @@ def test_time_budget_plans_the_epochs_from_a_few_timed_steps(tmp_path, monkeypat
 
 def test_after_the_first_epoch_the_budget_is_planned_again_from_it(tmp_path, monkeypatch, capsys):
     photos = _folder(tmp_path / "photos", {"cat": 5, "dog": 5})
-    # the timed steps misjudge a step as 5 s: 3 or 4 epochs planned in 30 s; the first epoch then takes a fraction of
-    # a second, so the run trains the 6 that --epochs allows, on a schedule built for 6
+    # the timed steps misjudge a step as 5 s: 3 or 4 epochs planned in 30 s; the first two then take a fraction of
+    # a second each, so the run trains the 6 that --epochs allows, on a schedule built for 6
     monkeypatch.setattr(resnetlab.engine, "_seconds_per_step", lambda job: 5.0)
     out = tmp_path / "run"
     flags = [*TRAIN, "--data-dir", str(photos), "--time-budget", "0.5", "--epochs", "6", "--out", str(out), *FP32]
     assert main(flags) == 0
     said = capsys.readouterr().out
     planned = int(said.split("--time-budget 0.5 minutes: ")[1].split(" epochs planned")[0])
-    assert 2 <= planned < 6
+    assert 3 <= planned < 6
     assert "so 6 epochs in all fit the" in said and f"in place of the {planned} planned from the timed steps" in said
     summary = _summary(out)
     assert (summary["epochs"], summary["epochs_planned"], summary["epochs_run"]) == (6, 6, 6)
@@ -187,14 +187,14 @@ def test_after_the_first_epoch_the_budget_is_planned_again_from_it(tmp_path, mon
     assert peak == pytest.approx(summary["lr"])  # rebuilt from the peak rate, not from the rate it had reached
 
 
-def test_epochs_after_the_first():
+def test_epochs_after_the_second():
     budget = Budget(deadline=0.0, eval_seconds=2.0, cap=None)
-    # 102 s left, less one evaluation for the calibration: 100 s; epochs of 5 s that include their evaluation
-    assert epochs_after_first(102, 5.0, budget, 1, evaluated=True) == 1 + int(REPLAN_SHARE * 100 / 5)
-    # a first epoch without its evaluation: each later one adds its share of one every 2 epochs
-    assert epochs_after_first(102, 5.0, budget, 2, evaluated=False) == 1 + int(REPLAN_SHARE * 100 / 6)
-    assert epochs_after_first(102, 5.0, Budget(0.0, 2.0, cap=4), 1, evaluated=True) == 4  # --epochs caps it
-    assert epochs_after_first(3, 5.0, budget, 1, evaluated=True) == 2  # out of time: one more, to end the schedule
+    # 104 s left, less the last epoch's evaluation and the calibration's: 100 s; epochs of 5 s with their evaluation
+    assert epochs_after(2, 104, 5.0, budget, 1, evaluated=True) == 2 + int(REPLAN_SHARE * 100 / 5)
+    # an epoch without its evaluation: each later one adds its share of one every 2 epochs
+    assert epochs_after(2, 104, 5.0, budget, 2, evaluated=False) == 2 + int(REPLAN_SHARE * 100 / 6)
+    assert epochs_after(2, 104, 5.0, Budget(0.0, 2.0, cap=4), 1, evaluated=True) == 4  # --epochs caps it
+    assert epochs_after(2, 3, 5.0, budget, 1, evaluated=True) == 3  # out of time: one more, to end the schedule
 
 
 def test_within_a_budget_evaluation_takes_at_most_its_share():

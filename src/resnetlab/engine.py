@@ -39,7 +39,7 @@ from .stopping import (
     budget_note,
     class_counts,
     class_weights,
-    epochs_after_first,
+    epochs_after,
     epochs_within,
     eval_every_within,
     evaluations_since_best,
@@ -53,6 +53,7 @@ from .stopping import (
 from .transfer import HEAD, Start, initialize, starting_point
 
 TEST_BATCH_SIZE = 500
+REPLAN_AFTER = 2  # --time-budget: the epoch after which the epochs are planned again (the first has one-time costs)
 
 
 class Lookahead:
@@ -345,8 +346,10 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         progress = Progress(epoch, 0, None, [*progress.rows, row], *best, elapsed)
         recorder.epoch_end(job, progress, row, improved, stats["train_images_per_second"])
         job.dist.barrier()
-        if epoch == 1 and job.budget is not None and job.epochs > 1 and not job.dist.enabled:
-            _replan_for_budget(job, recorder, time.perf_counter() - epoch_start, row["test_accuracy"] is not None)
+        if epoch == REPLAN_AFTER < job.epochs and job.budget is not None and not job.dist.enabled:
+            _replan_for_budget(
+                job, recorder, epoch, time.perf_counter() - epoch_start, row["test_accuracy"] is not None
+            )
         if job.patience and evaluations_since_best(progress.rows, progress.best_epoch) >= job.patience:
             best_row = next(r for r in progress.rows if r["epoch"] == progress.best_epoch)
             score = score_of(best_row, job.select_balanced)
@@ -358,24 +361,24 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
     return replace(progress, elapsed=before + time.perf_counter() - started)
 
 
-def _replan_for_budget(job: Job, recorder: RunRecorder, first_seconds: float, evaluated: bool) -> None:
-    """--time-budget, after the first epoch: the epochs that fit the time left, measured on a whole epoch; where
-    they differ from the plan, the schedule is built again for them and stepped to where the run is (as a resume
-    with another --epochs does), and last.pt records the new length."""
+def _replan_for_budget(job: Job, recorder: RunRecorder, done: int, epoch_seconds: float, evaluated: bool) -> None:
+    """--time-budget, after epoch `done`: the epochs that fit the time left, measured on that whole epoch; where they
+    differ from the plan, the schedule is built again for them and stepped to where the run is (as a resume with
+    another --epochs does), and last.pt records the new length."""
     left = job.budget.deadline - time.perf_counter()
-    epochs = epochs_after_first(left, first_seconds, job.budget, job.eval_every, evaluated)
+    epochs = epochs_after(done, left, epoch_seconds, job.budget, job.eval_every, evaluated)
     if epochs == job.epochs:
         return
     planned, steps = job.epochs, len(job.train_batches)
     for group in job.optimizer.param_groups:  # the peak rate the schedule was built from
         group["lr"] = group.get("max_lr", group["initial_lr"])  # one-cycle keeps it as max_lr
     job.scheduler = build_scheduler(recorder.config.recipe_settings, job.optimizer, epochs * steps)
-    job._advance_schedule(steps)
+    job._advance_schedule(done * steps)
     if job.lookahead is not None:
         job.lookahead.total_steps = epochs * steps
     job.epochs = epochs
     recorder.config = replace(recorder.config, epochs=epochs)
-    recorder.say(f"note: {replan_note(planned, epochs, first_seconds, left)}")
+    recorder.say(f"note: {replan_note(done, planned, epochs, epoch_seconds, left)}")
 
 
 def calibrate(job: Job, recorder: RunRecorder) -> dict[str, Any] | None:

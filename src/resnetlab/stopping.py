@@ -13,8 +13,9 @@ from .config import IMBALANCE_RATIO
 
 BUDGET_SHARE = 0.9  # --time-budget: the epochs planned fill this share of the minutes left after loading...
 EPOCH_OVERHEAD_SECONDS = 0.5  # ...each with this much for saving last.pt, metrics.csv and curves.png
-# --time-budget, after the first epoch: the epochs that fit this share of the seconds left, now that a whole epoch
-# was measured (a few timed steps before the first misjudged an epoch by up to a third on 2 cores)
+# --time-budget, after the second epoch: the epochs that fit this share of the seconds left, now that a whole epoch
+# was measured (a few timed steps before the first misjudged an epoch by up to a third on 2 cores; the first epoch
+# carries one-time costs, such as the first saving's)
 REPLAN_SHARE = 0.95
 # --time-budget without --eval-every: evaluate every few epochs where evaluating the held-out images after each one
 # would take more than this share of an epoch's training (a few hundred photos, a large held-out part)
@@ -117,23 +118,24 @@ class Budget:
     cap: int | None
 
 
-def epochs_after_first(
-    seconds_left: float, first_seconds: float, budget: Budget, eval_every: int, evaluated: bool
+def epochs_after(
+    done: int, seconds_left: float, epoch_seconds: float, budget: Budget, eval_every: int, evaluated: bool
 ) -> int:
-    """--time-budget, after the first epoch took first_seconds (training, saving, and its evaluation if it had one):
-    all the epochs of the run (at least 2, at most the cap) such that the ones after it, each costing as much (plus
-    its share of the evaluations if the first had none), fill REPLAN_SHARE of seconds_left less one evaluation (the
-    calibration of best.pt at the end)."""
-    per_epoch = first_seconds + (0.0 if evaluated else budget.eval_seconds / eval_every)
-    more = math.floor(REPLAN_SHARE * (seconds_left - budget.eval_seconds) / max(per_epoch, 1e-9))
-    epochs = max(2, 1 + more)
+    """--time-budget, after `done` epochs, the last of which took epoch_seconds (training, saving, and its evaluation
+    if it had one): all the epochs of the run (at least one more, at most the cap) such that the ones still to come,
+    each costing as much (plus its share of the evaluations if that epoch had none), fill REPLAN_SHARE of
+    seconds_left less two evaluations (the last epoch's, which an --eval-every may add, and the calibration of
+    best.pt at the end)."""
+    per_epoch = epoch_seconds + (0.0 if evaluated else budget.eval_seconds / eval_every)
+    more = math.floor(REPLAN_SHARE * (seconds_left - 2 * budget.eval_seconds) / max(per_epoch, 1e-9))
+    epochs = done + max(1, more)
     return min(epochs, budget.cap) if budget.cap else epochs
 
 
-def replan_note(planned: int, epochs: int, first_seconds: float, seconds_left: float) -> str:
+def replan_note(done: int, planned: int, epochs: int, epoch_seconds: float, seconds_left: float) -> str:
     return (
-        f"--time-budget: the first epoch took {first_seconds:.1f} s with its saving, so {epochs} epochs in all fit "
-        f"the {seconds_left:.0f} s left, in place of the {planned} planned from the timed steps; the learning-rate "
+        f"--time-budget: epoch {done} took {epoch_seconds:.1f} s with its saving, so {epochs} epochs in all fit the "
+        f"{seconds_left:.0f} s left, in place of the {planned} planned from the timed steps; the learning-rate "
         "schedule now spans them"
     )
 
