@@ -20,6 +20,7 @@ from resnetlab.stopping import (
     epochs_within,
     is_better,
     is_imbalanced,
+    replans,
 )
 
 TRAIN = ["train", "--dataset", "folder", "--image-size", "16", "--batch-size", "8", "--model", "resnet8w"]
@@ -176,7 +177,10 @@ def test_after_the_first_epoch_the_budget_is_planned_again_from_it(tmp_path, mon
     said = capsys.readouterr().out
     planned = int(said.split("--time-budget 0.5 minutes: ")[1].split(" epochs planned")[0])
     assert 3 <= planned < 6
-    assert "so 6 epochs in all fit the" in said and f"in place of the {planned} planned from the timed steps" in said
+    assert "--time-budget: after epoch 2, an epoch takes" in said and "so 6 epochs in all fit the" in said
+    assert (
+        f"in place of {planned}; the learning-rate schedule now spans them" in said and said.count("in place of") == 2
+    )
     summary = _summary(out)
     assert (summary["epochs"], summary["epochs_planned"], summary["epochs_run"]) == (6, 6, 6)
     rates = [float(row["lr"]) for row in _metrics(out)]
@@ -195,6 +199,9 @@ def test_epochs_after_the_second():
     assert epochs_after(2, 104, 5.0, budget, 2, evaluated=False) == 2 + int(REPLAN_SHARE * 100 / 6)
     assert epochs_after(2, 104, 5.0, Budget(0.0, 2.0, cap=4), 1, evaluated=True) == 4  # --epochs caps it
     assert epochs_after(2, 3, 5.0, budget, 1, evaluated=True) == 3  # out of time: one more, to end the schedule
+    # the plan changes at once the first time; later at once for fewer, and only for two more or above
+    assert replans(30, 31, first=True) and not replans(30, 30, first=True)
+    assert replans(30, 29, first=False) and not replans(30, 31, first=False) and replans(30, 32, first=False)
 
 
 def test_within_a_budget_evaluation_takes_at_most_its_share():

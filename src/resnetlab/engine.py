@@ -47,13 +47,13 @@ from .stopping import (
     is_imbalanced,
     patience_note,
     replan_note,
+    replans,
     score_of,
     selection_note,
 )
 from .transfer import HEAD, Start, initialize, starting_point
 
 TEST_BATCH_SIZE = 500
-REPLAN_AFTER = 2  # --time-budget: the epoch after which the epochs are planned again (the first has one-time costs)
 
 
 class Lookahead:
@@ -300,7 +300,8 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
     recorder writes what each epoch gives (and, on an interrupt, saves last.pt and raises Interrupted)."""
     started, before = time.perf_counter(), progress.elapsed
     epoch = progress.epoch
-    while epoch < job.epochs:  # a time budget may change job.epochs after the first
+    clock = None  # --time-budget: when the first epoch ended, and the evaluations since
+    while epoch < job.epochs:  # a time budget may change job.epochs
         epoch += 1
         epoch_start = time.perf_counter()
         job.train_batches.set_epoch(epoch, progress.step)
@@ -346,10 +347,12 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         progress = Progress(epoch, 0, None, [*progress.rows, row], *best, elapsed)
         recorder.epoch_end(job, progress, row, improved, stats["train_images_per_second"])
         job.dist.barrier()
-        if epoch == REPLAN_AFTER < job.epochs and job.budget is not None and not job.dist.enabled:
-            _replan_for_budget(
-                job, recorder, epoch, time.perf_counter() - epoch_start, row["test_accuracy"] is not None
-            )
+        if job.budget is not None and not job.dist.enabled:
+            if epoch == 1:  # measured from here on: the first epoch carries one-time costs
+                clock = (time.perf_counter(), 0)
+            elif clock is not None and epoch < job.epochs:
+                clock = (clock[0], clock[1] + (row["test_accuracy"] is not None))
+                _replan_for_budget(job, recorder, epoch, (time.perf_counter() - clock[0]) / (epoch - 1), clock[1])
         if job.patience and evaluations_since_best(progress.rows, progress.best_epoch) >= job.patience:
             best_row = next(r for r in progress.rows if r["epoch"] == progress.best_epoch)
             score = score_of(best_row, job.select_balanced)
@@ -361,13 +364,14 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
     return replace(progress, elapsed=before + time.perf_counter() - started)
 
 
-def _replan_for_budget(job: Job, recorder: RunRecorder, done: int, epoch_seconds: float, evaluated: bool) -> None:
-    """--time-budget, after epoch `done`: the epochs that fit the time left, measured on that whole epoch; where they
-    differ from the plan, the schedule is built again for them and stepped to where the run is (as a resume with
-    another --epochs does), and last.pt records the new length."""
+def _replan_for_budget(job: Job, recorder: RunRecorder, done: int, epoch_seconds: float, evaluations: int) -> None:
+    """--time-budget, after epoch `done`: the epochs that fit the time left, at epoch_seconds an epoch (the mean since
+    the first, saving and `evaluations` evaluations included); where the plan should change (stopping.replans), the
+    schedule is built again for them and stepped to where the run is (as a resume with another --epochs does), and
+    last.pt records the new length."""
     left = job.budget.deadline - time.perf_counter()
-    epochs = epochs_after(done, left, epoch_seconds, job.budget, job.eval_every, evaluated)
-    if epochs == job.epochs:
+    epochs = epochs_after(done, left, epoch_seconds, job.budget, job.eval_every, evaluations > 0)
+    if not replans(job.epochs, epochs, first=done == 2):
         return
     planned, steps = job.epochs, len(job.train_batches)
     for group in job.optimizer.param_groups:  # the peak rate the schedule was built from
@@ -650,7 +654,7 @@ def _plan_for_budget(
     began: float,
 ) -> tuple[TrainConfig, str, Budget]:
     """--time-budget: config with the epochs that fit the minutes left, the note that says so, and the budget to plan
-    again after the first epoch. A one-cycle (or any) schedule needs its length before the first step, so a few
+    again after each epoch. A one-cycle (or any) schedule needs its length before the first step, so a few
     steps of a throw-away job are timed first, and the evaluation of a few hundred held-out images; the run's own
     weights then start as they would have without it.
     began: when the command began (time.perf_counter), as the budget counts the loading too."""

@@ -52,7 +52,7 @@ class Job:
     class_weights: torch.Tensor | None = None  # --balance: each class's weight in the loss
     select_balanced: bool = False  # best.pt by balanced accuracy (imbalanced classes; stopping.is_imbalanced)
     patience: int | None = None  # stop after this many evaluations without a better score
-    budget: Any = None  # stopping.Budget: --time-budget, planned again after the first epoch (engine.fit)
+    budget: Any = None  # stopping.Budget: --time-budget, planned again after each epoch from the second (engine.fit)
 
     def evaluates_after(self, epoch: int) -> bool:
         return epoch % self.eval_every == 0 or epoch == self.epochs

@@ -13,9 +13,9 @@ from .config import IMBALANCE_RATIO
 
 BUDGET_SHARE = 0.9  # --time-budget: the epochs planned fill this share of the minutes left after loading...
 EPOCH_OVERHEAD_SECONDS = 0.5  # ...each with this much for saving last.pt, metrics.csv and curves.png
-# --time-budget, after the second epoch: the epochs that fit this share of the seconds left, now that a whole epoch
-# was measured (a few timed steps before the first misjudged an epoch by up to a third on 2 cores; the first epoch
-# carries one-time costs, such as the first saving's)
+# --time-budget, after each epoch from the second: the epochs that fit this share of the seconds left, at the mean
+# time of the epochs since the first (a few timed steps before the first misjudged an epoch by up to a third on 2
+# cores, one epoch by a fifth; the first carries one-time costs, such as the first saving's)
 REPLAN_SHARE = 0.95
 # --time-budget without --eval-every: evaluate every few epochs where evaluating the held-out images after each one
 # would take more than this share of an epoch's training (a few hundred photos, a large held-out part)
@@ -110,7 +110,7 @@ def epochs_within(
 
 @dataclass(frozen=True)
 class Budget:
-    """--time-budget as planned before the first step, for the plan after the first epoch: when the minutes run out
+    """--time-budget as planned before the first step, for the plans after each epoch: when the minutes run out
     (time.perf_counter), the seconds of one evaluation of the held-out images, and the --epochs given (a cap)."""
 
     deadline: float
@@ -121,21 +121,28 @@ class Budget:
 def epochs_after(
     done: int, seconds_left: float, epoch_seconds: float, budget: Budget, eval_every: int, evaluated: bool
 ) -> int:
-    """--time-budget, after `done` epochs, the last of which took epoch_seconds (training, saving, and its evaluation
-    if it had one): all the epochs of the run (at least one more, at most the cap) such that the ones still to come,
-    each costing as much (plus its share of the evaluations if that epoch had none), fill REPLAN_SHARE of
-    seconds_left less two evaluations (the last epoch's, which an --eval-every may add, and the calibration of
-    best.pt at the end)."""
+    """--time-budget, after `done` epochs, which took epoch_seconds each since the first (training, saving, and the
+    evaluations among them, if `evaluated`): all the epochs of the run (at least one more, at most the cap) such
+    that the ones still to come, each costing as much (plus its share of the evaluations if none was among them),
+    fill REPLAN_SHARE of seconds_left less two evaluations (the last epoch's, which an --eval-every may add, and the
+    calibration of best.pt at the end)."""
     per_epoch = epoch_seconds + (0.0 if evaluated else budget.eval_seconds / eval_every)
     more = math.floor(REPLAN_SHARE * (seconds_left - 2 * budget.eval_seconds) / max(per_epoch, 1e-9))
     epochs = done + max(1, more)
     return min(epochs, budget.cap) if budget.cap else epochs
 
 
+def replans(planned: int, epochs: int, first: bool) -> bool:
+    """Whether a time budget's plan of `planned` epochs changes to `epochs`: the first time after any difference;
+    later, whenever fewer fit (the budget is a promise), but only for two more or above, so that a mean that wavers
+    between two counts does not move the schedule back and forth."""
+    return epochs != planned if first else epochs < planned or epochs >= planned + 2
+
+
 def replan_note(done: int, planned: int, epochs: int, epoch_seconds: float, seconds_left: float) -> str:
     return (
-        f"--time-budget: epoch {done} took {epoch_seconds:.1f} s with its saving, so {epochs} epochs in all fit the "
-        f"{seconds_left:.0f} s left, in place of the {planned} planned from the timed steps; the learning-rate "
+        f"--time-budget: after epoch {done}, an epoch takes {epoch_seconds:.1f} s with its saving (the first left "
+        f"out), so {epochs} epochs in all fit the {seconds_left:.0f} s left, in place of {planned}; the learning-rate "
         "schedule now spans them"
     )
 
