@@ -13,6 +13,7 @@ from resnetlab.cli import main
 from resnetlab.stopping import (
     REPLAN_SHARE,
     Budget,
+    BudgetClock,
     balanced_accuracy,
     budget_note,
     class_weights,
@@ -177,7 +178,7 @@ def test_after_the_first_epoch_the_budget_is_planned_again_from_it(tmp_path, mon
     said = capsys.readouterr().out
     planned = int(said.split("--time-budget 0.5 minutes: ")[1].split(" epochs planned")[0])
     assert 3 <= planned < 6
-    assert "--time-budget: after epoch 2, an epoch takes" in said and "so 6 epochs in all fit the" in said
+    assert "--time-budget: after epoch 2, an epoch trains in" in said and "so 6 epochs in all fit the" in said
     assert (
         f"in place of {planned}; the learning-rate schedule now spans them" in said and said.count("in place of") == 2
     )
@@ -192,13 +193,21 @@ def test_after_the_first_epoch_the_budget_is_planned_again_from_it(tmp_path, mon
 
 
 def test_epochs_after_the_second():
-    budget = Budget(deadline=0.0, eval_seconds=2.0, cap=None)
-    # 104 s left, less the last epoch's evaluation and the calibration's: 100 s; epochs of 5 s with their evaluation
-    assert epochs_after(2, 104, 5.0, budget, 1, evaluated=True) == 2 + int(REPLAN_SHARE * 100 / 5)
-    # an epoch without its evaluation: each later one adds its share of one every 2 epochs
-    assert epochs_after(2, 104, 5.0, budget, 2, evaluated=False) == 2 + int(REPLAN_SHARE * 100 / 6)
-    assert epochs_after(2, 104, 5.0, Budget(0.0, 2.0, cap=4), 1, evaluated=True) == 4  # --epochs caps it
-    assert epochs_after(2, 3, 5.0, budget, 1, evaluated=True) == 3  # out of time: one more, to end the schedule
+    # 100 s left: the calibration's evaluation (2 s) out of REPLAN_SHARE of them, then epochs of 5 s, each third
+    # one (and the last) evaluated for 2 s more
+    room = REPLAN_SHARE * 100 - 2.0
+    epochs = epochs_after(2, 100, 5.0, 2.0, 3, None)
+    for count, fits in ((epochs, True), (epochs + 1, False)):
+        evaluations = count // 3 - 2 // 3 + (count % 3 != 0)
+        assert ((count - 2) * 5.0 + evaluations * 2.0 <= room) == fits
+    assert epochs_after(2, 100, 5.0, 2.0, 3, 6) == 6  # --epochs caps it
+    assert epochs_after(2, 3, 5.0, 2.0, 1, None) == 3  # out of time: one more, to end the schedule
+    # evaluations apart from training: an evaluated epoch does not make the next plan shorter
+    clock, budget = BudgetClock(), Budget(deadline=0.0, eval_seconds=9.0, cap=None)
+    clock.add(5.0, None)
+    assert (clock.train_seconds, clock.eval_seconds(budget)) == (5.0, 9.0)  # none measured yet: the estimate
+    clock.add(7.0, 2.0)
+    assert (clock.train_seconds, clock.eval_seconds(budget)) == (5.0, 2.0)
     # the plan changes at once the first time; later at once for fewer, and only for two more or above
     assert replans(30, 31, first=True) and not replans(30, 30, first=True)
     assert replans(30, 29, first=False) and not replans(30, 31, first=False) and replans(30, 32, first=False)

@@ -35,6 +35,7 @@ from .recorder import EpochCallback, RunRecorder, choose_out_dir
 from .runtime import Runtime, select_runtime
 from .stopping import (
     Budget,
+    BudgetClock,
     balanced_accuracy,
     budget_note,
     class_counts,
@@ -300,7 +301,7 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
     recorder writes what each epoch gives (and, on an interrupt, saves last.pt and raises Interrupted)."""
     started, before = time.perf_counter(), progress.elapsed
     epoch = progress.epoch
-    clock = None  # --time-budget: when the first epoch ended, and the evaluations since
+    timed = BudgetClock() if job.budget is not None and not job.dist.enabled else None  # --time-budget
     while epoch < job.epochs:  # a time budget may change job.epochs
         epoch += 1
         epoch_start = time.perf_counter()
@@ -347,12 +348,10 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
         progress = Progress(epoch, 0, None, [*progress.rows, row], *best, elapsed)
         recorder.epoch_end(job, progress, row, improved, stats["train_images_per_second"])
         job.dist.barrier()
-        if job.budget is not None and not job.dist.enabled:
-            if epoch == 1:  # measured from here on: the first epoch carries one-time costs
-                clock = (time.perf_counter(), 0)
-            elif clock is not None and epoch < job.epochs:
-                clock = (clock[0], clock[1] + (row["test_accuracy"] is not None))
-                _replan_for_budget(job, recorder, epoch, (time.perf_counter() - clock[0]) / (epoch - 1), clock[1])
+        if timed is not None and epoch > 1:  # the first epoch carries one-time costs
+            timed.add(time.perf_counter() - epoch_start, test.get("seconds"))
+            if epoch < job.epochs:
+                _replan_for_budget(job, recorder, epoch, timed)
         if job.patience and evaluations_since_best(progress.rows, progress.best_epoch) >= job.patience:
             best_row = next(r for r in progress.rows if r["epoch"] == progress.best_epoch)
             score = score_of(best_row, job.select_balanced)
@@ -364,13 +363,13 @@ def fit(job: Job, progress: Progress, recorder: RunRecorder, should_stop: Callab
     return replace(progress, elapsed=before + time.perf_counter() - started)
 
 
-def _replan_for_budget(job: Job, recorder: RunRecorder, done: int, epoch_seconds: float, evaluations: int) -> None:
-    """--time-budget, after epoch `done`: the epochs that fit the time left, at epoch_seconds an epoch (the mean since
-    the first, saving and `evaluations` evaluations included); where the plan should change (stopping.replans), the
-    schedule is built again for them and stepped to where the run is (as a resume with another --epochs does), and
-    last.pt records the new length."""
+def _replan_for_budget(job: Job, recorder: RunRecorder, done: int, timed: BudgetClock) -> None:
+    """--time-budget, after epoch `done`: the epochs that fit the time left, at the times measured since the first
+    epoch; where the plan should change (stopping.replans), the schedule is built again for them and stepped to where
+    the run is (as a resume with another --epochs does), and last.pt records the new length."""
     left = job.budget.deadline - time.perf_counter()
-    epochs = epochs_after(done, left, epoch_seconds, job.budget, job.eval_every, evaluations > 0)
+    train_seconds, eval_seconds = timed.train_seconds, timed.eval_seconds(job.budget)
+    epochs = epochs_after(done, left, train_seconds, eval_seconds, job.eval_every, job.budget.cap)
     if not replans(job.epochs, epochs, first=done == 2):
         return
     planned, steps = job.epochs, len(job.train_batches)
@@ -382,7 +381,7 @@ def _replan_for_budget(job: Job, recorder: RunRecorder, done: int, epoch_seconds
         job.lookahead.total_steps = epochs * steps
     job.epochs = epochs
     recorder.config = replace(recorder.config, epochs=epochs)
-    recorder.say(f"note: {replan_note(done, planned, epochs, epoch_seconds, left)}")
+    recorder.say(f"note: {replan_note(done, planned, epochs, train_seconds, eval_seconds, left)}")
 
 
 def calibrate(job: Job, recorder: RunRecorder) -> dict[str, Any] | None:

@@ -13,9 +13,9 @@ from .config import IMBALANCE_RATIO
 
 BUDGET_SHARE = 0.9  # --time-budget: the epochs planned fill this share of the minutes left after loading...
 EPOCH_OVERHEAD_SECONDS = 0.5  # ...each with this much for saving last.pt, metrics.csv and curves.png
-# --time-budget, after each epoch from the second: the epochs that fit this share of the seconds left, at the mean
-# time of the epochs since the first (a few timed steps before the first misjudged an epoch by up to a third on 2
-# cores, one epoch by a fifth; the first carries one-time costs, such as the first saving's)
+# --time-budget, after each epoch from the second: the epochs that fit this share of the seconds left, at the times
+# measured since the first (a few timed steps before the first misjudged an epoch by up to a third on 2 cores, one
+# epoch alone by a fifth; the first carries one-time costs, such as the first saving's)
 REPLAN_SHARE = 0.95
 # --time-budget without --eval-every: evaluate every few epochs where evaluating the held-out images after each one
 # would take more than this share of an epoch's training (a few hundred photos, a large held-out part)
@@ -118,18 +118,49 @@ class Budget:
     cap: int | None
 
 
+@dataclass
+class BudgetClock:
+    """--time-budget: what the epochs since the first took, training and saving apart from evaluating."""
+
+    epochs: int = 0
+    epoch_total: float = 0.0  # training and saving
+    evaluations: int = 0
+    eval_total: float = 0.0
+
+    def add(self, seconds: float, eval_seconds: float | None) -> None:
+        """One epoch that took `seconds` in all, eval_seconds of them evaluating (None: not evaluated)."""
+        self.epochs += 1
+        self.epoch_total += seconds - (eval_seconds or 0.0)
+        if eval_seconds is not None:
+            self.evaluations += 1
+            self.eval_total += eval_seconds
+
+    @property
+    def train_seconds(self) -> float:
+        return self.epoch_total / max(self.epochs, 1)
+
+    def eval_seconds(self, budget: Budget) -> float:
+        """The mean evaluation measured, or the one estimated before the first step while there is none."""
+        return self.eval_total / self.evaluations if self.evaluations else budget.eval_seconds
+
+
 def epochs_after(
-    done: int, seconds_left: float, epoch_seconds: float, budget: Budget, eval_every: int, evaluated: bool
+    done: int, seconds_left: float, train_seconds: float, eval_seconds: float, eval_every: int, cap: int | None
 ) -> int:
-    """--time-budget, after `done` epochs, which took epoch_seconds each since the first (training, saving, and the
-    evaluations among them, if `evaluated`): all the epochs of the run (at least one more, at most the cap) such
-    that the ones still to come, each costing as much (plus its share of the evaluations if none was among them),
-    fill REPLAN_SHARE of seconds_left less two evaluations (the last epoch's, which an --eval-every may add, and the
-    calibration of best.pt at the end)."""
-    per_epoch = epoch_seconds + (0.0 if evaluated else budget.eval_seconds / eval_every)
-    more = math.floor(REPLAN_SHARE * (seconds_left - 2 * budget.eval_seconds) / max(per_epoch, 1e-9))
-    epochs = done + max(1, more)
-    return min(epochs, budget.cap) if budget.cap else epochs
+    """--time-budget, after `done` epochs: the most epochs in all (at least one more, at most the cap) whose epochs
+    still to come, each training and saving for train_seconds, with their evaluations (every eval_every-th epoch and
+    the last) of eval_seconds each, and the calibration of best.pt at the end (one more evaluation), fit
+    REPLAN_SHARE of seconds_left."""
+    room = REPLAN_SHARE * seconds_left - eval_seconds
+
+    def cost(epochs: int) -> float:
+        evaluations = epochs // eval_every - done // eval_every + (epochs % eval_every != 0)
+        return (epochs - done) * train_seconds + evaluations * eval_seconds
+
+    epochs = done + 1
+    while (cap is None or epochs < cap) and cost(epochs + 1) <= room:
+        epochs += 1
+    return epochs
 
 
 def replans(planned: int, epochs: int, first: bool) -> bool:
@@ -139,11 +170,13 @@ def replans(planned: int, epochs: int, first: bool) -> bool:
     return epochs != planned if first else epochs < planned or epochs >= planned + 2
 
 
-def replan_note(done: int, planned: int, epochs: int, epoch_seconds: float, seconds_left: float) -> str:
+def replan_note(
+    done: int, planned: int, epochs: int, train_seconds: float, eval_seconds: float, seconds_left: float
+) -> str:
     return (
-        f"--time-budget: after epoch {done}, an epoch takes {epoch_seconds:.1f} s with its saving (the first left "
-        f"out), so {epochs} epochs in all fit the {seconds_left:.0f} s left, in place of {planned}; the learning-rate "
-        "schedule now spans them"
+        f"--time-budget: after epoch {done}, an epoch trains in {train_seconds:.1f} s with its saving and an "
+        f"evaluation takes {eval_seconds:.1f} s, so {epochs} epochs in all fit the {seconds_left:.0f} s left, in "
+        f"place of {planned}; the learning-rate schedule now spans them"
     )
 
 
