@@ -296,8 +296,8 @@ def _train_stopping_flags(p) -> None:
         default=None,
         metavar="MINUTES",
         help="plan the epochs so that training ends within MINUTES (the loading counted): a few steps are timed "
-        "first, then as many epochs as fit (at most --epochs, if given) make the schedule, planned again from the "
-        "second epoch's measured time; the notes say how many. "
+        "first, then as many epochs as fit (at most --epochs, if given) make the schedule, planned again after "
+        "each epoch from the times measured; the notes say how many. "
         "A resumed run keeps the epochs it planned; without --eval-every, it evaluates every few epochs where "
         f"evaluating after each would cost over a quarter of the training. Default: none, but {FEW_PHOTOS_MINUTES:g} "
         f"minutes for a folder of fewer than {FEW_PHOTOS_LIMIT} images trained from scratch without --epochs",

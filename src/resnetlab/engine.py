@@ -381,7 +381,9 @@ def _replan_for_budget(job: Job, recorder: RunRecorder, done: int, timed: Budget
         job.lookahead.total_steps = epochs * steps
     job.epochs = epochs
     recorder.config = replace(recorder.config, epochs=epochs)
-    recorder.say(f"note: {replan_note(done, planned, epochs, train_seconds, eval_seconds, left)}")
+    timed.changes += 1
+    if timed.changes == 1:  # later changes show in the epoch counter only: runs of short epochs make several
+        recorder.say(f"note: {replan_note(done, planned, epochs, train_seconds, eval_seconds, left)}")
 
 
 def calibrate(job: Job, recorder: RunRecorder) -> dict[str, Any] | None:

@@ -126,6 +126,7 @@ class BudgetClock:
     epoch_total: float = 0.0  # training and saving
     evaluations: int = 0
     eval_total: float = 0.0
+    changes: int = 0  # of the plan
 
     def add(self, seconds: float, eval_seconds: float | None) -> None:
         """One epoch that took `seconds` in all, eval_seconds of them evaluating (None: not evaluated)."""
@@ -176,7 +177,8 @@ def replan_note(
     return (
         f"--time-budget: after epoch {done}, an epoch trains in {train_seconds:.1f} s with its saving and an "
         f"evaluation takes {eval_seconds:.1f} s, so {epochs} epochs in all fit the {seconds_left:.0f} s left, in "
-        f"place of {planned}; the learning-rate schedule now spans them"
+        f"place of {planned}; the learning-rate schedule now spans them (checked again after each epoch, the epoch "
+        "counter shows any later change)"
     )
 
 
