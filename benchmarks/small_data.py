@@ -240,7 +240,7 @@ def train_once(cut: Path, out: Path, seed: int, extra: list[str]) -> dict:
         "best_test_accuracy": summary["best_test_accuracy"],
         "wall_seconds": round(wall, 2),
         **{key: summary[key] for key in keys},
-        # how a time budget was planned: from the timed steps, then from the first epoch
+        # how a time budget was planned: from the timed steps, then (its first change) from the epochs measured
         "budget_notes": [line for line in result.stdout.splitlines() if "--time-budget" in line],
     }
 

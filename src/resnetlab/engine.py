@@ -370,16 +370,10 @@ def _replan_for_budget(job: Job, recorder: RunRecorder, done: int, timed: Budget
     left = job.budget.deadline - time.perf_counter()
     train_seconds, eval_seconds = timed.train_seconds, timed.eval_seconds(job.budget)
     epochs = epochs_after(done, left, train_seconds, eval_seconds, job.eval_every, job.budget.cap)
-    if not replans(job.epochs, epochs, first=done == 2):
+    if not replans(job.epochs, epochs, first=timed.epochs == 1):
         return
-    planned, steps = job.epochs, len(job.train_batches)
-    for group in job.optimizer.param_groups:  # the peak rate the schedule was built from
-        group["lr"] = group.get("max_lr", group["initial_lr"])  # one-cycle keeps it as max_lr
-    job.scheduler = build_scheduler(recorder.config.recipe_settings, job.optimizer, epochs * steps)
-    job._advance_schedule(done * steps)
-    if job.lookahead is not None:
-        job.lookahead.total_steps = epochs * steps
-    job.epochs = epochs
+    planned = job.epochs
+    job.respan(epochs, lambda steps: build_scheduler(recorder.config.recipe_settings, job.optimizer, steps))
     recorder.config = replace(recorder.config, epochs=epochs)
     timed.changes += 1
     if timed.changes == 1:  # later changes show in the epoch counter only: runs of short epochs make several

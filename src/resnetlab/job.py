@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,19 @@ class Job:
             state["best_epoch"],
             state.get("elapsed", 0.0),
         )
+
+    def respan(self, epochs: int, build_scheduler: Callable[[int], Any]) -> None:
+        """Make the run `epochs` long from where it stands (the end of an epoch): the schedule built again by
+        build_scheduler(all steps) from the peak rates, stepped to the steps done, and the lookahead's length."""
+        steps = len(self.train_batches)
+        for group in self.optimizer.param_groups:  # the peak rate the schedule was built from
+            group["lr"] = group.get("max_lr", group["initial_lr"])  # one-cycle keeps it as max_lr
+        done = self.scheduler.last_epoch  # the steps taken so far
+        self.scheduler = build_scheduler(epochs * steps)
+        self._advance_schedule(done)
+        if self.lookahead is not None:
+            self.lookahead.total_steps = epochs * steps
+        self.epochs = epochs
 
     def _advance_schedule(self, steps: int) -> None:
         """Step the freshly built schedule to `steps`, setting the learning rate (and momentum) its plan gives there
